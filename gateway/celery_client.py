@@ -1,0 +1,435 @@
+"""The non-blocking Celery client: the role tornado-celery played, for Celery 5 on asyncio.
+
+Messages are built by the Celery app's own code (`app.amqp.create_task_message` and kombu's
+serializers), so real workers accept them; only the network I/O is ours:
+
+* `BrokerPublisher` writes them to RabbitMQ over aio-pika, with publisher confirms, mandatory
+  routing and automatic reconnection;
+* `ResultListener` holds one Redis PSUBSCRIBE per gateway process on `celery-task-meta-<prefix>*`
+  (every task id this process issues carries that prefix) and resolves the waiting request when its
+  task reaches a ready state; after every reconnect it MGETs what it may have missed;
+* `CeleryClient` ties them together for the HTTP handlers.
+
+Nothing here blocks the event loop, and no thread stands in for async I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aio_pika
+import aiormq
+import redis.asyncio as aioredis
+from celery import Celery, states
+from kombu import Queue
+from kombu.serialization import dumps
+from redis.exceptions import RedisError
+
+from tasks.registry import CheckType
+
+log = logging.getLogger("checkgate.gateway")
+
+KEY_PREFIX = "celery-task-meta-"
+READY_STATES = frozenset(states.READY_STATES)
+_GLOB_SPECIAL = frozenset("*?[]\\")
+
+
+class BrokerUnavailable(ConnectionError):
+    """RabbitMQ cannot take the task now (down, reconnecting, or too slow to confirm)."""
+
+
+class BackendUnavailable(ConnectionError):
+    """Redis cannot deliver results now (down or reconnecting)."""
+
+
+class Unroutable(RuntimeError):
+    """The broker returned the message: no queue is bound for its routing key."""
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob characters so `text` matches only itself in a PSUBSCRIBE pattern."""
+    return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)
+
+
+def amqp_url(broker_url: str) -> str:
+    """Turn a kombu broker URL (amqp://, pyamqp://, librabbitmq://, amqps://…) into an aio-pika URL."""
+    scheme, sep, rest = broker_url.partition("://")
+    if not sep:
+        raise ValueError(f"broker URL has no scheme: {broker_url!r}")
+    if scheme in ("amqp", "pyamqp", "librabbitmq"):
+        return "amqp://" + rest
+    if scheme in ("amqps", "pyamqps"):
+        return "amqps://" + rest
+    raise ValueError(f"the gateway speaks AMQP only; unsupported broker scheme {scheme!r}")
+
+
+def route_of(app: Celery, task_name: str) -> tuple[str, str]:
+    """Exchange and routing key for a task, by the rule Celery's own `send_task_message` applies.
+
+    A queue on a direct exchange is published to the default exchange with the queue's name as
+    routing key; other exchange types are published to the queue's exchange with its routing key.
+    """
+    queue: Queue = app.amqp.router.route({}, task_name)["queue"]
+    if queue.exchange is None or queue.exchange.type == "direct":
+        return "", queue.name
+    return queue.exchange.name, queue.routing_key or app.conf.task_default_routing_key
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A serialized Celery task message, ready for the wire."""
+
+    task_id: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any]
+    content_type: str
+    content_encoding: str
+    expiration: float
+
+
+class BrokerPublisher:
+    """Publishes task messages to RabbitMQ with confirms; reconnects by itself."""
+
+    def __init__(self, url: str, queues: list[Queue], publish_timeout: float) -> None:
+        self._url = url
+        self._queues = queues
+        self._publish_timeout = publish_timeout
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._connector: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        """True while a connection and a confirming channel are open."""
+        conn, channel = self._connection, self._channel
+        return conn is not None and channel is not None and conn.connected.is_set() and not channel.is_closed
+
+    def start(self) -> None:
+        """Connect in the background, retrying until the broker answers."""
+        self._connector = asyncio.create_task(self._connect_forever(), name="checkgate-broker-connect")
+
+    async def wait_available(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the first connection."""
+        if self._connector is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._connector), timeout)
+        return self.available
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                # After the first success aio-pika's robust connection reconnects and restores the
+                # channel and the declarations itself.
+                connection = await aio_pika.connect_robust(self._url, timeout=5, reconnect_interval=1)
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                await self._declare(channel)
+            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+                log.warning("broker not reachable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._connection, self._channel = connection, channel
+            log.info("connected to broker")
+            return
+
+    async def _declare(self, channel: aio_pika.abc.AbstractChannel) -> None:
+        """Declare the queues exactly as the workers do, so tasks queue even before a worker starts."""
+        for q in self._queues:
+            queue = await channel.declare_queue(
+                q.name,
+                durable=q.durable,
+                exclusive=q.exclusive,
+                auto_delete=q.auto_delete,
+                arguments=q.queue_arguments,
+            )
+            if q.exchange is not None and q.exchange.name:
+                exchange = await channel.declare_exchange(
+                    q.exchange.name, q.exchange.type, durable=q.exchange.durable, auto_delete=q.exchange.auto_delete
+                )
+                await queue.bind(exchange, routing_key=q.routing_key)
+                self._exchanges[exchange.name] = exchange
+
+    async def publish(self, msg: OutgoingMessage) -> None:
+        """Publish and wait for the broker's confirm; raise `BrokerUnavailable` or `Unroutable`."""
+        if not self.available:
+            raise BrokerUnavailable("broker connection is down")
+        assert self._channel is not None
+        exchange = self._exchanges[msg.exchange] if msg.exchange else self._channel.default_exchange
+        message = aio_pika.Message(
+            msg.body,
+            headers=msg.headers,
+            content_type=msg.content_type,
+            content_encoding=msg.content_encoding,
+            correlation_id=msg.task_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            expiration=msg.expiration,
+        )
+        try:
+            await exchange.publish(message, msg.routing_key, mandatory=True, timeout=self._publish_timeout)
+        except aiormq.exceptions.PublishError as exc:
+            raise Unroutable(f"no queue bound for routing key {msg.routing_key!r}") from exc
+        except (
+            aiormq.exceptions.AMQPError,
+            aiormq.exceptions.ChannelInvalidStateError,
+            asyncio.TimeoutError,
+            ConnectionError,
+            RuntimeError,
+        ) as exc:
+            raise BrokerUnavailable(f"publish failed: {exc.__class__.__name__}") from exc
+
+    async def queue_stats(self) -> dict[str, dict[str, int]]:
+        """Messages ready and consumers attached, per queue (a passive declare each)."""
+        if not self.available:
+            raise BrokerUnavailable("broker connection is down")
+        assert self._channel is not None
+        channel = await self._channel.get_underlay_channel()
+        stats = {}
+        for q in self._queues:
+            ok = await asyncio.wait_for(channel.queue_declare(q.name, passive=True), self._publish_timeout)
+            stats[q.name] = {"messages": ok.message_count, "consumers": ok.consumer_count}
+        return stats
+
+    async def close(self) -> None:
+        """Stop connecting and close the connection."""
+        if self._connector is not None:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        if self._connection is not None:
+            await self._connection.close()
+
+
+class ResultListener:
+    """One PSUBSCRIBE for all of this process's task ids; resolves waiters on ready states."""
+
+    def __init__(
+        self,
+        url: str,
+        id_prefix: str,
+        decode: Callable[[bytes], dict[str, Any]],
+        encode: Callable[[dict[str, Any]], bytes],
+    ) -> None:
+        self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
+        self._pattern = KEY_PREFIX + glob_escape(id_prefix) + "*"
+        self._decode = decode
+        self._encode = encode
+        self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._subscribed = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        """True while the subscription is confirmed, so no result can slip by unseen."""
+        return self._subscribed.is_set()
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for a result."""
+        return len(self._waiters)
+
+    def start(self) -> None:
+        """Subscribe in the background, resubscribing after every disconnect."""
+        self._runner = asyncio.create_task(self._listen_forever(), name="checkgate-result-listener")
+
+    async def wait_available(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the subscription to be confirmed."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), timeout)
+        return self.available
+
+    def expect(self, task_id: str) -> asyncio.Future[dict[str, Any]]:
+        """Register interest in `task_id` (before publishing it); the future gets its ready meta."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[task_id] = future
+        return future
+
+    def forget(self, task_id: str) -> None:
+        """Drop the waiter for `task_id` (answered, timed out or abandoned)."""
+        self._waiters.pop(task_id, None)
+
+    async def _listen_forever(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.psubscribe(self._pattern)
+                await self._await_confirmation(pubsub)
+                self._subscribed.set()
+                delay = 0.1
+                log.info("subscribed to results on %s", self._pattern)
+                await self._catch_up()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "pmessage":
+                        self._deliver(message["channel"], message["data"])
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("result subscription lost (%s); resubscribing in %.1fs", exc, delay)
+            finally:
+                self._subscribed.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    @staticmethod
+    async def _await_confirmation(pubsub: aioredis.client.PubSub) -> None:
+        async with asyncio.timeout(5):
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message["type"] == "psubscribe":
+                    return
+
+    async def _catch_up(self) -> None:
+        """Fetch results stored while we were not subscribed (pub/sub is at-most-once)."""
+        ids = list(self._waiters)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            values = await self._redis.mget([KEY_PREFIX + task_id for task_id in chunk])
+            for task_id, value in zip(chunk, values, strict=True):
+                if value is not None:
+                    self._resolve(task_id, value)
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        self._resolve(channel[len(KEY_PREFIX) :].decode(), data)
+
+    def _resolve(self, task_id: str, payload: bytes) -> None:
+        future = self._waiters.get(task_id)
+        if future is None or future.done():
+            return
+        try:
+            meta = self._decode(payload)
+        except Exception:
+            log.exception("undecodable result for %s", task_id)
+            return
+        if meta.get("status") in READY_STATES:
+            future.set_result(meta)
+
+    async def fetch(self, task_id: str) -> dict[str, Any] | None:
+        """The stored meta of `task_id`, or None when Redis has no such key."""
+        try:
+            value = await self._redis.get(KEY_PREFIX + task_id)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        return None if value is None else self._decode(value)
+
+    async def mark_pending(self, task_id: str, name: str, ttl: float) -> None:
+        """Store a PENDING meta unless a result is there, so `/result/<id>` knows the id meanwhile.
+
+        Workers overwrite it with the real result (a stored PENDING never blocks a write).
+        """
+        meta = {"status": states.PENDING, "result": None, "traceback": None, "task_id": task_id, "name": name}
+        try:
+            await self._redis.set(KEY_PREFIX + task_id, self._encode(meta), ex=max(1, int(ttl)), nx=True)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def ping(self) -> bool:
+        """Whether Redis answers a PING."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        """Stop listening, fail nobody (waiters time out on their own deadline), close the pool."""
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        await self._redis.aclose()
+
+
+class CeleryClient:
+    """Publish Celery tasks for check types and await their results, all on the event loop."""
+
+    def __init__(self, app: Celery, *, publish_timeout: float = 5.0, id_prefix: str | None = None) -> None:
+        self.app = app
+        conf = app.conf
+        self.id_prefix = id_prefix or f"gw{secrets.token_hex(5)}-"
+        self._origin = f"checkgate-gateway@{socket.gethostname()}/{os.getpid()}"
+        self._serializer = conf.task_serializer
+        self._routes: dict[str, tuple[str, str]] = {}
+        self.broker = BrokerPublisher(amqp_url(conf.broker_url), list(conf.task_queues), publish_timeout)
+        self.results = ResultListener(conf.result_backend, self.id_prefix, app.backend.decode, app.backend.encode)
+
+    async def start(self, wait: float = 0.0) -> None:
+        """Start connecting to broker and backend; wait up to `wait` seconds for both."""
+        self.broker.start()
+        self.results.start()
+        if wait:
+            await asyncio.gather(self.broker.wait_available(wait), self.results.wait_available(wait))
+
+    async def close(self) -> None:
+        """Close both connections."""
+        await asyncio.gather(self.broker.close(), self.results.close())
+
+    def new_id(self) -> str:
+        """A fresh task id carrying this process's prefix (so our PSUBSCRIBE sees its result)."""
+        return self.id_prefix + secrets.token_hex(10)
+
+    def build_message(
+        self, task_id: str, check: CheckType, kwargs: dict[str, Any], *, timeout: float, ignore_result: bool = False
+    ) -> OutgoingMessage:
+        """A protocol-2 message for `check`, expiring `timeout` seconds from now (broker TTL and header)."""
+        route = self._routes.get(check.task_name)
+        if route is None:
+            route = self._routes[check.task_name] = route_of(self.app, check.task_name)
+        expires = datetime.now(UTC) + timedelta(seconds=timeout)
+        message = self.app.amqp.create_task_message(
+            task_id,
+            check.task_name,
+            (),
+            kwargs,
+            expires=expires,
+            # None defers to the task's own setting; only fire mode overrides it.
+            ignore_result=True if ignore_result else None,
+            origin=self._origin,
+            argsrepr="()",
+            kwargsrepr=repr(kwargs)[:256],
+        )
+        content_type, content_encoding, body = dumps(message.body, serializer=self._serializer)
+        if isinstance(body, str):
+            body = body.encode(content_encoding)
+        return OutgoingMessage(
+            task_id=task_id,
+            exchange=route[0],
+            routing_key=route[1],
+            body=body,
+            headers=message.headers,
+            content_type=content_type,
+            content_encoding=content_encoding,
+            expiration=timeout,
+        )
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        """Publish a built message (see `BrokerPublisher.publish` for the errors)."""
+        await self.broker.publish(message)
+
+    async def call(self, check: CheckType, kwargs: dict[str, Any], *, timeout: float) -> tuple[str, dict | None]:
+        """Run a check and wait up to `timeout` s: (task id, ready meta), or (task id, None) past the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        task_id = self.new_id()
+        message = self.build_message(task_id, check, kwargs, timeout=timeout)
+        future = self.results.expect(task_id)
+        try:
+            await self.publish(message)
+            try:
+                return task_id, await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return task_id, None
+        finally:
+            self.results.forget(task_id)

@@ -1,0 +1,43 @@
+"""Gateway settings, read once from the environment (`CHECKGATE_*`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway process needs to know that is not in celeryconfig."""
+
+    port: int = 8888
+    bind: str = "127.0.0.1"
+    # Seconds a publish may take (connection, confirm) before the caller gets a 503.
+    publish_timeout: float = 5.0
+    # Requests in flight (published, not yet answered) beyond which new ones get 503 + Retry-After.
+    max_inflight: int = 20_000
+    # Seconds a 503 asks the caller to wait before retrying.
+    retry_after: int = 2
+    debug: bool = False
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from `CHECKGATE_PORT`, `CHECKGATE_BIND`, `CHECKGATE_MAX_INFLIGHT`, …"""
+        return cls(
+            port=_int("CHECKGATE_PORT", cls.port),
+            bind=os.environ.get("CHECKGATE_BIND") or cls.bind,
+            publish_timeout=_float("CHECKGATE_PUBLISH_TIMEOUT", cls.publish_timeout),
+            max_inflight=_int("CHECKGATE_MAX_INFLIGHT", cls.max_inflight),
+            retry_after=_int("CHECKGATE_RETRY_AFTER", cls.retry_after),
+            debug=os.environ.get("CHECKGATE_DEBUG", "") in ("1", "true", "yes"),
+        )

@@ -1,0 +1,372 @@
+"""The HTTP contract of the gateway (see design.md), one handler per resource.
+
+    GET /check/<type>?<params>[&mode=sync|async|fire][&timeout=<s>]   run a check
+    GET /add?x=&y=                                                     the tornado-celery example
+    GET /result/<id>                                                   state and result of a check
+    GET /checks                                                        declared check types
+    GET /health                                                        broker, backend, workers
+    GET /metrics                                                       Prometheus text
+
+Status codes: 200 done, 202 accepted/pending, 400 bad parameter (the body names it), 404 unknown
+type/id/path, 405 other methods, 502 the task raised, 503 + Retry-After when overloaded or when the
+broker/backend is down, 504 deadline passed (the body carries the id to poll).
+Every response is JSON (but /metrics); no error body carries a traceback unless debug is on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import tornado.web
+from celery import states
+
+from gateway.celery_client import BackendUnavailable, BrokerUnavailable, CeleryClient, Unroutable
+from gateway.config import Settings
+from tasks.registry import CheckType, ParamError
+
+log = logging.getLogger("checkgate.gateway")
+
+MODES = ("sync", "async", "fire")
+TASK_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# How long a PENDING marker outlives the request deadline: long enough for a task that started just
+# before its deadline to finish and overwrite it.
+PENDING_GRACE_S = 300
+
+
+@dataclass
+class Gateway:
+    """What the handlers share: the client, the settings, the check types and the counters."""
+
+    client: CeleryClient
+    settings: Settings
+    checks: Mapping[str, CheckType]
+    queues: Mapping[str, str]
+    inflight: int = 0
+    responses: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether new work must be refused to keep the requests in flight bounded."""
+        return self.inflight >= self.settings.max_inflight
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error answer: HTTP status plus a JSON body (and maybe headers); Tornado sends it."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.body = body
+        self.headers = headers or {}
+
+
+def bad_param(exc: ParamError) -> ApiError:
+    """400 naming the field that is wrong and why."""
+    return ApiError(400, {"error": f"invalid parameter {exc.field!r}: {exc.message}", "field": exc.field})
+
+
+class JsonHandler(tornado.web.RequestHandler):
+    """Base handler: JSON answers, JSON errors, strict query parsing."""
+
+    gateway: Gateway
+
+    def initialize(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
+        """Finish the request with `body` as JSON."""
+        self.set_status(status)
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
+        self.finish(json.dumps(body, default=str, separators=(",", ":")))
+
+    def unavailable(self, reason: str) -> ApiError:
+        """503 with Retry-After: the caller should come back, nothing was accepted."""
+        retry = str(self.gateway.settings.retry_after)
+        return ApiError(503, {"error": reason, "retry_after": int(retry)}, {"Retry-After": retry})
+
+    def query_values(self) -> dict[str, str]:
+        """Query parameters as text, one value each; duplicates and invalid UTF-8 are 400s."""
+        values: dict[str, str] = {}
+        for raw_name, raw_values in self.request.query_arguments.items():
+            try:
+                # Tornado decodes names as latin-1; undo that to check they are UTF-8.
+                name = raw_name.encode("latin-1").decode("utf-8")
+            except UnicodeError:
+                raise ApiError(400, {"error": "parameter name is not valid UTF-8", "field": raw_name}) from None
+            if len(raw_values) > 1:
+                raise ApiError(400, {"error": f"parameter {name!r} given more than once", "field": name})
+            try:
+                values[name] = raw_values[0].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ApiError(400, {"error": f"parameter {name!r} is not valid UTF-8", "field": name}) from None
+        return values
+
+    def on_finish(self) -> None:
+        self.gateway.responses[(self.metric_label(), self.get_status())] += 1
+
+    def metric_label(self) -> str:
+        """The label this request is counted under in /metrics."""
+        return type(self).__name__.removesuffix("Handler").lower()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        body: dict[str, Any] = {"error": self._reason}
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], ApiError):
+            body = exc_info[1].body
+            for name, value in exc_info[1].headers.items():
+                self.set_header(name, value)
+        elif self.gateway.settings.debug and exc_info:
+            body["exception"] = repr(exc_info[1])
+        self.finish(json.dumps(body))
+
+
+class CheckHandler(JsonHandler):
+    """GET /check/<type>: validate, publish to the type's queue, answer per mode."""
+
+    def metric_label(self) -> str:
+        return getattr(self, "check_name", "unknown")
+
+    async def get(self, type_name: str) -> None:
+        check = self.gateway.checks.get(type_name)
+        if check is None:
+            allowed = sorted(self.gateway.checks)
+            raise ApiError(404, {"error": f"unknown check type {type_name!r}", "field": "type", "allowed": allowed})
+        self.check_name = check.name
+        given = self.query_values()
+        try:
+            mode, timeout = self._gateway_params(check, given)
+            kwargs = check.validate(given)
+        except ParamError as exc:
+            raise bad_param(exc) from None
+        gateway = self.gateway
+        if gateway.overloaded:
+            raise self.unavailable("too many requests in flight")
+        gateway.inflight += 1
+        try:
+            await self._run(check, kwargs, mode, timeout)
+        finally:
+            gateway.inflight -= 1
+
+    @staticmethod
+    def _gateway_params(check: CheckType, given: dict[str, str]) -> tuple[str, float]:
+        mode = given.pop("mode", "sync")
+        if mode not in MODES:
+            raise ParamError("mode", f"must be one of {', '.join(MODES)}")
+        raw_timeout = given.pop("timeout", None)
+        given.pop("format", None)
+        if raw_timeout is None:
+            return mode, check.default_timeout
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            raise ParamError("timeout", f"must be a number of seconds, got {raw_timeout[:40]!r}") from None
+        if not 0 < timeout <= check.max_timeout:  # also rejects nan and inf
+            raise ParamError("timeout", f"must be > 0 and <= {check.max_timeout:g} seconds for check {check.name!r}")
+        return mode, timeout
+
+    async def _run(self, check: CheckType, kwargs: dict[str, Any], mode: str, timeout: float) -> None:
+        client = self.gateway.client
+        if mode != "fire" and not client.results.available:
+            raise self.unavailable("result backend unavailable")
+        started = time.perf_counter()
+        try:
+            if mode == "sync":
+                task_id, meta = await client.call(check, kwargs, timeout=timeout)
+            else:
+                task_id = client.new_id()
+                message = client.build_message(task_id, check, kwargs, timeout=timeout, ignore_result=mode == "fire")
+                if mode == "async":
+                    await client.results.mark_pending(task_id, check.task_name, timeout + PENDING_GRACE_S)
+                await client.publish(message)
+        except BrokerUnavailable:
+            raise self.unavailable("broker unavailable") from None
+        except BackendUnavailable:
+            raise self.unavailable("result backend unavailable") from None
+        except Unroutable:
+            raise self.unavailable(f"no queue for check type {check.name!r}") from None
+        if mode == "fire":
+            self.send(202, {"id": task_id, "type": check.name, "state": "SENT"})
+        elif mode == "async":
+            url = f"/result/{task_id}"
+            self.send(202, {"id": task_id, "type": check.name, "state": states.PENDING, "result_url": url}, {"Location": url})
+        elif meta is None:
+            await self._deadline_passed(check, task_id, timeout)
+        else:
+            self.send(*task_answer(meta, check.name, task_id, self.gateway.settings.debug, started))
+
+    async def _deadline_passed(self, check: CheckType, task_id: str, timeout: float) -> None:
+        # A task that started before its deadline may still finish: let /result/<id> know the id.
+        try:
+            await self.gateway.client.results.mark_pending(task_id, check.task_name, PENDING_GRACE_S)
+        except BackendUnavailable:
+            pass
+        body = {
+            "id": task_id,
+            "type": check.name,
+            "state": states.PENDING,
+            "error": f"deadline of {timeout:g}s passed",
+            "result_url": f"/result/{task_id}",
+        }
+        self.send(504, body)
+
+
+class AddHandler(CheckHandler):
+    """GET /add?x=&y=: the tornado-celery example, the `add` check under its old path."""
+
+    async def get(self) -> None:  # type: ignore[override]
+        await super().get("add")
+
+
+def task_answer(
+    meta: dict[str, Any], type_name: str, task_id: str, debug: bool, started: float | None = None
+) -> tuple[int, dict[str, Any]]:
+    """HTTP status and body for a task's stored meta (shared by /check and /result)."""
+    state = meta.get("status", states.PENDING)
+    body: dict[str, Any] = {"id": task_id, "type": type_name, "state": state}
+    if started is not None:
+        body["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    if meta.get("worker"):
+        body["worker"] = meta["worker"]
+    if state == states.SUCCESS:
+        body["result"] = meta.get("result")
+        return 200, body
+    if state == states.PENDING or state not in states.READY_STATES:
+        body["result_url"] = f"/result/{task_id}"
+        return 202, body
+    exc = meta.get("result") if isinstance(meta.get("result"), dict) else {}
+    args = exc.get("exc_message") or []
+    message = str(args[0]) if isinstance(args, list | tuple) and len(args) == 1 else str(args)
+    body["error"] = {"type": exc.get("exc_type", "Error"), "message": message}
+    if state == states.REVOKED:
+        body["error"]["message"] = message or "revoked"
+        return 504, body
+    if debug and meta.get("traceback"):
+        body["error"]["traceback"] = meta["traceback"]
+    return 502, body
+
+
+class ResultHandler(JsonHandler):
+    """GET /result/<id>: what became of an earlier check."""
+
+    async def get(self, task_id: str) -> None:
+        if not TASK_ID_RE.fullmatch(task_id):
+            raise ApiError(400, {"error": "invalid parameter 'id': expected 1-128 of A-Z a-z 0-9 . _ : -", "field": "id"})
+        try:
+            meta = await self.gateway.client.results.fetch(task_id)
+        except BackendUnavailable:
+            raise self.unavailable("result backend unavailable") from None
+        if meta is None:
+            raise ApiError(404, {"error": "unknown or expired id", "id": task_id})
+        type_name = str(meta.get("name") or "").removeprefix("checkgate.")
+        self.send(*task_answer(meta, type_name, task_id, self.gateway.settings.debug))
+
+
+class ChecksHandler(JsonHandler):
+    """GET /checks: every check type with its queue, parameters, limits and doc."""
+
+    def get(self) -> None:
+        checks = []
+        for check in self.gateway.checks.values():
+            described = check.describe()
+            described["queue"] = self.gateway.queues[check.name]
+            checks.append(described)
+        self.send(200, {"checks": checks})
+
+
+class HealthHandler(JsonHandler):
+    """GET /health: broker and backend reachable, workers (consumers) and depth per queue."""
+
+    async def get(self) -> None:
+        client = self.gateway.client
+        broker_ok = client.broker.available
+        backend_ok = client.results.available and await client.results.ping()
+        queues: dict[str, Any] = {}
+        if broker_ok:
+            try:
+                queues = await client.broker.queue_stats()
+            except Exception as exc:  # noqa: BLE001 - health reports, never raises
+                log.warning("queue stats failed: %r", exc)
+                broker_ok = False
+        if not (broker_ok and backend_ok):
+            status = "down"
+        elif any(q["consumers"] == 0 for q in queues.values()):
+            status = "degraded"
+        else:
+            status = "ok"
+        body = {
+            "status": status,
+            "broker": {"ok": broker_ok},
+            "backend": {"ok": backend_ok},
+            "queues": queues,
+            "inflight": self.gateway.inflight,
+        }
+        self.send(200 if status != "down" else 503, body)
+
+
+class MetricsHandler(JsonHandler):
+    """GET /metrics: request counts and connection state in Prometheus text format."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        gw = self.gateway
+        lines = [
+            "# HELP checkgate_http_responses_total HTTP responses by handler or check type and status code.",
+            "# TYPE checkgate_http_responses_total counter",
+        ]
+        for (label, code), count in sorted(gw.responses.items()):
+            lines.append(f'checkgate_http_responses_total{{handler="{label}",code="{code}"}} {count}')
+        gauges = {
+            "checkgate_inflight_requests": gw.inflight,
+            "checkgate_waiting_results": gw.client.results.pending,
+            "checkgate_broker_up": int(gw.client.broker.available),
+            "checkgate_backend_up": int(gw.client.results.available),
+        }
+        for name, value in gauges.items():
+            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        self.finish("\n".join(lines) + "\n")
+
+
+class NotFoundHandler(JsonHandler):
+    """Any other path: JSON 404."""
+
+    def prepare(self) -> None:
+        raise ApiError(404, {"error": f"no such resource {self.request.path!r}"})
+
+
+def make_app(gateway: Gateway) -> tornado.web.Application:
+    """The Tornado application serving the contract above."""
+    args = {"gateway": gateway}
+    return tornado.web.Application(
+        [
+            (r"/check/([^/]+)", CheckHandler, args),
+            (r"/add", AddHandler, args),
+            (r"/result/([^/]+)", ResultHandler, args),
+            (r"/checks", ChecksHandler, args),
+            (r"/health", HealthHandler, args),
+            (r"/metrics", MetricsHandler, args),
+        ],
+        default_handler_class=NotFoundHandler,
+        default_handler_args=args,
+        debug=False,
+        log_function=_log_request,
+    )
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    # Per-request INFO lines cost throughput at thousands of requests per second; log failures only.
+    status = handler.get_status()
+    if status >= 500 and status not in (502, 503, 504):
+        log.error("%d %s %.1fms", status, handler.request.uri, 1000 * handler.request.request_time())
+    elif log.isEnabledFor(logging.DEBUG):
+        log.debug("%d %s %.1fms", status, handler.request.uri, 1000 * handler.request.request_time())

@@ -1,0 +1,63 @@
+"""The gateway process: connect to broker and backend, serve HTTP, shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import tornado.httpserver
+
+from gateway.celery_client import CeleryClient
+from gateway.config import Settings
+from gateway.http_api import Gateway, make_app
+from tasks.registry import load_checks
+
+log = logging.getLogger("checkgate.gateway")
+
+# Seconds to wait for the first broker/backend connection before serving (503s until they come).
+STARTUP_WAIT = 5.0
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the gateway until `stop` is set, then drain requests in flight and close."""
+    from tasks import app  # the Celery app, for its config and message code
+
+    checks = load_checks()
+    client = CeleryClient(app, publish_timeout=settings.publish_timeout)
+    await client.start(wait=STARTUP_WAIT)
+    queues = {c.name: app.conf.task_routes[c.task_name]["queue"] for c in checks.values()}
+    gateway = Gateway(client=client, settings=settings, checks=checks, queues=queues)
+    server = tornado.httpserver.HTTPServer(make_app(gateway), idle_connection_timeout=75)
+    server.listen(settings.port, settings.bind, backlog=4096)
+    log.info(
+        "checkgate gateway on http://%s:%d (broker %s, backend %s, id prefix %s)",
+        settings.bind,
+        settings.port,
+        "up" if client.broker.available else "DOWN",
+        "up" if client.results.available else "DOWN",
+        client.id_prefix,
+    )
+    await stop.wait()
+    log.info("stopping: no new connections, draining %d requests in flight", gateway.inflight)
+    server.stop()
+    drain_deadline = asyncio.get_running_loop().time() + max(c.max_timeout for c in checks.values())
+    while gateway.inflight and asyncio.get_running_loop().time() < drain_deadline:
+        await asyncio.sleep(0.05)
+    await server.close_all_connections()
+    await client.close()
+
+
+def main() -> None:
+    """Entry point: settings from the environment, SIGTERM/SIGINT stop gracefully."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(run())

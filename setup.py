@@ -1,0 +1,37 @@
+"""checkgate: an asynchronous HTTP gateway that runs checks on distributed Celery workers."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="checkgate",
+    version="0.1.0",
+    description="Non-blocking Tornado gateway that runs checks on Celery workers over RabbitMQ and Redis",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["gateway", "gateway.*", "tasks", "tasks.*", "bench", "bench.*"]),
+    py_modules=["celeryconfig"],
+    install_requires=[
+        "celery[redis,msgpack]>=5.4,<6",
+        "kombu>=5.4,<6",
+        "tornado>=6.4,<7",
+        "aio-pika>=9.4,<11",
+        "redis>=5.0",
+        "msgpack>=1.0",
+        "supervisor>=4.2,<5",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.5",
+        ],
+        # librabbitmq's last release (2018) only builds on old Pythons; kombu and celery gate
+        # their own extras the same way.
+        "librabbitmq": ["librabbitmq>=2.0; python_version < '3.11'"],
+    },
+    entry_points={
+        "console_scripts": ["checkgate=gateway.cli:main"],
+    },
+    include_package_data=True,
+    package_data={"bench": ["jmeter/*.jmx"]},
+)

@@ -1,0 +1,20 @@
+"""`add`: the tornado-celery example task, kept as the no-op benchmark check."""
+
+from tasks.registry import Param, check
+
+# Integers JSON consumers can represent exactly (JavaScript's Number.MAX_SAFE_INTEGER).
+SAFE_INT = 2**53 - 1
+
+
+@check(
+    params=(
+        Param("x", int, required=True, min=-SAFE_INT, max=SAFE_INT, doc="first addend"),
+        Param("y", int, required=True, min=-SAFE_INT, max=SAFE_INT, doc="second addend"),
+    ),
+    pool="cpu",
+    default_timeout=10.0,
+    max_timeout=60.0,
+)
+def add(x: int, y: int) -> int:
+    """Return x + y."""
+    return x + y

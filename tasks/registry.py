@@ -1,0 +1,198 @@
+"""The check registry: what each check type is called, where it runs and what it accepts.
+
+Workers read it to register Celery tasks and to declare one queue per type; the gateway reads the very
+same declarations to validate a request before anything is published. A check is a plain function plus
+a `CheckType` declaration, registered with the `check` decorator.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Parameters the gateway itself consumes; a check may not declare them.
+RESERVED_PARAMS = frozenset({"mode", "timeout", "format"})
+
+_INT_RE = re.compile(r"[+-]?[0-9]{1,19}")
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+class ParamError(ValueError):
+    """A request parameter is missing, unknown or out of bounds; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a check type: its type and the values it allows."""
+
+    name: str
+    type: type = str
+    required: bool = False
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Any, ...] | None = None
+    max_length: int = 2048
+    doc: str = ""
+    # Extra rule beyond type and bounds: raises ValueError with a message meant for the caller.
+    validator: Callable[[Any], None] | None = None
+
+    def parse(self, raw: str) -> Any:
+        """Convert the raw query-string value; raise `ParamError` naming this parameter."""
+        if len(raw) > self.max_length:
+            raise ParamError(self.name, f"longer than {self.max_length} characters")
+        value = self._convert(raw)
+        if self.choices is not None and value not in self.choices:
+            raise ParamError(self.name, f"must be one of {', '.join(map(str, self.choices))}")
+        if self.min is not None and value < self.min:
+            raise ParamError(self.name, f"must be >= {self.min}")
+        if self.max is not None and value > self.max:
+            raise ParamError(self.name, f"must be <= {self.max}")
+        if self.validator is not None:
+            try:
+                self.validator(value)
+            except ValueError as exc:
+                raise ParamError(self.name, str(exc)) from None
+        return value
+
+    def _convert(self, raw: str) -> Any:
+        if self.type is int:
+            if not _INT_RE.fullmatch(raw):
+                raise ParamError(self.name, f"must be an integer, got {raw[:40]!r}")
+            return int(raw)
+        if self.type is float:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ParamError(self.name, f"must be a number, got {raw[:40]!r}") from None
+            if not math.isfinite(value):
+                raise ParamError(self.name, "must be a finite number")
+            return value
+        if self.type is bool:
+            try:
+                return _BOOLS[raw.lower()]
+            except KeyError:
+                raise ParamError(self.name, "must be true or false") from None
+        if not raw:
+            raise ParamError(self.name, "must not be empty")
+        return raw
+
+    def describe(self) -> dict[str, Any]:
+        """The declaration as JSON for `/checks`."""
+        out: dict[str, Any] = {"name": self.name, "type": self.type.__name__, "required": self.required}
+        if not self.required:
+            out["default"] = self.default
+        for key in ("min", "max", "choices"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.type is str:
+            out["max_length"] = self.max_length
+        if self.doc:
+            out["doc"] = self.doc
+        return out
+
+
+@dataclass(frozen=True)
+class CheckType:
+    """A registered check: the function that runs it and the declaration everyone else reads."""
+
+    name: str
+    fn: Callable[..., Any]
+    queue: str
+    params: tuple[Param, ...]
+    doc: str = ""
+    pool: str = "io"
+    default_timeout: float = 30.0
+    max_timeout: float = 300.0
+
+    @property
+    def task_name(self) -> str:
+        """The Celery task name workers register and messages carry."""
+        return f"checkgate.{self.name}"
+
+    @property
+    def wants_deadline(self) -> bool:
+        """Whether the function takes `deadline` (epoch seconds) to bound its own I/O."""
+        return "deadline" in inspect.signature(self.fn).parameters
+
+    def validate(self, given: Mapping[str, str]) -> dict[str, Any]:
+        """Turn raw query values into the task's keyword arguments, or raise `ParamError`."""
+        declared = {p.name for p in self.params}
+        for name in given:
+            if name not in declared:
+                allowed = ", ".join(sorted(declared | RESERVED_PARAMS))
+                raise ParamError(name, f"unknown parameter for check {self.name!r}; allowed: {allowed}")
+        kwargs: dict[str, Any] = {}
+        for param in self.params:
+            raw = given.get(param.name)
+            if raw is None:
+                if param.required:
+                    raise ParamError(param.name, "is required")
+                kwargs[param.name] = param.default
+            else:
+                kwargs[param.name] = param.parse(raw)
+        return kwargs
+
+    def describe(self) -> dict[str, Any]:
+        """The declaration as JSON for `/checks`."""
+        return {
+            "name": self.name,
+            "queue": self.queue,
+            "pool": self.pool,
+            "doc": self.doc,
+            "default_timeout": self.default_timeout,
+            "max_timeout": self.max_timeout,
+            "params": [p.describe() for p in self.params],
+        }
+
+
+REGISTRY: dict[str, CheckType] = {}
+
+
+def check(
+    name: str | None = None,
+    *,
+    params: tuple[Param, ...] = (),
+    queue: str | None = None,
+    pool: str = "io",
+    default_timeout: float = 30.0,
+    max_timeout: float = 300.0,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as a check type (its docstring becomes the doc)."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        check_name = name or fn.__name__
+        if pool not in ("io", "cpu"):
+            raise ValueError(f"check {check_name}: pool must be 'io' or 'cpu'")
+        clash = RESERVED_PARAMS & {p.name for p in params}
+        if clash:
+            raise ValueError(f"check {check_name}: parameter names reserved by the gateway: {sorted(clash)}")
+        REGISTRY[check_name] = CheckType(
+            name=check_name,
+            fn=fn,
+            queue=queue or check_name,
+            params=tuple(params),
+            doc=inspect.cleandoc(fn.__doc__ or ""),
+            pool=pool,
+            default_timeout=default_timeout,
+            max_timeout=max_timeout,
+        )
+        return fn
+
+    return register
+
+
+def load_checks() -> dict[str, CheckType]:
+    """Import the built-in checks (once) and return the registry, name → declaration."""
+    importlib.import_module("tasks.checks")
+    return REGISTRY
