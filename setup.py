@@ -1,12 +1,14 @@
 """checkgate: an asynchronous HTTP gateway that runs checks on distributed Celery workers."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="checkgate",
     version="0.1.0",
     description="Non-blocking Tornado gateway that runs checks on Celery workers over RabbitMQ and Redis",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["gateway", "gateway.*", "tasks", "tasks.*", "bench", "bench.*"]),

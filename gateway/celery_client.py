@@ -136,7 +136,7 @@ class BrokerPublisher:
                 connection = await aio_pika.connect_robust(self._url, timeout=5, reconnect_interval=1)
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 await self._declare(channel)
-            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 log.warning("broker not reachable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -182,9 +182,9 @@ class BrokerPublisher:
         except aiormq.exceptions.PublishError as exc:
             raise Unroutable(f"no queue bound for routing key {msg.routing_key!r}") from exc
         except (
+            TimeoutError,
             aiormq.exceptions.AMQPError,
             aiormq.exceptions.ChannelInvalidStateError,
-            asyncio.TimeoutError,
             ConnectionError,
             RuntimeError,
         ) as exc:
@@ -275,7 +275,7 @@ class ResultListener:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "pmessage":
                         self._deliver(message["channel"], message["data"])
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RedisError, OSError) as exc:
                 log.warning("result subscription lost (%s); resubscribing in %.1fs", exc, delay)
             finally:
                 self._subscribed.clear()
@@ -429,7 +429,7 @@ class CeleryClient:
             await self.publish(message)
             try:
                 return task_id, await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return task_id, None
         finally:
             self.results.forget(task_id)

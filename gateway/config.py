@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+
+_ID_PREFIX_RE = re.compile(r"[A-Za-z0-9._:-]{1,40}")
 
 
 def _float(name: str, default: float) -> float:
@@ -28,7 +31,13 @@ class Settings:
     max_inflight: int = 20_000
     # Seconds a 503 asks the caller to wait before retrying.
     retry_after: int = 2
+    # Prefix of every task id this process issues (random when empty); it must be unique per process.
+    id_prefix: str = ""
     debug: bool = False
+
+    def __post_init__(self) -> None:
+        if self.id_prefix and not _ID_PREFIX_RE.fullmatch(self.id_prefix):
+            raise ValueError("CHECKGATE_ID_PREFIX: 1 to 40 of A-Z a-z 0-9 . _ : -")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,5 +48,6 @@ class Settings:
             publish_timeout=_float("CHECKGATE_PUBLISH_TIMEOUT", cls.publish_timeout),
             max_inflight=_int("CHECKGATE_MAX_INFLIGHT", cls.max_inflight),
             retry_after=_int("CHECKGATE_RETRY_AFTER", cls.retry_after),
+            id_prefix=os.environ.get("CHECKGATE_ID_PREFIX", ""),
             debug=os.environ.get("CHECKGATE_DEBUG", "") in ("1", "true", "yes"),
         )

@@ -15,6 +15,7 @@ Every response is JSON (but /metrics); no error body carries a traceback unless 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -199,7 +200,8 @@ class CheckHandler(JsonHandler):
             self.send(202, {"id": task_id, "type": check.name, "state": "SENT"})
         elif mode == "async":
             url = f"/result/{task_id}"
-            self.send(202, {"id": task_id, "type": check.name, "state": states.PENDING, "result_url": url}, {"Location": url})
+            body = {"id": task_id, "type": check.name, "state": states.PENDING, "result_url": url}
+            self.send(202, body, {"Location": url})
         elif meta is None:
             await self._deadline_passed(check, task_id, timeout)
         else:
@@ -207,10 +209,8 @@ class CheckHandler(JsonHandler):
 
     async def _deadline_passed(self, check: CheckType, task_id: str, timeout: float) -> None:
         # A task that started before its deadline may still finish: let /result/<id> know the id.
-        try:
+        with contextlib.suppress(BackendUnavailable):
             await self.gateway.client.results.mark_pending(task_id, check.task_name, PENDING_GRACE_S)
-        except BackendUnavailable:
-            pass
         body = {
             "id": task_id,
             "type": check.name,
@@ -261,7 +261,8 @@ class ResultHandler(JsonHandler):
 
     async def get(self, task_id: str) -> None:
         if not TASK_ID_RE.fullmatch(task_id):
-            raise ApiError(400, {"error": "invalid parameter 'id': expected 1-128 of A-Z a-z 0-9 . _ : -", "field": "id"})
+            message = "invalid parameter 'id': expected 1 to 128 of A-Z a-z 0-9 . _ : -"
+            raise ApiError(400, {"error": message, "field": "id"})
         try:
             meta = await self.gateway.client.results.fetch(task_id)
         except BackendUnavailable:
@@ -295,7 +296,7 @@ class HealthHandler(JsonHandler):
         if broker_ok:
             try:
                 queues = await client.broker.queue_stats()
-            except Exception as exc:  # noqa: BLE001 - health reports, never raises
+            except Exception as exc:
                 log.warning("queue stats failed: %r", exc)
                 broker_ok = False
         if not (broker_ok and backend_ok):

@@ -24,7 +24,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     from tasks import app  # the Celery app, for its config and message code
 
     checks = load_checks()
-    client = CeleryClient(app, publish_timeout=settings.publish_timeout)
+    client = CeleryClient(app, publish_timeout=settings.publish_timeout, id_prefix=settings.id_prefix or None)
     await client.start(wait=STARTUP_WAIT)
     queues = {c.name: app.conf.task_routes[c.task_name]["queue"] for c in checks.values()}
     gateway = Gateway(client=client, settings=settings, checks=checks, queues=queues)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -193,6 +194,12 @@ def check(
 
 
 def load_checks() -> dict[str, CheckType]:
-    """Import the built-in checks (once) and return the registry, name → declaration."""
+    """Import the built-in checks and the modules in `CHECKGATE_CHECK_MODULES` (once); return the registry.
+
+    `CHECKGATE_CHECK_MODULES` is a comma-separated list of importable modules that register checks
+    of their own; workers and gateway must see the same list.
+    """
     importlib.import_module("tasks.checks")
+    for module in filter(None, (m.strip() for m in os.environ.get("CHECKGATE_CHECK_MODULES", "").split(","))):
+        importlib.import_module(module)
     return REGISTRY

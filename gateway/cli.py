@@ -1,0 +1,115 @@
+"""`checkgate`: run the stack, the gateway alone, or one check from the command line.
+
+checkgate run                       the whole node under supervisord, in the foreground
+checkgate gateway                   the HTTP gateway alone (what supervisord starts)
+checkgate check add x=1 y=2         run one check through a running gateway, print the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+DEFAULT_SUPERVISOR_USER = "checkgate"
+
+
+def project_home() -> Path:
+    """The checkout holding supervisord.conf (where celeryconfig.py lives)."""
+    import celeryconfig
+
+    return Path(celeryconfig.__file__).resolve().parent
+
+
+def supervisor_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """The environment supervisord.conf needs; a random console password is made once and kept."""
+    env = dict(env)
+    env.setdefault("CHECKGATE_QUEUE_PREFIX", "")
+    env.setdefault("CHECKGATE_SUPERVISOR_PORT", "9001")
+    env.setdefault("CHECKGATE_SUPERVISOR_USER", DEFAULT_SUPERVISOR_USER)
+    if not env.get("CHECKGATE_SUPERVISOR_PASSWORD"):
+        secret = home / "var" / "supervisor-credentials"
+        if not secret.exists():
+            secret.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(f"{env['CHECKGATE_SUPERVISOR_USER']}:{secrets.token_urlsafe(18)}\n")
+        user, _, password = secret.read_text().strip().partition(":")
+        env["CHECKGATE_SUPERVISOR_USER"], env["CHECKGATE_SUPERVISOR_PASSWORD"] = user, password
+        print(f"supervisor console: http://127.0.0.1:{env['CHECKGATE_SUPERVISOR_PORT']}/ (user:password in {secret})")
+    return env
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Exec supervisord in the foreground with the node's programs."""
+    home = project_home()
+    conf = Path(args.config).resolve() if args.config else home / "supervisord.conf"
+    (conf.parent / "var" / "log").mkdir(parents=True, exist_ok=True)
+    env = supervisor_env(conf.parent, dict(os.environ))
+    supervisord = str(Path(sys.executable).with_name("supervisord"))
+    print(f"starting supervisord -n -c {conf}; gateway on http://127.0.0.1:{env.get('CHECKGATE_PORT', '8888')}/")
+    sys.stdout.flush()
+    os.execve(supervisord, [supervisord, "-n", "-c", str(conf)], env)
+    return 0  # not reached
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """Run the HTTP gateway in this process."""
+    from gateway.server import main
+
+    main()
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """GET /check/<type> on a running gateway; exit 0 when it answered 200."""
+    params = []
+    for item in args.params:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"checkgate: expected key=value, got {item!r}", file=sys.stderr)
+            return 2
+        params.append((key, value))
+    url = f"{args.url.rstrip('/')}/check/{urllib.parse.quote(args.type)}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.wait) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except OSError as exc:
+        print(f"checkgate: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(json.dumps(json.loads(body), indent=2))
+    except ValueError:
+        print(body.decode(errors="replace"))
+    return 0 if status == 200 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the sub-command."""
+    parser = argparse.ArgumentParser(prog="checkgate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole node under supervisord (foreground)")
+    run.add_argument("-c", "--config", help="supervisord.conf to use (default: the checkout's)")
+    run.set_defaults(func=cmd_run)
+    sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(func=cmd_gateway)
+    check = sub.add_parser("check", help="run one check through a running gateway")
+    check.add_argument("type", help="check type, e.g. add, sleep, http")
+    check.add_argument("params", nargs="*", help="key=value parameters")
+    default_url = f"http://127.0.0.1:{os.environ.get('CHECKGATE_PORT', '8888')}"
+    check.add_argument("--url", default=default_url, help=f"gateway base URL (default {default_url})")
+    check.add_argument("--wait", type=float, default=330.0, help="seconds to wait for the answer")
+    check.set_defaults(func=cmd_check)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Fixtures that run the real stack; see tests/support/env.py for how a run is isolated."""
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.env import BACKEND_URL, BROKER_URL, RUN_PREFIX
+from tests.support.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Workers for every queue (threads, enough slots for the concurrency tests) and no gateway yet."""
+    workdir: Path = tmp_path_factory.mktemp("stack")
+    stack = Stack(workdir, RUN_PREFIX, BROKER_URL, BACKEND_URL)
+    try:
+        stack.start_worker("add", ["add"], pool="prefork", concurrency=2)
+        stack.start_worker("sleep", ["sleep"], pool="threads", concurrency=220)
+        stack.start_worker("misc", ["http", "boom"], pool="threads", concurrency=10)
+        yield stack
+    finally:
+        stack.stop()
+        stack.cleanup()
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: Stack) -> str:
+    """Base URL of a gateway connected to the session's stack."""
+    return stack.start_gateway("gw")
+
+
+@pytest.fixture
+def new_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A second, empty stack with its own prefix, for tests that kill or starve its processes."""
+    stack = Stack(tmp_path, f"cgt{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        stack.cleanup()

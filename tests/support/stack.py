@@ -1,0 +1,150 @@
+"""A real checkgate stack for tests: workers and gateways as subprocesses, isolated by a name prefix.
+
+Every queue and exchange name carries the stack's prefix (celeryconfig's CHECKGATE_QUEUE_PREFIX) and
+results go to the test's own Redis db, so a run neither sees nor disturbs other users of the same
+broker and Redis; `cleanup()` deletes what the run created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis
+from kombu import Connection
+
+from tasks.registry import load_checks
+
+ROOT = Path(__file__).resolve().parents[2]
+EXTRA_CHECKS = "tests.support.extra_checks"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 30.0) -> tuple[int, Any, dict[str, str]]:
+    """GET `url`: (status, parsed JSON body or text, headers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, raw, headers = response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        status, raw, headers = exc.code, exc.read(), dict(exc.headers)
+    try:
+        return status, json.loads(raw), headers
+    except ValueError:
+        return status, raw.decode(errors="replace"), headers
+
+
+class Stack:
+    """Workers and gateways of one isolated checkgate deployment."""
+
+    def __init__(self, workdir: Path, prefix: str, broker_url: str, backend_url: str) -> None:
+        self.workdir = workdir
+        self.prefix = prefix
+        self.broker_url = broker_url
+        self.backend_url = backend_url
+        self.env = {
+            **os.environ,
+            "CHECKGATE_QUEUE_PREFIX": prefix,
+            "CHECKGATE_BROKER_URL": broker_url,
+            "CHECKGATE_RESULT_BACKEND": backend_url,
+            "CHECKGATE_CHECK_MODULES": EXTRA_CHECKS,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = self.workdir / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs[name], self.logs[name] = proc, log
+        return proc
+
+    def start_worker(
+        self, name: str, queues: list[str], pool: str = "threads", concurrency: int = 10, ready_timeout: float = 60
+    ) -> subprocess.Popen[bytes]:
+        """Start `celery -A tasks worker` on the prefixed `queues` and wait until it is ready."""
+        argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker"]
+        argv += ["-Q", ",".join(self.prefix + q for q in queues)]
+        argv += ["-O", "fair", "-P", pool, "-c", str(concurrency), "-n", f"{self.prefix}{name}@%h"]
+        argv += ["--without-gossip", "--without-mingle", "-l", "info"]
+        proc = self._spawn(name, argv, self.env)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker {name} exited: {self.logs[name].read_text()[-2000:]}")
+            if " ready." in self.logs[name].read_text(errors="replace"):
+                return proc
+            time.sleep(0.1)
+        raise TimeoutError(f"worker {name} not ready: {self.logs[name].read_text()[-2000:]}")
+
+    def start_gateway(self, name: str = "gateway", wait_up: bool = True, **env: str) -> str:
+        """Start the gateway process; return its base URL once it answers (and is connected if `wait_up`)."""
+        port = free_port()
+        gateway_env = {**self.env, "CHECKGATE_PORT": str(port), "CHECKGATE_ID_PREFIX": f"{self.prefix}{name}-", **env}
+        proc = self._spawn(name, [sys.executable, "-m", "gateway"], gateway_env)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gateway {name} exited: {self.logs[name].read_text()[-2000:]}")
+            try:
+                _, body, _ = http_get(base + "/health", timeout=5)
+            except OSError:
+                time.sleep(0.1)
+                continue
+            if not wait_up or (body["broker"]["ok"] and body["backend"]["ok"]):
+                return base
+            time.sleep(0.1)
+        raise TimeoutError(f"gateway {name} not up: {self.logs[name].read_text()[-2000:]}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to a process of the stack and reap it."""
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop every process (TERM, then KILL after a grace period)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+    def cleanup(self) -> None:
+        """Delete the run's queues, exchanges and result keys from the shared broker and Redis."""
+        queues = {check.queue for check in load_checks().values()} | {"celery"}
+        exchanges = ["checkgate", "celery.pidbox", "reply.celery.pidbox", "celeryev"]
+        with Connection(self.broker_url.replace("amqp://", "pyamqp://", 1)) as conn:
+            channel = conn.default_channel
+            for queue in queues:
+                channel.queue_delete(self.prefix + queue)
+            for exchange in exchanges:
+                name = f"reply.{self.prefix}celery.pidbox" if exchange.startswith("reply.") else self.prefix + exchange
+                channel.exchange_delete(name)
+        client = redis.Redis.from_url(self.backend_url)
+        keys = list(client.scan_iter(match=f"celery-task-meta-{self.prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+        client.close()

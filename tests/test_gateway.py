@@ -1,0 +1,277 @@
+"""End to end through a real gateway, real Celery workers, RabbitMQ and Redis: the HTTP contract."""
+
+import http.server
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support.env import RUN_PREFIX
+from tests.support.stack import Stack, free_port, http_get
+
+
+def poll_result(gateway: str, task_id: str, until: int, timeout: float = 15) -> tuple[int, dict]:
+    """GET /result/<id> until its status is `until` (or the time is up); return the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body, _ = http_get(f"{gateway}/result/{task_id}")
+        if status == until or time.monotonic() > deadline:
+            return status, body
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def target() -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server that records the paths it was asked for."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            code = int(self.path.strip("/").split("/")[0] or 200) if self.path.strip("/")[:3].isdigit() else 200
+            self.send_response(code)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("path", ["/check/add?x=1&y=2", "/add?x=1&y=2"])
+def test_add_answers_the_sum(gateway: str, path: str) -> None:
+    status, body, headers = http_get(gateway + path)
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("application/json")
+    assert body["result"] == 3
+    assert body["state"] == "SUCCESS"
+    assert body["type"] == "add"
+    assert body["id"].startswith(f"{RUN_PREFIX}gw-")
+    assert body["worker"].startswith(f"{RUN_PREFIX}add@")
+    assert body["duration_ms"] > 0
+
+
+def test_results_are_per_request(gateway: str) -> None:
+    paths = [f"/check/add?x={i}&y={i * 1000}" for i in range(50)]
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda p: http_get(gateway + p), paths))
+    assert [body["result"] for _, body, _ in answers] == [i + i * 1000 for i in range(50)]
+    assert len({body["id"] for _, body, _ in answers}) == 50
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/check/add?x=abc&y=2", "x"),
+        ("/add?x=abc&y=2", "x"),
+        ("/check/add?x=1", "y"),
+        ("/check/add?x=1&y=2&z=3", "z"),
+        ("/check/add?x=1&x=2&y=2", "x"),
+        ("/check/add?x=%FF&y=1", "x"),
+        ("/check/add?x=99999999999999999999&y=1", "x"),
+        ("/check/add?x=1&y=2&mode=bogus", "mode"),
+        ("/check/add?x=1&y=2&timeout=-1", "timeout"),
+        ("/check/add?x=1&y=2&timeout=nan", "timeout"),
+        ("/check/add?x=1&y=2&timeout=abc", "timeout"),
+        ("/check/add?x=1&y=2&timeout=1e9", "timeout"),
+        ("/check/sleep?ms=60001", "ms"),
+        ("/check/http?url=file:///etc/passwd", "url"),
+        ("/check/http?url=gopher://127.0.0.1:70/x", "url"),
+        ("/result/bad$id", "id"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(gateway: str, path: str, field: str) -> None:
+    status, body, _ = http_get(gateway + path)
+    assert status == 400, body
+    assert body["field"] == field
+    assert field in body["error"]
+    assert "Traceback" not in str(body)
+
+
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [("/check/nosuch", "unknown check type"), ("/nowhere", "no such resource"), ("/result/unknown-id-1", "unknown")],
+)
+def test_unknown_things_are_json_404(gateway: str, path: str, needle: str) -> None:
+    status, body, _ = http_get(gateway + path)
+    assert status == 404
+    assert needle in body["error"]
+
+
+def test_other_methods_are_405(gateway: str) -> None:
+    request = urllib.request.Request(gateway + "/check/add?x=1&y=2", data=b"", method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        status = 200
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+        assert exc.headers["Content-Type"].startswith("application/json")
+    assert status == 405
+
+
+def test_async_mode_answers_at_once_then_result_is_pollable(gateway: str) -> None:
+    status, body, headers = http_get(gateway + "/check/sleep?ms=1000&mode=async")
+    assert status == 202
+    assert body["state"] == "PENDING"
+    assert headers["Location"] == body["result_url"] == f"/result/{body['id']}"
+    status, pending, _ = http_get(gateway + body["result_url"])
+    assert (status, pending["state"], pending["type"]) == (202, "PENDING", "sleep")
+    status, done = poll_result(gateway, body["id"], until=200)
+    assert status == 200, done
+    assert done["result"] == {"ok": True, "slept_ms": 1000}
+    assert done["worker"].startswith(f"{RUN_PREFIX}sleep@")
+
+
+def test_fire_mode_runs_the_check_and_stores_nothing(gateway: str, target: tuple[str, list[str]]) -> None:
+    base, seen = target
+    url = urllib.parse.quote(f"{base}/fired", safe="")
+    status, body, _ = http_get(f"{gateway}/check/http?url={url}&mode=fire")
+    assert status == 202
+    assert body["state"] == "SENT"
+    deadline = time.monotonic() + 10
+    while "/fired" not in seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "/fired" in seen
+    time.sleep(0.5)
+    status, _, _ = http_get(f"{gateway}/result/{body['id']}")
+    assert status == 404
+
+
+def test_http_check_reports_target_state(gateway: str, target: tuple[str, list[str]]) -> None:
+    base, _ = target
+    status, body, _ = http_get(f"{gateway}/check/http?url={urllib.parse.quote(base + '/200', safe='')}")
+    assert status == 200, body
+    assert body["result"]["ok"] is True
+    assert body["result"]["status_code"] == 200
+    # A target that answers 503 is a successful check that says "not ok".
+    status, body, _ = http_get(f"{gateway}/check/http?url={urllib.parse.quote(base + '/503', safe='')}")
+    assert status == 200, body
+    assert body["result"]["ok"] is False
+    assert body["result"]["status_code"] == 503
+    closed = f"http://127.0.0.1:{free_port()}/"
+    status, body, _ = http_get(f"{gateway}/check/http?url={urllib.parse.quote(closed, safe='')}")
+    assert status == 200, body
+    assert (body["result"]["ok"], body["result"]["reason"]) == (False, "connection_refused")
+
+
+def test_task_that_raises_is_502_without_traceback(gateway: str) -> None:
+    status, body, _ = http_get(gateway + "/check/boom?code=7")
+    assert status == 502
+    assert body["state"] == "FAILURE"
+    assert body["error"] == {"type": "ValueError", "message": "boom 7"}
+    assert "traceback" not in body["error"]
+    # The same answer later from /result.
+    status, again = poll_result(gateway, body["id"], until=502)
+    assert (status, again["error"]) == (502, body["error"])
+
+
+def test_deadline_is_504_with_the_id_and_the_result_arrives_later(gateway: str) -> None:
+    status, body, _ = http_get(gateway + "/check/sleep?ms=2000&timeout=0.5")
+    assert status == 504
+    assert body["state"] == "PENDING"
+    assert body["result_url"] == f"/result/{body['id']}"
+    # The worker started it before its deadline, so it finishes and the result can be fetched.
+    status, late = http_get(gateway + body["result_url"])[:2]
+    assert status == 202
+    status, late = poll_result(gateway, body["id"], until=200)
+    assert status == 200
+    assert late["result"]["slept_ms"] == 2000
+
+
+def test_a_task_that_expires_in_the_queue_is_never_run(new_stack: Stack) -> None:
+    gateway = new_stack.start_gateway("gw")
+    status, body, _ = http_get(gateway + "/check/add?x=1&y=1&timeout=0.5")
+    assert status == 504
+    time.sleep(1)
+    new_stack.start_worker("late", ["add"], concurrency=1)
+    time.sleep(2)
+    status, later, _ = http_get(f"{gateway}/result/{body['id']}")
+    assert (status, later["state"]) == (202, "PENDING")
+    status, fresh, _ = http_get(gateway + "/check/add?x=2&y=2")
+    assert (status, fresh["result"]) == (200, 4)
+
+
+def test_broker_down_is_fast_503_with_retry_after(new_stack: Stack) -> None:
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
+    gateway = new_stack.start_gateway("gw", wait_up=False, CHECKGATE_BROKER_URL=dead)
+    started = time.monotonic()
+    status, body, headers = http_get(gateway + "/check/add?x=1&y=2")
+    assert time.monotonic() - started < 5
+    assert status == 503
+    assert body["error"] == "broker unavailable"
+    assert int(headers["Retry-After"]) >= 1
+    status, health, _ = http_get(gateway + "/health")
+    assert status == 503
+    assert (health["status"], health["broker"]["ok"], health["backend"]["ok"]) == ("down", False, True)
+
+
+def test_backend_down_refuses_waiting_modes_but_fire_still_works(new_stack: Stack) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    gateway = new_stack.start_gateway("gw", wait_up=False, CHECKGATE_RESULT_BACKEND=dead)
+    for mode in ("sync", "async"):
+        status, body, headers = http_get(f"{gateway}/check/add?x=1&y=2&mode={mode}")
+        assert (status, body["error"]) == (503, "result backend unavailable")
+        assert "Retry-After" in headers
+    status, body, _ = http_get(gateway + "/check/add?x=1&y=2&mode=fire")
+    assert (status, body["state"]) == (202, "SENT")
+
+
+def test_overload_is_503_with_retry_after(stack: Stack) -> None:
+    gateway = stack.start_gateway("gw-small", CHECKGATE_MAX_INFLIGHT="5")
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: http_get(gateway + "/check/sleep?ms=1000"), range(20)))
+    codes = sorted(status for status, _, _ in answers)
+    assert set(codes) == {200, 503}
+    assert codes.count(200) >= 5
+    assert all(headers.get("Retry-After") for status, _, headers in answers if status == 503)
+
+
+def test_checks_lists_every_type_with_its_queue_and_params(gateway: str) -> None:
+    status, body, _ = http_get(gateway + "/checks")
+    assert status == 200
+    checks = {c["name"]: c for c in body["checks"]}
+    assert {"add", "sleep", "http", "boom"} <= set(checks)
+    assert checks["sleep"]["queue"] == RUN_PREFIX + "sleep"
+    ms = checks["sleep"]["params"][0]
+    assert (ms["name"], ms["type"], ms["min"], ms["max"], ms["required"]) == ("ms", "int", 0, 60000, True)
+
+
+def test_health_reports_workers_per_queue(gateway: str) -> None:
+    status, body, _ = http_get(gateway + "/health")
+    assert status == 200
+    assert body["broker"]["ok"] and body["backend"]["ok"]
+    for name in ("add", "sleep", "http", "boom"):
+        assert body["queues"][RUN_PREFIX + name]["consumers"] >= 1
+
+
+def test_metrics_count_answers(gateway: str) -> None:
+    http_get(gateway + "/check/add?x=1&y=2")
+    http_get(gateway + "/check/add?x=a&y=2")
+    status, text, headers = http_get(gateway + "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    assert 'checkgate_http_responses_total{handler="add",code="200"}' in text
+    assert 'checkgate_http_responses_total{handler="add",code="400"}' in text
+    assert "checkgate_broker_up 1" in text
+
+
+def test_200_concurrent_slow_checks_do_not_queue_behind_each_other(gateway: str) -> None:
+    """The proof the gateway never blocks: 200 × 500 ms would take 100 s one at a time."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(200) as pool:
+        answers = list(pool.map(lambda _: http_get(gateway + "/check/sleep?ms=500", timeout=60), range(200)))
+    elapsed = time.monotonic() - started
+    assert [status for status, _, _ in answers] == [200] * 200
+    assert all(body["result"]["slept_ms"] == 500 for _, body, _ in answers)
+    assert elapsed < 5, f"200 concurrent 500 ms checks took {elapsed:.1f}s"

@@ -1,0 +1,109 @@
+"""Unit tests of what the gateway puts on the wire: Celery protocol-2 messages, ids, routing, URLs."""
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import redis
+from kombu.serialization import loads
+
+from gateway.celery_client import KEY_PREFIX, CeleryClient, amqp_url, glob_escape
+from tasks import app, deadline_of
+from tasks.registry import REGISTRY
+from tests.support.env import BACKEND_URL, RUN_PREFIX
+
+
+@pytest.fixture
+def client() -> CeleryClient:
+    return CeleryClient(app, id_prefix="unit-")
+
+
+def test_message_is_celery_protocol_2(client: CeleryClient) -> None:
+    task_id = client.new_id()
+    msg = client.build_message(task_id, REGISTRY["add"], {"x": 1, "y": 2}, timeout=10)
+    assert task_id.startswith("unit-") and len(task_id) == len("unit-") + 20
+    headers = msg.headers
+    assert headers["lang"] == "py"
+    assert headers["task"] == "checkgate.add"
+    assert headers["id"] == headers["root_id"] == task_id
+    assert headers["ignore_result"] is None
+    assert headers["retries"] == 0
+    expires_in = (datetime.fromisoformat(headers["expires"]) - datetime.now(UTC)).total_seconds()
+    assert 9 < expires_in <= 10
+    assert msg.expiration == 10
+    assert msg.content_type == "application/x-msgpack"
+    args, kwargs, embed = loads(msg.body, msg.content_type, msg.content_encoding, accept=["application/x-msgpack"])
+    assert args == []
+    assert kwargs == {"x": 1, "y": 2}
+    assert embed == {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def test_route_is_the_default_exchange_and_the_prefixed_queue(client: CeleryClient) -> None:
+    for name in ("add", "sleep", "http"):
+        msg = client.build_message(client.new_id(), REGISTRY[name], {}, timeout=1)
+        assert (msg.exchange, msg.routing_key) == ("", RUN_PREFIX + name)
+
+
+def test_fire_mode_overrides_ignore_result(client: CeleryClient) -> None:
+    msg = client.build_message(client.new_id(), REGISTRY["sleep"], {"ms": 1}, timeout=5, ignore_result=True)
+    assert msg.headers["ignore_result"] is True
+
+
+def test_ids_are_unique(client: CeleryClient) -> None:
+    ids = {client.new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+
+
+def test_default_id_prefix_differs_per_client() -> None:
+    assert CeleryClient(app).id_prefix != CeleryClient(app).id_prefix
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:guest@127.0.0.1:5672//"),
+        ("pyamqp://u:p@h:5672/vh", "amqp://u:p@h:5672/vh"),
+        ("librabbitmq://u:p@h//", "amqp://u:p@h//"),
+        ("amqps://u:p@h:5671//", "amqps://u:p@h:5671//"),
+    ],
+)
+def test_amqp_url(url: str, expected: str) -> None:
+    assert amqp_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "127.0.0.1:5672"])
+def test_amqp_url_refuses_other_brokers(url: str) -> None:
+    with pytest.raises(ValueError):
+        amqp_url(url)
+
+
+def test_glob_escape_matches_only_itself_in_real_redis() -> None:
+    """A prefix full of glob characters must not let the PSUBSCRIBE see other processes' ids."""
+    prefix = "p*?[x]\\-"
+    assert glob_escape(prefix) == "p\\*\\?\\[x\\]\\\\-"
+    client = redis.Redis.from_url(BACKEND_URL)
+    pubsub = client.pubsub()
+    pubsub.psubscribe(KEY_PREFIX + glob_escape(prefix) + "*")
+    assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+    tag = uuid.uuid4().hex
+    client.publish(KEY_PREFIX + "pab[x]-" + tag, "other")  # would match the unescaped pattern
+    client.publish(KEY_PREFIX + prefix + tag, "mine")
+    seen = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not seen:
+        message = pubsub.get_message(timeout=1)
+        if message and message["type"] == "pmessage":
+            seen.append(message["data"])
+    time.sleep(0.2)
+    message = pubsub.get_message(timeout=0.5)
+    pubsub.close()
+    client.close()
+    assert seen == [b"mine"]
+    assert message is None
+
+
+def test_deadline_of_reads_celery_expires_header() -> None:
+    assert deadline_of(None) is None
+    assert deadline_of("2026-01-01T00:00:10+00:00") == datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC).timestamp()
+    assert deadline_of("2026-01-01T00:00:10") == datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC).timestamp()
