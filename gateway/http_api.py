@@ -67,6 +67,11 @@ class ApiError(tornado.web.HTTPError):
         self.headers = headers or {}
 
 
+def to_json(body: dict[str, Any]) -> str:
+    """Compact JSON; values JSON lacks (dates, bytes) become strings rather than errors."""
+    return json.dumps(body, default=str, separators=(",", ":"))
+
+
 def bad_param(exc: ParamError) -> ApiError:
     """400 naming the field that is wrong and why."""
     return ApiError(400, {"error": f"invalid parameter {exc.field!r}: {exc.message}", "field": exc.field})
@@ -89,7 +94,7 @@ class JsonHandler(tornado.web.RequestHandler):
         self.set_status(status)
         for name, value in (headers or {}).items():
             self.set_header(name, value)
-        self.finish(json.dumps(body, default=str, separators=(",", ":")))
+        self.finish(to_json(body))
 
     def unavailable(self, reason: str) -> ApiError:
         """503 with Retry-After: the caller should come back, nothing was accepted."""
@@ -129,7 +134,7 @@ class JsonHandler(tornado.web.RequestHandler):
                 self.set_header(name, value)
         elif self.gateway.settings.debug and exc_info:
             body["exception"] = repr(exc_info[1])
-        self.finish(json.dumps(body))
+        self.finish(to_json(body))
 
 
 class CheckHandler(JsonHandler):
