@@ -51,6 +51,10 @@ result_accept_content = ["msgpack", "json"]
 result_expires = int(os.environ.get("CHECKGATE_RESULT_EXPIRES", "3600"))
 # Stores the worker's hostname with the result, which the gateway reports as `worker`.
 result_extended = True
+# A worker that cannot reach Redis when a task ends keeps retrying the write (exponential backoff up
+# to 10 s, ~2.5 min in all) instead of dropping the result: a Redis restart must not lose answers.
+result_backend_always_retry = True
+result_backend_max_retries = 20
 
 # A task is acknowledged only once it ran, so a worker that dies mid-task has it redelivered.
 task_acks_late = True
