@@ -115,6 +115,8 @@ class CheckType:
     pool: str = "io"
     default_timeout: float = 30.0
     max_timeout: float = 300.0
+    # Rule across parameters, run on the parsed keyword arguments: raises ParamError naming the field.
+    validator: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def task_name(self) -> str:
@@ -142,6 +144,8 @@ class CheckType:
                 kwargs[param.name] = param.default
             else:
                 kwargs[param.name] = param.parse(raw)
+        if self.validator is not None:
+            self.validator(kwargs)
         return kwargs
 
     def describe(self) -> dict[str, Any]:
@@ -168,8 +172,13 @@ def check(
     pool: str = "io",
     default_timeout: float = 30.0,
     max_timeout: float = 300.0,
+    validator: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register the decorated function as a check type (its docstring becomes the doc)."""
+    """Register the decorated function as a check type (its docstring becomes the doc).
+
+    `validator`, when given, checks rules that span parameters after each one was parsed, and raises
+    `ParamError` naming the field at fault.
+    """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         check_name = name or fn.__name__
@@ -187,6 +196,7 @@ def check(
             pool=pool,
             default_timeout=default_timeout,
             max_timeout=max_timeout,
+            validator=validator,
         )
         return fn
 
