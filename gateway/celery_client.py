@@ -107,6 +107,7 @@ class BrokerPublisher:
         self._publish_timeout = publish_timeout
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._stats_channel: aio_pika.abc.AbstractChannel | None = None
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._connector: asyncio.Task[None] | None = None
 
@@ -191,15 +192,24 @@ class BrokerPublisher:
             raise BrokerUnavailable(f"publish failed: {exc.__class__.__name__}") from exc
 
     async def queue_stats(self) -> dict[str, dict[str, int]]:
-        """Messages ready and consumers attached, per queue (a passive declare each)."""
+        """Messages ready and consumers attached, per queue (a passive declare each).
+
+        Runs on a channel of its own: a passive declare of a queue deleted behind our back closes its
+        channel, which must never be the one tasks are published on.
+        """
         if not self.available:
             raise BrokerUnavailable("broker connection is down")
-        assert self._channel is not None
-        channel = await self._channel.get_underlay_channel()
-        stats = {}
-        for q in self._queues:
-            ok = await asyncio.wait_for(channel.queue_declare(q.name, passive=True), self._publish_timeout)
-            stats[q.name] = {"messages": ok.message_count, "consumers": ok.consumer_count}
+        assert self._connection is not None
+        try:
+            if self._stats_channel is None or self._stats_channel.is_closed:
+                self._stats_channel = await self._connection.channel(publisher_confirms=False)
+            channel = await self._stats_channel.get_underlay_channel()
+            stats = {}
+            for q in self._queues:
+                ok = await asyncio.wait_for(channel.queue_declare(q.name, passive=True), self._publish_timeout)
+                stats[q.name] = {"messages": ok.message_count, "consumers": ok.consumer_count}
+        except (TimeoutError, aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
+            raise BrokerUnavailable(f"queue stats failed: {exc.__class__.__name__}") from exc
         return stats
 
     async def close(self) -> None:

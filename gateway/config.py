@@ -29,6 +29,10 @@ class Settings:
     publish_timeout: float = 5.0
     # Requests in flight (published, not yet answered) beyond which new ones get 503 + Retry-After.
     max_inflight: int = 20_000
+    # The same, per check type, so one flooded type cannot take every slot.
+    max_inflight_per_type: int = 10_000
+    # Ready messages in a type's queue beyond which its new requests get 503 + Retry-After.
+    max_queue_depth: int = 10_000
     # Seconds a 503 asks the caller to wait before retrying.
     retry_after: int = 2
     # Prefix of every task id this process issues (random when empty); it must be unique per process.
@@ -47,6 +51,8 @@ class Settings:
             bind=os.environ.get("CHECKGATE_BIND") or cls.bind,
             publish_timeout=_float("CHECKGATE_PUBLISH_TIMEOUT", cls.publish_timeout),
             max_inflight=_int("CHECKGATE_MAX_INFLIGHT", cls.max_inflight),
+            max_inflight_per_type=_int("CHECKGATE_MAX_INFLIGHT_PER_TYPE", cls.max_inflight_per_type),
+            max_queue_depth=_int("CHECKGATE_MAX_QUEUE_DEPTH", cls.max_queue_depth),
             retry_after=_int("CHECKGATE_RETRY_AFTER", cls.retry_after),
             id_prefix=os.environ.get("CHECKGATE_ID_PREFIX", ""),
             debug=os.environ.get("CHECKGATE_DEBUG", "") in ("1", "true", "yes"),

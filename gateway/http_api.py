@@ -15,6 +15,7 @@ Every response is JSON (but /metrics); no error body carries a traceback unless 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -30,11 +31,15 @@ from celery import states
 
 from gateway.celery_client import BackendUnavailable, BrokerUnavailable, CeleryClient, Unroutable
 from gateway.config import Settings
+from gateway.openapi import openapi_document
+from gateway.prometheus import render_check
 from tasks.registry import CheckType, ParamError
 
 log = logging.getLogger("checkgate.gateway")
 
 MODES = ("sync", "async", "fire")
+FORMATS = ("json", "prometheus")
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # How long a PENDING marker outlives the request deadline: long enough for a task that started just
 # before its deadline to finish and overwrite it.
@@ -50,12 +55,32 @@ class Gateway:
     checks: Mapping[str, CheckType]
     queues: Mapping[str, str]
     inflight: int = 0
+    inflight_by_type: Counter[str] = field(default_factory=Counter)
+    # Ready messages and consumers per queue, refreshed by `watch_queues`.
+    queue_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     responses: Counter[tuple[str, int]] = field(default_factory=Counter)
 
-    @property
-    def overloaded(self) -> bool:
-        """Whether new work must be refused to keep the requests in flight bounded."""
-        return self.inflight >= self.settings.max_inflight
+    def refusal(self, check: CheckType) -> str | None:
+        """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
+        settings = self.settings
+        if self.inflight >= settings.max_inflight:
+            return "too many requests in flight"
+        if self.inflight_by_type[check.name] >= settings.max_inflight_per_type:
+            return f"too many {check.name!r} checks in flight"
+        queue = self.queues[check.name]
+        depth = self.queue_stats.get(queue, {}).get("messages", 0)
+        if depth >= settings.max_queue_depth:
+            return f"queue {queue!r} holds {depth} waiting tasks"
+        return None
+
+    async def watch_queues(self, interval: float = 1.0) -> None:
+        """Keep `queue_stats` fresh so deep queues shed load (runs until cancelled)."""
+        while True:
+            try:
+                self.queue_stats = await self.client.broker.queue_stats()
+            except BrokerUnavailable:
+                self.queue_stats = {}
+            await asyncio.sleep(interval)
 
 
 class ApiError(tornado.web.HTTPError):
@@ -151,35 +176,43 @@ class CheckHandler(JsonHandler):
         self.check_name = check.name
         given = self.query_values()
         try:
-            mode, timeout = self._gateway_params(check, given)
+            mode, timeout, self.output = self._gateway_params(check, given)
             kwargs = check.validate(given)
         except ParamError as exc:
             raise bad_param(exc) from None
         gateway = self.gateway
-        if gateway.overloaded:
-            raise self.unavailable("too many requests in flight")
+        refusal = gateway.refusal(check)
+        if refusal is not None:
+            raise self.unavailable(refusal)
         gateway.inflight += 1
+        gateway.inflight_by_type[check.name] += 1
         try:
             await self._run(check, kwargs, mode, timeout)
         finally:
             gateway.inflight -= 1
+            gateway.inflight_by_type[check.name] -= 1
 
     @staticmethod
-    def _gateway_params(check: CheckType, given: dict[str, str]) -> tuple[str, float]:
+    def _gateway_params(check: CheckType, given: dict[str, str]) -> tuple[str, float, str]:
+        """Pop and check the parameters the gateway itself consumes: (mode, timeout, format)."""
         mode = given.pop("mode", "sync")
         if mode not in MODES:
             raise ParamError("mode", f"must be one of {', '.join(MODES)}")
+        output = given.pop("format", "json")
+        if output not in FORMATS:
+            raise ParamError("format", f"must be one of {', '.join(FORMATS)}")
+        if output == "prometheus" and mode != "sync":
+            raise ParamError("format", "prometheus output needs mode=sync")
         raw_timeout = given.pop("timeout", None)
-        given.pop("format", None)
         if raw_timeout is None:
-            return mode, check.default_timeout
+            return mode, check.default_timeout, output
         try:
             timeout = float(raw_timeout)
         except ValueError:
             raise ParamError("timeout", f"must be a number of seconds, got {raw_timeout[:40]!r}") from None
         if not 0 < timeout <= check.max_timeout:  # also rejects nan and inf
             raise ParamError("timeout", f"must be > 0 and <= {check.max_timeout:g} seconds for check {check.name!r}")
-        return mode, timeout
+        return mode, timeout, output
 
     async def _run(self, check: CheckType, kwargs: dict[str, Any], mode: str, timeout: float) -> None:
         client = self.gateway.client
@@ -211,6 +244,19 @@ class CheckHandler(JsonHandler):
             await self._deadline_passed(check, task_id, timeout)
         else:
             self.send(*task_answer(meta, check.name, task_id, self.gateway.settings.debug, started))
+
+    def send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
+        """Like JsonHandler.send, but a task outcome in format=prometheus is blackbox-style text.
+
+        As with blackbox_exporter, a check that could not run (502) or did not finish (504) is still
+        a scrape that succeeded, with probe_success 0; errors before any task (400, 503) keep their code.
+        """
+        if getattr(self, "output", "json") != "prometheus" or "state" not in body:
+            super().send(status, body, headers)
+            return
+        self.set_status(200)
+        self.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
+        self.finish(render_check(body["type"], body["state"], body.get("result"), body.get("duration_ms")))
 
     async def _deadline_passed(self, check: CheckType, task_id: str, timeout: float) -> None:
         # A task that started before its deadline may still finish: let /result/<id> know the id.
@@ -301,8 +347,8 @@ class HealthHandler(JsonHandler):
         if broker_ok:
             try:
                 queues = await client.broker.queue_stats()
-            except Exception as exc:
-                log.warning("queue stats failed: %r", exc)
+            except BrokerUnavailable as exc:
+                log.warning("%s", exc)
                 broker_ok = False
         if not (broker_ok and backend_ok):
             status = "down"
@@ -324,7 +370,7 @@ class MetricsHandler(JsonHandler):
     """GET /metrics: request counts and connection state in Prometheus text format."""
 
     def get(self) -> None:
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
         gw = self.gateway
         lines = [
             "# HELP checkgate_http_responses_total HTTP responses by handler or check type and status code.",
@@ -341,6 +387,13 @@ class MetricsHandler(JsonHandler):
         for name, value in gauges.items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
         self.finish("\n".join(lines) + "\n")
+
+
+class OpenApiHandler(JsonHandler):
+    """GET /openapi.json: the API, generated from the check declarations."""
+
+    def get(self) -> None:
+        self.send(200, openapi_document(self.gateway.checks))
 
 
 class NotFoundHandler(JsonHandler):
@@ -361,6 +414,7 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
             (r"/checks", ChecksHandler, args),
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
+            (r"/openapi.json", OpenApiHandler, args),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=args,

@@ -28,6 +28,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await client.start(wait=STARTUP_WAIT)
     queues = {c.name: app.conf.task_routes[c.task_name]["queue"] for c in checks.values()}
     gateway = Gateway(client=client, settings=settings, checks=checks, queues=queues)
+    watcher = asyncio.create_task(gateway.watch_queues(), name="checkgate-queue-watch")
     server = tornado.httpserver.HTTPServer(make_app(gateway), idle_connection_timeout=75)
     server.listen(settings.port, settings.bind, backlog=4096)
     log.info(
@@ -45,6 +46,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     while gateway.inflight and asyncio.get_running_loop().time() < drain_deadline:
         await asyncio.sleep(0.05)
     await server.close_all_connections()
+    watcher.cancel()
     await client.close()
 
 

@@ -8,6 +8,7 @@ a `CheckType` declaration, registered with the `check` decorator.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 import math
 import os
@@ -203,13 +204,20 @@ def check(
     return register
 
 
-def load_checks() -> dict[str, CheckType]:
-    """Import the built-in checks and the modules in `CHECKGATE_CHECK_MODULES` (once); return the registry.
+ENTRY_POINT_GROUP = "checkgate.checks"
 
-    `CHECKGATE_CHECK_MODULES` is a comma-separated list of importable modules that register checks
-    of their own; workers and gateway must see the same list.
+
+def load_checks() -> dict[str, CheckType]:
+    """Import every check module (once) and return the registry, name → declaration.
+
+    Checks come from the built-ins (`tasks.checks`), from installed packages that declare an entry
+    point in the `checkgate.checks` group (the entry point names a module that registers checks with
+    `@check`), and from the comma-separated modules in `CHECKGATE_CHECK_MODULES`. Workers and gateway
+    must see the same set.
     """
     importlib.import_module("tasks.checks")
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry_point.load()
     for module in filter(None, (m.strip() for m in os.environ.get("CHECKGATE_CHECK_MODULES", "").split(","))):
         importlib.import_module(module)
     return REGISTRY

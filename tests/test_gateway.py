@@ -275,3 +275,70 @@ def test_200_concurrent_slow_checks_do_not_queue_behind_each_other(gateway: str)
     assert [status for status, _, _ in answers] == [200] * 200
     assert all(body["result"]["slept_ms"] == 500 for _, body, _ in answers)
     assert elapsed < 5, f"200 concurrent 500 ms checks took {elapsed:.1f}s"
+
+
+def test_prometheus_format_parses_with_blackbox_names(gateway: str, target: tuple[str, list[str]]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base, _ = target
+    for path, success in (("/200", 1.0), ("/503", 0.0)):
+        url = urllib.parse.quote(base + path, safe="")
+        status, text, headers = http_get(f"{gateway}/check/http?url={url}&format=prometheus")
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/plain")
+        samples = {s.name: s for family in text_string_to_metric_families(text) for s in family.samples}
+        assert samples["probe_success"].value == success
+        assert samples["checkgate_check_success"].value == success
+        assert samples["checkgate_check_success"].labels == {"type": "http"}
+        assert samples["probe_http_status_code"].value == int(path[1:])
+        assert samples["probe_duration_seconds"].value > 0
+    # A check that could not run is still a good scrape, with probe_success 0 (as blackbox_exporter does).
+    status, text, _ = http_get(f"{gateway}/check/boom?format=prometheus")
+    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    assert (status, samples["probe_success"], samples["checkgate_check_ran"]) == (200, 0.0, 0.0)
+
+
+def test_openapi_describes_every_check(gateway: str) -> None:
+    status, doc, _ = http_get(gateway + "/openapi.json")
+    assert status == 200
+    assert doc["openapi"].startswith("3.")
+    for name in ("add", "sleep", "http", "boom"):
+        assert f"/check/{name}" in doc["paths"]
+    params = {p["name"]: p for p in doc["paths"]["/check/sleep"]["get"]["parameters"]}
+    assert params["ms"]["required"] is True
+    assert params["ms"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 60000}
+    assert params["mode"]["schema"]["enum"] == ["sync", "async", "fire"]
+    assert {"/add", "/result/{id}", "/checks", "/health", "/metrics"} <= set(doc["paths"])
+
+
+def test_a_deep_queue_sheds_its_type_only(new_stack: Stack) -> None:
+    """With no worker on `sleep`, its queue fills; past the threshold new sleeps get 503, adds still run."""
+    gateway = new_stack.start_gateway("gw", CHECKGATE_MAX_QUEUE_DEPTH="5")
+    new_stack.start_worker("add", ["add"], concurrency=1)
+    for _ in range(6):
+        status, _, _ = http_get(gateway + "/check/sleep?ms=1&mode=fire&timeout=60")
+        assert status == 202
+    deadline = time.monotonic() + 10
+    while True:
+        status, body, headers = http_get(gateway + "/check/sleep?ms=1&mode=fire&timeout=60")
+        if status == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 503
+    assert "waiting tasks" in body["error"]
+    assert "Retry-After" in headers
+    status, body, _ = http_get(gateway + "/check/add?x=1&y=2")
+    assert (status, body["result"]) == (200, 3)
+
+
+def test_per_type_cap_leaves_room_for_other_types(new_stack: Stack) -> None:
+    gateway = new_stack.start_gateway("gw", CHECKGATE_MAX_INFLIGHT_PER_TYPE="3")
+    new_stack.start_worker("sleep", ["sleep", "add"], concurrency=10)
+    with ThreadPoolExecutor(8) as pool:
+        slow = [pool.submit(http_get, gateway + "/check/sleep?ms=1500") for _ in range(6)]
+        time.sleep(0.5)
+        status, body, _ = http_get(gateway + "/check/add?x=2&y=3")
+        codes = sorted(f.result()[0] for f in slow)
+    assert (status, body["result"]) == (200, 5)
+    assert codes.count(200) == 3
+    assert codes.count(503) == 3

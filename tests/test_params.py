@@ -76,9 +76,19 @@ def test_validate_refuses(check: str, given: dict[str, str], field: str) -> None
 
 def test_gateway_params() -> None:
     sleep = REGISTRY["sleep"]
-    assert CheckHandler._gateway_params(sleep, {"ms": "1"}) == ("sync", sleep.default_timeout)
-    assert CheckHandler._gateway_params(sleep, {"mode": "async", "timeout": "2.5"}) == ("async", 2.5)
-    for bad in ({"mode": "later"}, {"timeout": "0"}, {"timeout": "-1"}, {"timeout": "nan"}, {"timeout": "1e9"}):
+    assert CheckHandler._gateway_params(sleep, {"ms": "1"}) == ("sync", sleep.default_timeout, "json")
+    assert CheckHandler._gateway_params(sleep, {"mode": "async", "timeout": "2.5"}) == ("async", 2.5, "json")
+    assert CheckHandler._gateway_params(sleep, {"format": "prometheus"})[2] == "prometheus"
+    bad_values = (
+        {"mode": "later"},
+        {"timeout": "0"},
+        {"timeout": "-1"},
+        {"timeout": "nan"},
+        {"timeout": "1e9"},
+        {"format": "xml"},
+        {"format": "prometheus", "mode": "async"},
+    )
+    for bad in bad_values:
         with pytest.raises(ParamError) as info:
             CheckHandler._gateway_params(sleep, dict(bad))
         assert info.value.field in bad

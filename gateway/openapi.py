@@ -1,0 +1,148 @@
+"""The OpenAPI 3 document of the gateway, generated from the check registry's declarations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tasks.registry import CheckType, Param
+
+_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+
+_ANSWER = {
+    "type": "object",
+    "required": ["id", "type", "state"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"type": "string"},
+        "state": {"type": "string", "enum": ["SUCCESS", "FAILURE", "PENDING", "REVOKED", "SENT"]},
+        "result": {"description": "what the check returned"},
+        "duration_ms": {"type": "number"},
+        "worker": {"type": "string"},
+        "result_url": {"type": "string"},
+        "error": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "object", "properties": {"type": {"type": "string"}, "message": {"type": "string"}}},
+            ]
+        },
+    },
+}
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "field": {"type": "string"}, "retry_after": {"type": "integer"}},
+}
+
+
+def _json(schema_ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": schema_ref}}}}
+
+
+def param_schema(param: Param) -> dict[str, Any]:
+    """JSON schema of one declared parameter."""
+    schema: dict[str, Any] = {"type": _TYPES.get(param.type, "string")}
+    if param.choices is not None:
+        schema["enum"] = list(param.choices)
+    if param.min is not None:
+        schema["minimum"] = param.min
+    if param.max is not None:
+        schema["maximum"] = param.max
+    if param.type is str:
+        schema["minLength"] = 1
+        schema["maxLength"] = param.max_length
+    if not param.required and param.default is not None:
+        schema["default"] = param.default
+    return schema
+
+
+def _check_operation(check: CheckType) -> dict[str, Any]:
+    params = [
+        {"name": p.name, "in": "query", "required": p.required, "description": p.doc, "schema": param_schema(p)}
+        for p in check.params
+    ]
+    params += [
+        {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["sync", "async", "fire"]}},
+        {
+            "name": "timeout",
+            "in": "query",
+            "description": "seconds to wait (sync) and after which the task expires",
+            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": check.max_timeout},
+        },
+        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "prometheus"]}},
+    ]
+    return {
+        "summary": (check.doc.splitlines() or [check.name])[0],
+        "description": check.doc,
+        "operationId": f"check_{check.name}",
+        "parameters": params,
+        "responses": {
+            "200": {
+                "description": "the check ran (a target that is down is ok: false)",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Answer"}},
+                    "text/plain": {"schema": {"type": "string"}},
+                },
+            },
+            "202": _json("#/components/schemas/Answer", "accepted (async, fire)"),
+            "400": _json("#/components/schemas/Error", "bad parameter; `field` names it"),
+            "502": _json("#/components/schemas/Answer", "the task raised"),
+            "503": _json("#/components/schemas/Error", "overloaded or broker/backend down; see Retry-After"),
+            "504": _json("#/components/schemas/Answer", "deadline passed; poll result_url"),
+        },
+    }
+
+
+def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
+    """The whole API: one path per check type plus /add, /result, /checks, /health, /metrics."""
+    paths: dict[str, Any] = {f"/check/{name}": {"get": _check_operation(c)} for name, c in sorted(checks.items())}
+    if "add" in checks:
+        add = dict(_check_operation(checks["add"]), operationId="add_legacy", summary="tornado-celery's /add")
+        paths["/add"] = {"get": add}
+    paths["/result/{id}"] = {
+        "get": {
+            "operationId": "result",
+            "summary": "State and result of an earlier check",
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                }
+            ],
+            "responses": {
+                "200": _json("#/components/schemas/Answer", "done"),
+                "202": _json("#/components/schemas/Answer", "pending"),
+                "400": _json("#/components/schemas/Error", "malformed id"),
+                "404": _json("#/components/schemas/Error", "unknown or expired id"),
+                "502": _json("#/components/schemas/Answer", "the task raised"),
+                "503": _json("#/components/schemas/Error", "backend down"),
+                "504": _json("#/components/schemas/Answer", "revoked or expired"),
+            },
+        }
+    }
+    plain = {"type": "object"}
+    for path, summary in (("/checks", "Declared check types"), ("/health", "Broker, backend, workers per queue")):
+        responses = {"200": {"description": summary, "content": {"application/json": {"schema": plain}}}}
+        if path == "/health":
+            responses["503"] = {
+                "description": "broker or backend down",
+                "content": {"application/json": {"schema": plain}},
+            }
+        paths[path] = {"get": {"operationId": path.strip("/"), "summary": summary, "responses": responses}}
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics of the gateway",
+            "responses": {
+                "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+            },
+        }
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "checkgate", "version": "1", "description": "Run checks on distributed Celery workers."},
+        "paths": paths,
+        "components": {"schemas": {"Answer": _ANSWER, "Error": _ERROR}},
+    }
