@@ -21,11 +21,14 @@ setup(
         "redis>=5.0",
         "msgpack>=1.0",
         "supervisor>=4.2,<5",
+        "dnspython>=2.6,<3",
+        "idna>=3.4",
     ],
     extras_require={
         "dev": [
             "pytest>=8",
             "ruff>=0.5",
+            "prometheus_client>=0.20",
         ],
         # librabbitmq's last release (2018) only builds on old Pythons; kombu and celery gate
         # their own extras the same way.

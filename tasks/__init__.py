@@ -38,6 +38,8 @@ def _task_body(check: CheckType) -> tuple[Callable[..., Any], bool]:
 
 for _check in load_checks().values():
     _body, _bind = _task_body(_check)
-    app.task(_body, name=_check.task_name, bind=_bind)
+    # At-least-once (ack after running) only where a second run is harmless; otherwise at-most-once.
+    _late = _check.idempotent
+    app.task(_body, name=_check.task_name, bind=_bind, acks_late=_late, reject_on_worker_lost=_late)
 
 __all__ = ["app", "deadline_of"]

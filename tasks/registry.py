@@ -118,6 +118,9 @@ class CheckType:
     max_timeout: float = 300.0
     # Rule across parameters, run on the parsed keyword arguments: raises ParamError naming the field.
     validator: Callable[[dict[str, Any]], None] | None = None
+    # Whether running it twice is harmless. Idempotent checks are acknowledged after they ran, so a
+    # worker's death redelivers them; the others before, so they run at most once (or answer 504).
+    idempotent: bool = True
 
     @property
     def task_name(self) -> str:
@@ -158,6 +161,7 @@ class CheckType:
             "doc": self.doc,
             "default_timeout": self.default_timeout,
             "max_timeout": self.max_timeout,
+            "idempotent": self.idempotent,
             "params": [p.describe() for p in self.params],
         }
 
@@ -174,6 +178,7 @@ def check(
     default_timeout: float = 30.0,
     max_timeout: float = 300.0,
     validator: Callable[[dict[str, Any]], None] | None = None,
+    idempotent: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a check type (its docstring becomes the doc).
 
@@ -198,6 +203,7 @@ def check(
             default_timeout=default_timeout,
             max_timeout=max_timeout,
             validator=validator,
+            idempotent=idempotent,
         )
         return fn
 

@@ -1,3 +1,7 @@
-"""Built-in check types, one module each; importing this package registers them."""
+"""Built-in check types, one module each; importing this package registers them.
 
-from tasks.checks import add, http, sleep  # noqa: F401
+Modules starting with an underscore are shared helpers: the result shape and connections (`_common`),
+the target policy (`_guard`) and certificate decoding (`_x509`).
+"""
+
+from tasks.checks import add, dns, http, sleep, tcp, tls  # noqa: F401

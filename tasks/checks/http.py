@@ -141,7 +141,9 @@ class _DeadlineSocket:
         return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
 
     def close(self) -> None:
-        self._sock.close()
+        # http.client closes its connection as soon as it learns the server will close (HTTP/1.0,
+        # "Connection: close"), before the body is read; the check closes the socket itself afterwards.
+        pass
 
 
 @dataclass(frozen=True)
@@ -167,15 +169,23 @@ class _Hop:
     status: int
     location: str | None
     body: bytes
-    facts: dict[str, Any]
 
 
 def _exchange(
-    target: URLTarget, request: _Request, probe: Probe, tls: ssl.SSLContext | None, ip_version: str, limit: int
+    target: URLTarget,
+    request: _Request,
+    probe: Probe,
+    tls: ssl.SSLContext | None,
+    ip_version: str,
+    limit: int,
+    facts: dict[str, Any],
 ) -> _Hop:
-    """Send one request to one allowed address and read at most `limit` body bytes."""
+    """Send one request to one allowed address and read at most `limit` body bytes.
+
+    What is learnt along the way goes into `facts` at once, so a hop that fails halfway still reports it.
+    """
     sock, endpoint = connect(target.host, target.port, probe, ip_version)
-    facts: dict[str, Any] = {"ip": endpoint.ip}
+    facts["ip"] = endpoint.ip
     try:
         if tls is not None:
             sock = start_tls(sock, target.host, tls, probe)
@@ -196,7 +206,7 @@ def _exchange(
         body_bytes=len(body),
         body_truncated=truncated,
     )
-    return _Hop(response.status, response.getheader("Location"), body, facts)
+    return _Hop(response.status, response.getheader("Location"), body)
 
 
 def _send(conn: http.client.HTTPConnection, target: URLTarget, request: _Request) -> None:
@@ -333,8 +343,7 @@ def http_check(
         while True:
             facts = {"url": url, "final_url": target.url, "redirects": facts["redirects"]}
             tls = tls_context(verify_tls, ca_bundle, ("http/1.1",)) if target.scheme == "https" else None
-            hop = _exchange(target, request, probe, tls, ip_version, max_body_bytes)
-            facts.update(hop.facts)
+            hop = _exchange(target, request, probe, tls, ip_version, max_body_bytes, facts)
             if not (follow_redirects and hop.status in REDIRECT_STATUSES and hop.location):
                 break
             if facts["redirects"] >= max_redirects:

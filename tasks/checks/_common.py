@@ -1,0 +1,343 @@
+"""What every check shares: the result shape, the time budget, guarded connections and TLS.
+
+The result shape (as blackbox_exporter's `probe_success` plus details): every check returns a dict with
+``ok`` (bool), ``reason`` (machine-readable, only when not ok), ``detail`` (human-readable, only when not
+ok), ``duration_ms``, then its own fields. A target that is down, slow or wrong is a normal return with
+``ok: false``; only bugs raise.
+
+Reasons shared by all checks: ``timeout``, ``dns_error``, ``connection_refused``, ``connection_error``,
+``target_refused`` (the SSRF guard), ``invalid_target``, ``tls_error``, ``untrusted_certificate``,
+``hostname_mismatch``, ``certificate_expired``, ``certificate_not_yet_valid``, ``certificate_invalid``,
+``bad_ca_bundle``, ``protocol_error``. A failed assertion's reason is the name of the parameter that
+asserted it (``status_codes``, ``body_match``, ``expect``, ``rcode``…).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import http.client
+import os
+import re
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.checks import _guard
+from tasks.checks._x509 import parse_certificate
+from tasks.registry import Param
+
+# How long a check may take when it is called without a deadline (tests, direct calls).
+DEFAULT_TIMEOUT = 10.0
+# Finish this much before the task's deadline (at most 10 % of the budget) so the result still arrives
+# in time to be an answer rather than a 504, as blackbox_exporter's --timeout-offset does.
+DEADLINE_MARGIN = 0.5
+MAX_DETAIL = 200
+
+# getaddrinfo cannot be given a timeout: lookups run here so a check can stop waiting at its deadline.
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="checkgate-resolve")
+_FAMILIES = {"any": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}
+
+# X509_V_ERR_* codes (OpenSSL's x509_vfy.h) that deserve their own reason.
+_VERIFY_REASONS = {
+    2: "untrusted_certificate",  # unable to get issuer certificate
+    9: "certificate_not_yet_valid",
+    10: "certificate_expired",
+    18: "untrusted_certificate",  # self-signed certificate
+    19: "untrusted_certificate",  # self-signed certificate in chain
+    20: "untrusted_certificate",  # unable to get local issuer certificate
+    21: "untrusted_certificate",  # unable to verify the first certificate
+    62: "hostname_mismatch",
+    64: "hostname_mismatch",  # IP address mismatch
+}
+
+
+class ProbeFailure(Exception):
+    """The target is down, slow or wrong: becomes ``ok: false`` with this reason, never a task error."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# What a check catches and reports; anything else is a bug and raises.
+NETWORK_ERRORS = (ProbeFailure, OSError, http.client.HTTPException)
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """The reason and detail for an exception out of `NETWORK_ERRORS`."""
+    if isinstance(exc, ProbeFailure):
+        return exc.reason, exc.detail
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _VERIFY_REASONS.get(exc.verify_code, "certificate_invalid"), exc.verify_message or str(exc)
+    if isinstance(exc, ssl.SSLError):
+        return "tls_error", exc.reason or str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timeout", str(exc) or "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection_refused", str(exc)
+    if isinstance(exc, socket.gaierror):
+        return "dns_error", str(exc)
+    if isinstance(exc, http.client.HTTPException):
+        return "protocol_error", f"{type(exc).__name__}: {exc}"
+    return "connection_error", f"{type(exc).__name__}: {exc}"
+
+
+class Deadline:
+    """The time a check may still spend: the task's expiry (less a margin), or `DEFAULT_TIMEOUT`."""
+
+    def __init__(self, deadline: float | None, default: float = DEFAULT_TIMEOUT) -> None:
+        budget = default if deadline is None else deadline - time.time()
+        budget -= min(DEADLINE_MARGIN, max(budget, 0) * 0.1)
+        self.at = time.monotonic() + budget
+
+    def remaining(self) -> float:
+        """Seconds left; raises `ProbeFailure("timeout")` when none are."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise ProbeFailure("timeout", "deadline reached")
+        return left
+
+
+class Probe:
+    """One run of a check: its clock, its deadline, its phase timings and its result."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.started = time.perf_counter()
+        self.deadline = Deadline(deadline)
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase; repeated phases (redirect hops, retries) add up."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + (time.perf_counter() - began) * 1000
+
+    def phases_ms(self, *names: str) -> dict[str, float]:
+        return {name: round(self.phases.get(name, 0.0), 3) for name in names}
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
+
+    def result(self, reason: str | None = None, detail: str = "", **fields: Any) -> dict[str, Any]:
+        """The check's answer: ok unless a `reason` is given."""
+        out: dict[str, Any] = {"ok": reason is None}
+        if reason is not None:
+            out["reason"] = reason
+            if detail:
+                out["detail"] = detail[:MAX_DETAIL]
+        out["duration_ms"] = self.elapsed_ms()
+        out.update(fields)
+        return out
+
+    def failed(self, exc: BaseException, **fields: Any) -> dict[str, Any]:
+        """The answer for a network-level exception (one of `NETWORK_ERRORS`)."""
+        reason, detail = classify(exc)
+        return self.result(reason, detail, **fields)
+
+
+# --- resolving and connecting under the guard -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A resolved address the policy allows: what a socket may connect (or send) to."""
+
+    host: str  # the normalized (ASCII) name it was resolved from: the TLS server name by default
+    family: int
+    sockaddr: tuple[Any, ...]
+
+    @property
+    def ip(self) -> str:
+        return self.sockaddr[0]
+
+
+def resolve(host: str, port: int, probe: Probe, ip_version: str = "any", guard: bool = True) -> Endpoint:
+    """Resolve `host` and choose one address as blackbox_exporter does (the first one, no fallback).
+
+    With `guard` the host name and the chosen address are checked against the target policy, after
+    resolution, so a DNS answer cannot lead a check to a refused address.
+    """
+    try:
+        host = _guard.normalize_host(host)
+    except ValueError as exc:
+        raise ProbeFailure("invalid_target", str(exc)) from None
+    policy = _guard.current_policy()
+    if guard and _guard.parse_ip(host) is None and (why := policy.host_refusal(host)):
+        raise ProbeFailure("target_refused", why)
+    family = _FAMILIES[ip_version]
+    with probe.phase("dns"):
+        infos = _getaddrinfo(host, port, family, probe)
+    if not infos:
+        raise ProbeFailure("dns_error", f"{host}: no address")
+    chosen = Endpoint(host, infos[0][0], infos[0][4])
+    if guard and (why := policy.address_refusal(chosen.ip)):
+        raise ProbeFailure("target_refused", why)
+    return chosen
+
+
+def _getaddrinfo(host: str, port: int, family: int, probe: Probe) -> list[Any]:
+    try:
+        if _guard.parse_ip(host) is not None:  # literals need no lookup, and no thread
+            return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        future = _RESOLVER.submit(socket.getaddrinfo, host, port, family, socket.SOCK_STREAM)
+        return future.result(timeout=probe.deadline.remaining())
+    except concurrent.futures.TimeoutError:
+        raise ProbeFailure("timeout", f"resolving {host}") from None
+    except socket.gaierror as exc:
+        raise ProbeFailure("dns_error", f"{host}: {exc.strerror}") from None
+
+
+def connect(host: str, port: int, probe: Probe, ip_version: str = "any") -> tuple[socket.socket, Endpoint]:
+    """A TCP connection to an allowed address of `host` (phases ``dns`` and ``connect``)."""
+    endpoint = resolve(host, port, probe, ip_version)
+    sock = socket.socket(endpoint.family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(probe.deadline.remaining())
+        with probe.phase("connect"):
+            sock.connect(endpoint.sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, endpoint
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+def tls_context(verify: bool = True, ca_bundle: str | None = None, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
+    """A client context (shared and cached: loading a trust store costs milliseconds)."""
+    mtime = 0.0
+    if not verify:
+        ca_bundle = None  # nothing is verified, so nothing need be read
+    if ca_bundle:
+        if why := _guard.ca_bundle_refusal(ca_bundle):
+            raise ProbeFailure("bad_ca_bundle", why)
+        try:
+            mtime = os.stat(ca_bundle).st_mtime
+        except OSError:
+            raise ProbeFailure("bad_ca_bundle", f"cannot read {ca_bundle}") from None
+    try:
+        return _cached_context(verify, ca_bundle, mtime, alpn)
+    except (OSError, ValueError):
+        raise ProbeFailure("bad_ca_bundle", f"cannot load {ca_bundle} as PEM certificates") from None
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_context(verify: bool, ca_bundle: str | None, _mtime: float, alpn: tuple[str, ...]) -> ssl.SSLContext:
+    if verify:
+        ctx = ssl.create_default_context(cafile=ca_bundle)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def server_name_for(endpoint: Endpoint, server_name: str | None) -> str:
+    """The name to send as SNI and match the certificate against: `server_name` or the host, in ASCII."""
+    if server_name is None:
+        return endpoint.host
+    try:
+        return _guard.normalize_host(server_name)
+    except ValueError as exc:
+        raise ProbeFailure("invalid_target", f"server_name: {exc}") from None
+
+
+def start_tls(sock: socket.socket, server_name: str, ctx: ssl.SSLContext, probe: Probe) -> ssl.SSLSocket:
+    """Handshake on a connected socket (phase ``tls``); the socket is closed when it fails."""
+    sock.settimeout(probe.deadline.remaining())
+    with probe.phase("tls"):
+        # An IP literal as server_hostname sends no SNI and is matched against IP SANs.
+        return ctx.wrap_socket(sock, server_hostname=server_name)
+
+
+def tls_details(tls: ssl.SSLSocket) -> dict[str, Any]:
+    """Protocol, cipher and the peer certificate's facts (decoded even when it was not verified)."""
+    cipher = tls.cipher()
+    out: dict[str, Any] = {"tls_version": tls.version(), "cipher": cipher[0] if cipher else None}
+    der = tls.getpeercert(binary_form=True)
+    if der:
+        try:
+            cert = parse_certificate(der)
+        except ValueError:
+            return out  # the handshake succeeded; a certificate we cannot decode is not the target's failure
+        now = time.time()
+        out.update(
+            subject=cert.subject,
+            issuer=cert.issuer,
+            sans=list(cert.sans),
+            serial=cert.serial,
+            fingerprint_sha256=cert.sha256,
+            not_before=cert.not_before,
+            not_after=cert.not_after,
+            days_left=round((cert.not_after - now) / 86400, 3),
+        )
+    return out
+
+
+# --- parameters several checks declare ------------------------------------------------------------
+
+
+def host_param(doc: str = "host name or IP address to connect to (IDNA-encoded when not ASCII)") -> Param:
+    return Param("host", str, required=True, max_length=300, doc=doc, validator=_guard.validate_host)
+
+
+def port_param(default: int | None = None) -> Param:
+    return Param("port", int, required=default is None, default=default, min=1, max=65535, doc="TCP port, 1..65535")
+
+
+def ip_version_param() -> Param:
+    return Param(
+        "ip_version",
+        str,
+        default="any",
+        choices=("any", "4", "6"),
+        doc="address family to use: any (the resolver's first address), 4 or 6",
+    )
+
+
+def verify_tls_param() -> Param:
+    return Param("verify_tls", bool, default=True, doc="verify the certificate chain and host name")
+
+
+def ca_bundle_param() -> Param:
+    return Param(
+        "ca_bundle",
+        str,
+        max_length=1024,
+        doc="absolute path, on the worker, of PEM CA certificates to trust instead of the system store",
+        validator=_guard.validate_ca_bundle,
+    )
+
+
+def server_name_param() -> Param:
+    return Param(
+        "server_name",
+        str,
+        max_length=300,
+        doc="TLS server name (SNI and certificate host name check); default: the host",
+        validator=_guard.validate_host_syntax,
+    )
+
+
+def validate_regex(pattern: str) -> None:
+    """Param validator: a Python regular expression."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression ({exc})") from None
+
+
+def regex_param(name: str, doc: str) -> Param:
+    return Param(name, str, max_length=512, doc=doc, validator=validate_regex)

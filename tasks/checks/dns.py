@@ -1,0 +1,161 @@
+"""`dns`: ask one DNS server one question and judge the answer.
+
+Modeled on blackbox_exporter's prober/dns.go: the server is queried directly (no cache, no search
+list), so the answer is that server's. The default server is the first nameserver of the worker's
+/etc/resolv.conf; a server the caller names goes through the target policy like any other target.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from tasks.checks._common import (
+    NETWORK_ERRORS,
+    Endpoint,
+    Probe,
+    ProbeFailure,
+    classify,
+    port_param,
+    regex_param,
+    resolve,
+)
+from tasks.checks._guard import normalize_name, validate_host, validate_name
+from tasks.registry import Param, check
+
+RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV")
+RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP")
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+def system_nameserver(filename: str = RESOLV_CONF) -> str | None:
+    """The first nameserver of a resolv.conf, or None when it names none."""
+    try:
+        nameservers = dns.resolver.Resolver(filename=filename).nameservers
+    except (dns.exception.DNSException, OSError, ValueError):
+        return None
+    return str(nameservers[0]) if nameservers else None
+
+
+def _answer_text(rdata: Any) -> str:
+    """An answer as dig +short shows it, but TXT unquoted (its strings joined) so regexes read naturally."""
+    if rdata.rdtype == dns.rdatatype.TXT:
+        return b"".join(rdata.strings).decode("utf-8", "replace")
+    return rdata.to_text()
+
+
+def _comparable(answer: str) -> str:
+    """Case and trailing dots do not matter when comparing answers: ``10 Mail.example.`` = ``10 mail.example``."""
+    return " ".join(token.rstrip(".") for token in answer.lower().split())
+
+
+def _judge(answers: list[str], includes: str | None, match: str | None) -> tuple[str, str] | None:
+    if includes:
+        present = {_comparable(a) for a in answers}
+        missing = [item.strip() for item in includes.split(",") if _comparable(item) not in present]
+        if missing:
+            return "answer_includes", f"missing from the answers: {', '.join(missing)}"
+    if match is not None and not any(re.search(match, answer) for answer in answers):
+        return "answer_match", f"no answer matches {match!r}"
+    return None
+
+
+def _query(message: dns.message.Message, ip: str, port: int, protocol: str, timeout: float) -> tuple[Any, str]:
+    """Send the query; returns the response and the transport it came over (udp falls back to tcp)."""
+    try:
+        if protocol == "tcp":
+            return dns.query.tcp(message, ip, timeout=timeout, port=port), "tcp"
+        response, used_tcp = dns.query.udp_with_fallback(message, ip, timeout=timeout, port=port)
+        return response, "tcp" if used_tcp else "udp"
+    except dns.exception.Timeout:
+        raise ProbeFailure("timeout", f"no answer from {ip} in {timeout:.2f}s") from None
+    except dns.exception.DNSException as exc:
+        raise ProbeFailure("protocol_error", f"{type(exc).__name__}: {exc}") from None
+
+
+@check(
+    "dns",
+    params=(
+        Param("name", str, required=True, max_length=300, doc="name to query (IDNA-encoded)", validator=validate_name),
+        Param("record_type", str, default="A", choices=RECORD_TYPES, doc="record type to ask for"),
+        Param(
+            "server",
+            str,
+            max_length=300,
+            doc="DNS server (IP or host name) to ask; default: the worker's first /etc/resolv.conf nameserver",
+            validator=validate_host,
+        ),
+        port_param(default=53),
+        Param("protocol", str, default="udp", choices=("udp", "tcp"), doc="udp (tcp when truncated) or tcp"),
+        Param("rcode", str, default="NOERROR", choices=RCODES, doc="expected response code"),
+        Param(
+            "answer_includes",
+            str,
+            max_length=1024,
+            doc="comma-separated values that must all be among the answers, as shown in `answers` (case and "
+            "trailing dots ignored), e.g. 192.0.2.1 or 10 mail.example.com",
+        ),
+        regex_param("answer_match", "regex at least one answer must match"),
+    ),
+    default_timeout=15.0,
+    max_timeout=60.0,
+)
+def dns_check(
+    name: str,
+    record_type: str = "A",
+    server: str | None = None,
+    port: int = 53,
+    protocol: str = "udp",
+    rcode: str = "NOERROR",
+    answer_includes: str | None = None,
+    answer_match: str | None = None,
+    deadline: float | None = None,
+) -> dict[str, Any]:
+    """Query `server` for `name`/`record_type`; ok when the rcode is `rcode` and the answer assertions hold.
+
+    Result: server, port, protocol, rcode, answers (TXT unquoted), ttl (lowest), authoritative, query_ms.
+    """
+    probe = Probe(deadline)
+    facts: dict[str, Any] = {"name": name, "record_type": record_type, "server": server, "port": port}
+    try:
+        qname = dns.name.from_text(normalize_name(name))
+    except (ValueError, dns.exception.DNSException) as exc:
+        return probe.result("invalid_target", str(exc), **facts)
+    try:
+        # The system resolver is the operator's choice, not the caller's: the policy judges named servers only.
+        endpoint = resolve(server, port, probe) if server else _system_endpoint(port, probe)
+        facts["server"] = endpoint.ip
+        message = dns.message.make_query(qname, dns.rdatatype.from_text(record_type))
+        with probe.phase("query"):
+            response, facts["protocol"] = _query(message, endpoint.ip, port, protocol, probe.deadline.remaining())
+    except NETWORK_ERRORS as exc:
+        return probe.result(*classify(exc), **facts, query_ms=probe.phases_ms("query")["query"])
+    rrsets = [r for r in response.answer if r.rdtype == message.question[0].rdtype]
+    answers = [_answer_text(rdata) for rrset in rrsets for rdata in rrset]
+    facts.update(
+        rcode=dns.rcode.to_text(response.rcode()),
+        answers=answers,
+        ttl=min((r.ttl for r in rrsets), default=None),
+        authoritative=bool(response.flags & dns.flags.AA),
+        query_ms=probe.phases_ms("query")["query"],
+    )
+    if facts["rcode"] != rcode:
+        return probe.result("rcode", f"rcode {facts['rcode']}, expected {rcode}", **facts)
+    failed = _judge(answers, answer_includes, answer_match)
+    return probe.result(*failed, **facts) if failed else probe.result(**facts)
+
+
+def _system_endpoint(port: int, probe: Probe) -> Endpoint:
+    nameserver = system_nameserver()
+    if nameserver is None:
+        raise ProbeFailure("dns_error", f"no nameserver in {RESOLV_CONF}")
+    return resolve(nameserver, port, probe, guard=False)

@@ -1,0 +1,86 @@
+"""The `dns` check against a real dnspython server on a loopback UDP port."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tasks.checks.dns import dns_check, system_nameserver
+
+
+def _ask(port: int, name: str = "example.test", **kwargs) -> dict:
+    return dns_check(name, server="127.0.0.1", port=port, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("record_type", "answers"),
+    [
+        ("A", ["192.0.2.10", "192.0.2.11"]),
+        ("AAAA", ["2001:db8::10"]),
+        ("MX", ["10 mail.example.test.", "20 backup.example.test."]),
+        ("TXT", ["v=spf1 -all", "hello world"]),
+    ],
+)
+def test_answers_per_type(dns_port: int, record_type: str, answers: list[str]) -> None:
+    result = _ask(dns_port, record_type=record_type)
+    assert result["ok"] is True, result
+    assert sorted(result["answers"]) == sorted(answers)
+    assert (result["rcode"], result["server"], result["port"], result["protocol"]) == (
+        "NOERROR",
+        "127.0.0.1",
+        dns_port,
+        "udp",
+    )
+    assert (result["ttl"], result["authoritative"]) == (300, True)
+    assert result["query_ms"] > 0
+
+
+def test_answer_includes(dns_port: int) -> None:
+    assert _ask(dns_port, answer_includes="192.0.2.11,192.0.2.10")["ok"] is True
+    assert _ask(dns_port, record_type="MX", answer_includes="10 MAIL.example.test")["ok"] is True
+    result = _ask(dns_port, answer_includes="192.0.2.10,192.0.2.99")
+    assert (result["ok"], result["reason"]) == (False, "answer_includes")
+    assert "192.0.2.99" in result["detail"]
+
+
+def test_answer_match(dns_port: int) -> None:
+    assert _ask(dns_port, record_type="TXT", answer_match="^v=spf1 ")["ok"] is True
+    result = _ask(dns_port, answer_match=r"^10\.")
+    assert (result["ok"], result["reason"]) == (False, "answer_match")
+
+
+def test_rcode(dns_port: int) -> None:
+    result = _ask(dns_port, name="nope.example.test")
+    assert (result["ok"], result["reason"], result["rcode"], result["answers"]) == (False, "rcode", "NXDOMAIN", [])
+    assert _ask(dns_port, name="nope.example.test", rcode="NXDOMAIN")["ok"] is True
+    # A name with records but none of this type: NOERROR and no answers, which is ok by itself.
+    assert _ask(dns_port, record_type="SRV")["answers"] == []
+
+
+def test_unicode_name_is_idna_encoded(dns_port: int) -> None:
+    result = _ask(dns_port, name="Bücher.example.test")
+    assert result["answers"] == ["192.0.2.20"]
+
+
+def test_silent_server_times_out_by_the_deadline(dns_port: int, soon: Callable[[float], float]) -> None:
+    started = time.monotonic()
+    result = _ask(dns_port, name="silent.example.test", deadline=soon(0.5))
+    assert (result["ok"], result["reason"]) == (False, "timeout")
+    assert time.monotonic() - started < 1.0
+
+
+def test_server_is_guarded() -> None:
+    result = dns_check("example.test", server="169.254.169.254")
+    assert (result["ok"], result["reason"]) == (False, "target_refused")
+
+
+def test_system_nameserver(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("search example.test\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n")
+    assert system_nameserver(str(conf)) == "192.0.2.53"
+    conf.write_text("search example.test\n")
+    assert system_nameserver(str(conf)) is None
+    assert system_nameserver(str(tmp_path / "missing")) is None
