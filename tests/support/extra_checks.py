@@ -1,5 +1,10 @@
 """Check types only the tests load (through CHECKGATE_CHECK_MODULES), to exercise failure paths."""
 
+import os
+import time
+
+import redis
+
 from tasks.registry import Param, check
 
 
@@ -7,3 +12,36 @@ from tasks.registry import Param, check
 def boom(code: int) -> None:
     """Always raise, so the gateway's 502 path can be seen."""
     raise ValueError(f"boom {code}")
+
+
+_redis: redis.Redis | None = None
+RUNS_KEY = "checkgate-test-runs:"
+
+
+def record_run(tag: str) -> int:
+    """Count one execution of `tag` in Redis (the fault tests look for lost and duplicated runs)."""
+    global _redis
+    if _redis is None:
+        _redis = redis.Redis.from_url(os.environ["CHECKGATE_RESULT_BACKEND"])
+    runs = _redis.incr(RUNS_KEY + tag)
+    _redis.expire(RUNS_KEY + tag, 900)
+    return int(runs)
+
+
+TAG = Param("tag", str, required=True, max_length=100, doc="unique per request: the key its runs are counted under")
+MS = Param("ms", int, default=0, min=0, max=10_000, doc="how long the run takes")
+
+
+@check(params=(TAG, MS), queue="count", default_timeout=30.0, max_timeout=120.0)
+def count(tag: str, ms: int) -> dict:
+    """Count the run, then sleep: a redelivered task may run twice (idempotent)."""
+    time.sleep(ms / 1000)
+    return {"ok": True, "runs": record_run(tag)}
+
+
+@check(params=(TAG, MS), queue="count_once", default_timeout=30.0, max_timeout=120.0, idempotent=False)
+def count_once(tag: str, ms: int) -> dict:
+    """Count the run, then sleep: declared not idempotent, so it must never run twice."""
+    runs = record_run(tag)
+    time.sleep(ms / 1000)
+    return {"ok": True, "runs": runs}

@@ -1,0 +1,74 @@
+"""RabbitMQ stops and comes back under load: fast 503s while it is down, then 100 % success by itself."""
+
+import threading
+import time
+
+from tests.faults.conftest import PrivateRabbit, scale
+from tests.faults.load import REPORT, FaultRow, Outcome, run_load
+from tests.support.env import BACKEND_URL
+from tests.support.stack import Stack
+
+
+def test_broker_restart(private_rabbit: PrivateRabbit, tmp_path) -> None:
+    stack = Stack(tmp_path, f"cgk{private_rabbit.port}_", private_rabbit.url, BACKEND_URL)
+    try:
+        gateway = stack.start_gateway("gw", CHECKGATE_PUBLISH_TIMEOUT="2")
+        stack.start_worker("add", ["add"], concurrency=4)
+        up_after, settle = scale(3.0, 10.0), scale(6.0, 15.0)
+        marks: dict[str, float] = {}
+        done = threading.Event()
+        result: list[list[Outcome]] = []
+
+        def load() -> None:
+            path = lambda n, i: f"/check/add?x={n}&y={i}&timeout=10"  # noqa: E731
+            result.append(run_load(gateway, path, clients=10, duration=300, until=done))
+
+        thread = threading.Thread(target=load)
+        started = time.monotonic()
+        thread.start()
+        try:
+            time.sleep(2)
+            private_rabbit.stop_app()
+            marks["down"] = time.monotonic()
+            time.sleep(up_after)
+            private_rabbit.start_app()
+            marks["up"] = time.monotonic()
+            time.sleep(settle)
+        finally:
+            done.set()
+            thread.join()
+        outcomes = result[0]
+    finally:
+        stack.stop()
+        stack.cleanup()
+
+    unanswered = [o for o in outcomes if o.status not in (200, 503, 504)]
+    assert not unanswered, unanswered[:3]
+    wrong = [
+        o
+        for o in outcomes
+        if o.status == 200
+        and o.body["result"] != int(o.path.split("x=")[1].split("&")[0]) + int(o.path.split("y=")[1].split("&")[0])
+    ]
+    assert not wrong
+    refused = [o for o in outcomes if o.status == 503]
+    assert refused, "no request saw the outage"
+    assert all("Retry-After" in o.headers for o in refused)
+    # While the broker is down, callers are refused quickly instead of hanging to their deadline.
+    assert max(o.ended - o.started for o in refused) < 5
+    # Back to 100 % success by itself: every request that started 3 s after the broker returned is a 200.
+    after = [o for o in outcomes if o.started > marks["up"] + 3]
+    assert after and all(o.status == 200 for o in after), [o.status for o in after if o.status != 200][:5]
+    REPORT.append(
+        FaultRow(
+            "RabbitMQ stop_app/start_app under load",
+            len(outcomes),
+            1,
+            sum(o.status == 200 for o in outcomes),
+            len(refused) + sum(o.status == 504 for o in outcomes),
+            len(unanswered),
+            0,
+            f"outage {marks['up'] - marks['down']:.1f}s from t={marks['down'] - started:.1f}s; 503s in "
+            f"≤{max(o.ended - o.started for o in refused):.2f}s; 100 % after recovery",
+        )
+    )
