@@ -45,6 +45,7 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         "CHECKGATE_SUPERVISOR_PASSWORD": "s3cret-for-test",
         "PYTHONPATH": str(ROOT),
     }
+    env.pop("CHECKGATE_CHECK_MODULES", None)  # the shipped check types only: each has its worker program
     subprocess.run([str(BIN / "supervisord"), "-c", str(home / "supervisord.conf")], env=env, check=True)
     try:
         yield home / "supervisord.conf", env
@@ -64,6 +65,9 @@ def test_supervisord_runs_the_whole_node(node: tuple[Path, dict[str, str]]) -> N
         "workers:worker-sleep-0",
         "workers:worker-sleep-1",
         "workers:worker-http",
+        "workers:worker-tcp",
+        "workers:worker-dns",
+        "workers:worker-tls",
     }
     deadline = time.monotonic() + 90
     states: dict[str, str] = {}
@@ -88,6 +92,12 @@ def test_supervisord_runs_the_whole_node(node: tuple[Path, dict[str, str]]) -> N
     assert (code, body["result"]) == (200, 3)
     code, body, _ = http_get(gateway + "/check/sleep?ms=10")
     assert (code, body["result"]["slept_ms"]) == (200, 10)
+    # Every queue of every declared check type has a worker consuming it.
+    code, health, _ = http_get(gateway + "/health")
+    assert (code, health["status"]) == (200, "ok"), health
+    prefix = env["CHECKGATE_QUEUE_PREFIX"]
+    assert {q.removeprefix(prefix) for q in health["queues"]} == {"add", "sleep", "http", "tcp", "dns", "tls"}
+    assert health["queues"][prefix + "sleep"]["consumers"] == 2
 
     console = f"http://127.0.0.1:{env['CHECKGATE_SUPERVISOR_PORT']}/"
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -109,3 +119,24 @@ def test_supervisor_password_is_generated_once_and_private(tmp_path: Path) -> No
     assert supervisor_env(tmp_path, {})["CHECKGATE_SUPERVISOR_PASSWORD"] == env["CHECKGATE_SUPERVISOR_PASSWORD"]
     given = supervisor_env(tmp_path, {"CHECKGATE_SUPERVISOR_USER": "u", "CHECKGATE_SUPERVISOR_PASSWORD": "p"})
     assert (given["CHECKGATE_SUPERVISOR_USER"], given["CHECKGATE_SUPERVISOR_PASSWORD"]) == ("u", "p")
+
+
+def test_each_check_type_has_a_worker_with_the_pool_it_declares() -> None:
+    import configparser
+    import re
+
+    from tasks.registry import REGISTRY, load_checks
+
+    load_checks()
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / "supervisord.conf")
+    pools = {}
+    for section in parser.sections():
+        command = parser.get(section, "command", fallback="")
+        match = re.search(r"-Q %\(ENV_CHECKGATE_QUEUE_PREFIX\)s(\S+) .*-P (\S+)", command)
+        if match:
+            pools[match.group(1)] = match.group(2)
+    builtin = {name: c for name, c in REGISTRY.items() if c.fn.__module__.startswith("tasks.checks.")}
+    assert set(pools) == {c.queue for c in builtin.values()}
+    for check in builtin.values():
+        assert pools[check.queue] == ("prefork" if check.pool == "cpu" else "threads"), check.name

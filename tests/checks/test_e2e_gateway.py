@@ -1,0 +1,80 @@
+"""Each check type end to end: gateway → RabbitMQ → a real worker → Redis → gateway, against local targets."""
+
+from urllib.parse import urlencode
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.stack import http_get
+
+
+def check(gateway: str, kind: str, **params: object) -> tuple[int, dict]:
+    status, body, _ = http_get(f"{gateway}/check/{kind}?{urlencode(params)}")
+    return status, body
+
+
+def test_http_end_to_end(gateway: str, http_base: str) -> None:
+    status, body = check(gateway, "http", url=f"{http_base}/redirect/2", body_match="hello")
+    assert status == 200, body
+    result = body["result"]
+    assert (result["ok"], result["status_code"], result["redirects"]) == (True, 200, 2)
+    assert result["final_url"] == f"{http_base}/text"
+    assert set(result["phases_ms"]) >= {"dns", "connect", "first_byte", "total"}
+    status, body = check(gateway, "http", url=f"{http_base}/status/503")
+    assert (status, body["result"]["ok"], body["result"]["reason"]) == (200, False, "status_codes")
+
+
+def test_http_redirect_to_metadata_is_refused_after_resolution(gateway: str, http_base: str) -> None:
+    status, body = check(gateway, "http", url=f"{http_base}/redirect-to?url=http://169.254.169.254/latest/meta-data/")
+    assert status == 200, body
+    assert (body["result"]["ok"], body["result"]["reason"]) == (False, "target_refused")
+    status, body = check(gateway, "http", url="http://169.254.169.254/latest/meta-data/")
+    assert (status, body["field"]) == (400, "url")
+
+
+def test_tls_end_to_end(gateway: str, tls_port, certs) -> None:
+    status, body = check(
+        gateway, "tls", host="127.0.0.1", port=tls_port("valid"), server_name="localhost", ca_bundle=certs.ca
+    )
+    assert status == 200, body
+    assert body["result"]["ok"] is True
+    assert 28 <= body["result"]["days_left"] <= 30
+    status, body = check(
+        gateway, "tls", host="127.0.0.1", port=tls_port("expiring"), server_name="localhost", ca_bundle=certs.ca
+    )
+    assert (body["result"]["ok"], body["result"]["reason"]) == (False, "certificate_expiring")
+    status, body = check(gateway, "tls", host="127.0.0.1", port=tls_port("self_signed"), server_name="localhost")
+    assert (body["result"]["ok"], body["result"]["reason"]) == (False, "untrusted_certificate")
+
+
+def test_tls_prometheus_has_blackbox_expiry(gateway: str, tls_port, certs) -> None:
+    params = {"host": "127.0.0.1", "port": tls_port("valid"), "server_name": "localhost", "ca_bundle": certs.ca}
+    status, text, _ = http_get(f"{gateway}/check/tls?{urlencode(params)}&format=prometheus")
+    assert status == 200
+    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples["probe_success"] == 1
+    assert samples["probe_ssl_earliest_cert_expiry"] > 1_700_000_000
+
+
+def test_tcp_end_to_end(gateway: str, echo_port: int) -> None:
+    status, body = check(gateway, "tcp", host="127.0.0.1", port=echo_port, send="hello\\n", expect="ECHO hello")
+    assert status == 200, body
+    assert body["result"]["ok"] is True
+    assert "ECHO hello" in body["result"]["reply"]
+
+
+def test_dns_end_to_end(gateway: str, dns_port: int) -> None:
+    status, body = check(
+        gateway,
+        "dns",
+        name="example.test",
+        record_type="MX",
+        server="127.0.0.1",
+        port=dns_port,
+        answer_includes="10 mail.example.test.",
+    )
+    assert status == 200, body
+    result = body["result"]
+    assert (result["ok"], result["rcode"]) == (True, "NOERROR")
+    assert any("mail.example.test" in a for a in result["answers"])
+    status, body = check(gateway, "dns", name="nope.test", server="127.0.0.1", port=dns_port)
+    assert (body["result"]["ok"], body["result"]["rcode"], body["result"]["reason"]) == (False, "NXDOMAIN", "rcode")
