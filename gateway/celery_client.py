@@ -428,11 +428,13 @@ class CeleryClient:
         """Publish a built message (see `BrokerPublisher.publish` for the errors)."""
         await self.broker.publish(message)
 
-    async def call(self, check: CheckType, kwargs: dict[str, Any], *, timeout: float) -> tuple[str, dict | None]:
+    async def call(
+        self, check: CheckType, kwargs: dict[str, Any], *, timeout: float, task_id: str | None = None
+    ) -> tuple[str, dict | None]:
         """Run a check and wait up to `timeout` s: (task id, ready meta), or (task id, None) past the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        task_id = self.new_id()
+        task_id = task_id or self.new_id()
         message = self.build_message(task_id, check, kwargs, timeout=timeout)
         future = self.results.expect(task_id)
         try:

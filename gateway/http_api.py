@@ -29,6 +29,7 @@ from typing import Any
 import tornado.web
 from celery import states
 
+from gateway.cache import SharedResults, cache_key
 from gateway.celery_client import BackendUnavailable, BrokerUnavailable, CeleryClient, Unroutable
 from gateway.config import Settings
 from gateway.openapi import openapi_document
@@ -36,6 +37,8 @@ from gateway.prometheus import render_check
 from tasks.registry import CheckType, ParamError
 
 log = logging.getLogger("checkgate.gateway")
+
+SharedCall = tuple[str, dict[str, Any] | None, bool]
 
 MODES = ("sync", "async", "fire")
 FORMATS = ("json", "prometheus")
@@ -59,6 +62,7 @@ class Gateway:
     # Ready messages and consumers per queue, refreshed by `watch_queues`.
     queue_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     responses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    shared: SharedResults = field(default_factory=SharedResults)
 
     def refusal(self, check: CheckType) -> str | None:
         """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
@@ -220,7 +224,9 @@ class CheckHandler(JsonHandler):
             raise self.unavailable("result backend unavailable")
         started = time.perf_counter()
         try:
-            if mode == "sync":
+            if mode == "sync" and check.cache_ttl:
+                task_id, meta, shared = await self._shared_call(check, kwargs, timeout)
+            elif mode == "sync":
                 task_id, meta = await client.call(check, kwargs, timeout=timeout)
             else:
                 task_id = client.new_id()
@@ -243,7 +249,40 @@ class CheckHandler(JsonHandler):
         elif meta is None:
             await self._deadline_passed(check, task_id, timeout)
         else:
-            self.send(*task_answer(meta, check.name, task_id, self.gateway.settings.debug, started))
+            status, body = task_answer(meta, check.name, task_id, self.gateway.settings.debug, started)
+            if check.cache_ttl:
+                body["shared"] = shared
+            self.send(status, body)
+
+    async def _shared_call(self, check: CheckType, kwargs: dict[str, Any], timeout: float) -> SharedCall:
+        """A sync call of a cacheable check: a recent result, the task of an identical request in flight,
+        or a new task that identical requests arriving meanwhile will share. Returns (id, meta, shared)."""
+        shared = self.gateway.shared
+        key = cache_key(check.name, kwargs)
+        if (hit := shared.recent(key)) is not None:
+            return hit[0], hit[1], True
+        if (leader := shared.inflight.get(key)) is not None:
+            task_id, future = leader
+            try:
+                return task_id, await asyncio.wait_for(asyncio.shield(future), timeout), True
+            except TimeoutError:
+                return task_id, None, True
+        client = self.gateway.client
+        task_id = client.new_id()
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        shared.inflight[key] = (task_id, future)
+        try:
+            _, meta = await client.call(check, kwargs, timeout=timeout, task_id=task_id)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # followers re-raise it; without any, it must not be reported as lost
+            raise
+        finally:
+            shared.inflight.pop(key, None)
+        future.set_result(meta)
+        if meta is not None:
+            shared.keep(key, task_id, meta, check.cache_ttl)
+        return task_id, meta, False
 
     def send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
         """Like JsonHandler.send, but a task outcome in format=prometheus is blackbox-style text.

@@ -121,6 +121,9 @@ class CheckType:
     # Whether running it twice is harmless. Idempotent checks are acknowledged after they ran, so a
     # worker's death redelivers them; the others before, so they run at most once (or answer 504).
     idempotent: bool = True
+    # Seconds an identical request may be answered from a recent result (0: never). Identical requests
+    # in flight at the same time then share one task too.
+    cache_ttl: float = 0.0
 
     @property
     def task_name(self) -> str:
@@ -162,6 +165,7 @@ class CheckType:
             "default_timeout": self.default_timeout,
             "max_timeout": self.max_timeout,
             "idempotent": self.idempotent,
+            "cache_ttl": self.cache_ttl,
             "params": [p.describe() for p in self.params],
         }
 
@@ -179,6 +183,7 @@ def check(
     max_timeout: float = 300.0,
     validator: Callable[[dict[str, Any]], None] | None = None,
     idempotent: bool = True,
+    cache_ttl: float = 0.0,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a check type (its docstring becomes the doc).
 
@@ -190,6 +195,8 @@ def check(
         check_name = name or fn.__name__
         if pool not in ("io", "cpu"):
             raise ValueError(f"check {check_name}: pool must be 'io' or 'cpu'")
+        if cache_ttl and not idempotent:
+            raise ValueError(f"check {check_name}: only an idempotent check may share or cache results")
         clash = RESERVED_PARAMS & {p.name for p in params}
         if clash:
             raise ValueError(f"check {check_name}: parameter names reserved by the gateway: {sorted(clash)}")
@@ -204,6 +211,7 @@ def check(
             max_timeout=max_timeout,
             validator=validator,
             idempotent=idempotent,
+            cache_ttl=cache_ttl,
         )
         return fn
 

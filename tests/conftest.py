@@ -18,7 +18,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         stack.start_worker("add", ["add"], pool="prefork", concurrency=2)
         stack.start_worker("sleep", ["sleep"], pool="threads", concurrency=220)
-        stack.start_worker("misc", ["http", "tcp", "dns", "tls", "boom"], pool="threads", concurrency=20)
+        stack.start_worker("misc", ["http", "tcp", "dns", "tls", "boom", "count"], pool="threads", concurrency=20)
         yield stack
     finally:
         stack.stop()

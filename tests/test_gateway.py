@@ -342,3 +342,19 @@ def test_per_type_cap_leaves_room_for_other_types(new_stack: Stack) -> None:
     assert (status, body["result"]) == (200, 5)
     assert codes.count(200) == 3
     assert codes.count(503) == 3
+
+
+def test_identical_requests_of_a_cacheable_check_share_one_task(gateway: str) -> None:
+    path = f"{gateway}/check/cached_count?tag={RUN_PREFIX}shared&ms=700"
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: http_get(path), range(10)))
+    assert [status for status, _, _ in answers] == [200] * 10
+    assert len({body["id"] for _, body, _ in answers}) == 1
+    assert {body["result"]["runs"] for _, body, _ in answers} == {1}
+    assert sorted(body["shared"] for _, body, _ in answers) == [False] + [True] * 9
+    status, again, _ = http_get(path)
+    assert (status, again["id"], again["shared"]) == (200, answers[0][1]["id"], True)
+    time.sleep(2.2)  # past the declared cache_ttl: a new task runs
+    status, fresh, _ = http_get(path)
+    assert (status, fresh["shared"], fresh["result"]["runs"]) == (200, False, 2)
+    assert fresh["id"] != again["id"]

@@ -54,6 +54,8 @@ def _handshake(
     ),
     default_timeout=30.0,
     max_timeout=120.0,
+    # A certificate changes rarely; dashboards polling many hosts every few seconds need not re-handshake.
+    cache_ttl=30.0,
 )
 def tls_check(
     host: str,

@@ -45,3 +45,10 @@ def count_once(tag: str, ms: int) -> dict:
     runs = record_run(tag)
     time.sleep(ms / 1000)
     return {"ok": True, "runs": runs}
+
+
+@check(params=(TAG, MS), queue="count", default_timeout=30.0, max_timeout=120.0, cache_ttl=2.0)
+def cached_count(tag: str, ms: int) -> dict:
+    """Like `count`, but its results may be shared for 2 s (a declared cache)."""
+    time.sleep(ms / 1000)
+    return {"ok": True, "runs": record_run(tag)}
