@@ -29,6 +29,8 @@ setup(
             "pytest>=8",
             "ruff>=0.5",
             "prometheus_client>=0.20",
+            "hypothesis>=6.100",
+            "schemathesis>=4.3,<5",
         ],
         # librabbitmq's last release (2018) only builds on old Pythons; kombu and celery gate
         # their own extras the same way.

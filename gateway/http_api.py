@@ -42,6 +42,9 @@ SharedCall = tuple[str, dict[str, Any] | None, bool]
 
 MODES = ("sync", "async", "fire")
 FORMATS = ("json", "prometheus")
+# Longest request URI answered (414 beyond); the HTTP server reads heads up to MAX_HEADER_BYTES.
+MAX_URI_BYTES = 16 * 1024
+MAX_HEADER_BYTES = 256 * 1024
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # How long a PENDING marker outlives the request deadline: long enough for a task that started just
@@ -118,6 +121,12 @@ class JsonHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
 
+    def prepare(self) -> None:
+        # The server reads request heads up to MAX_HEADER_BYTES so that a long URI gets this answer
+        # instead of a dropped connection.
+        if len(self.request.uri or "") > MAX_URI_BYTES:
+            raise ApiError(414, {"error": f"request URI longer than {MAX_URI_BYTES} bytes", "field": "uri"})
+
     def send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
         """Finish the request with `body` as JSON."""
         self.set_status(status)
@@ -156,6 +165,8 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         body: dict[str, Any] = {"error": self._reason}
+        if status_code == 405:
+            self.set_header("Allow", "GET")
         exc_info = kwargs.get("exc_info")
         if exc_info and isinstance(exc_info[1], ApiError):
             body = exc_info[1].body
@@ -439,6 +450,7 @@ class NotFoundHandler(JsonHandler):
     """Any other path: JSON 404."""
 
     def prepare(self) -> None:
+        super().prepare()
         raise ApiError(404, {"error": f"no such resource {self.request.path!r}"})
 
 

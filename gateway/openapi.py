@@ -67,7 +67,7 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
             "name": "timeout",
             "in": "query",
             "description": "seconds to wait (sync) and after which the task expires",
-            "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": check.max_timeout},
+            "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": check.max_timeout},
         },
         {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "prometheus"]}},
     ]

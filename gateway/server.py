@@ -10,7 +10,7 @@ import tornado.httpserver
 
 from gateway.celery_client import CeleryClient
 from gateway.config import Settings
-from gateway.http_api import Gateway, make_app
+from gateway.http_api import MAX_HEADER_BYTES, Gateway, make_app
 from tasks.registry import load_checks
 
 log = logging.getLogger("checkgate.gateway")
@@ -29,7 +29,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     queues = {c.name: app.conf.task_routes[c.task_name]["queue"] for c in checks.values()}
     gateway = Gateway(client=client, settings=settings, checks=checks, queues=queues)
     watcher = asyncio.create_task(gateway.watch_queues(), name="checkgate-queue-watch")
-    server = tornado.httpserver.HTTPServer(make_app(gateway), idle_connection_timeout=75)
+    server = tornado.httpserver.HTTPServer(
+        make_app(gateway), idle_connection_timeout=75, max_header_size=MAX_HEADER_BYTES
+    )
     server.listen(settings.port, settings.bind, backlog=4096)
     log.info(
         "checkgate gateway on http://%s:%d (broker %s, backend %s, id prefix %s)",
