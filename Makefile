@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap run test lint format clean
+.PHONY: bootstrap run test lint format clean bench-jmeter
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -22,6 +22,16 @@ lint: bootstrap
 format: bootstrap
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# JMeter's plans against a running gateway (`make run` in another shell); knobs as make variables.
+PLAN ?= sleep
+THREADS ?= 60
+DURATION ?= 30
+PORT ?= 8888
+bench-jmeter: bootstrap
+	@command -v jmeter >/dev/null && command -v javac >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jmeter default-jdk-headless >/dev/null)
+	$(BIN)/python -m bench.jmeter_run --plan $(PLAN) --threads $(THREADS) --duration $(DURATION) --port $(PORT)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache *.egg-info
