@@ -77,8 +77,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 2
         params.append((key, value))
     url = f"{args.url.rstrip('/')}/check/{urllib.parse.quote(args.type)}?{urllib.parse.urlencode(params)}"
+    request = urllib.request.Request(url)
+    key = args.key or os.environ.get("CHECKGATE_API_KEY")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
     try:
-        with urllib.request.urlopen(url, timeout=args.wait) as response:
+        with urllib.request.urlopen(request, timeout=args.wait) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
@@ -90,6 +94,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ValueError:
         print(body.decode(errors="replace"))
     return 0 if status == 200 else 1
+
+
+def cmd_new_key(args: argparse.Namespace) -> int:
+    """Print a fresh API key (give it to the client) and its entry for the keys file (keep it)."""
+    from gateway.auth import new_key
+
+    key, hexdigest = new_key()
+    print(f"key (give to the client, shown once): {key}")
+    print(f'\n[[keys]]\nname = "{args.name}"\nsha256 = "{hexdigest}"')
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     default_url = f"http://127.0.0.1:{os.environ.get('CHECKGATE_PORT', '8888')}"
     check.add_argument("--url", default=default_url, help=f"gateway base URL (default {default_url})")
     check.add_argument("--wait", type=float, default=330.0, help="seconds to wait for the answer")
+    check.add_argument("--key", help="API key (default: $CHECKGATE_API_KEY)")
     check.set_defaults(func=cmd_check)
+    key = sub.add_parser("new-key", help="make an API key and its entry for CHECKGATE_API_KEYS_FILE")
+    key.add_argument("name", help="who the key is for (shown in the keys file)")
+    key.set_defaults(func=cmd_new_key)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -37,6 +37,8 @@ class Settings:
     retry_after: int = 2
     # Prefix of every task id this process issues (random when empty); it must be unique per process.
     id_prefix: str = ""
+    # TOML file of API keys (see gateway/auth.py); empty: no keys asked.
+    api_keys_file: str = ""
     debug: bool = False
 
     def __post_init__(self) -> None:
@@ -55,5 +57,6 @@ class Settings:
             max_queue_depth=_int("CHECKGATE_MAX_QUEUE_DEPTH", cls.max_queue_depth),
             retry_after=_int("CHECKGATE_RETRY_AFTER", cls.retry_after),
             id_prefix=os.environ.get("CHECKGATE_ID_PREFIX", ""),
+            api_keys_file=os.environ.get("CHECKGATE_API_KEYS_FILE", ""),
             debug=os.environ.get("CHECKGATE_DEBUG", "") in ("1", "true", "yes"),
         )

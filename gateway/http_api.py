@@ -29,6 +29,7 @@ from typing import Any
 import tornado.web
 from celery import states
 
+from gateway.auth import AuthError, KeyRing
 from gateway.cache import SharedResults, cache_key
 from gateway.celery_client import BackendUnavailable, BrokerUnavailable, CeleryClient, Unroutable
 from gateway.config import Settings
@@ -66,6 +67,7 @@ class Gateway:
     queue_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     responses: Counter[tuple[str, int]] = field(default_factory=Counter)
     shared: SharedResults = field(default_factory=SharedResults)
+    keys: KeyRing | None = None
 
     def refusal(self, check: CheckType) -> str | None:
         """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
@@ -139,6 +141,21 @@ class JsonHandler(tornado.web.RequestHandler):
         retry = str(self.gateway.settings.retry_after)
         return ApiError(503, {"error": reason, "retry_after": int(retry)}, {"Retry-After": retry})
 
+    def authorize(self, check_name: str | None) -> None:
+        """When API keys are configured: the caller's key must exist, allow `check_name`, have tokens."""
+        keys = self.gateway.keys
+        if keys is None:
+            return
+        header = self.request.headers.get("Authorization", "")
+        presented = header[7:].strip() if header[:7].lower() == "bearer " else self.request.headers.get("X-API-Key")
+        try:
+            keys.authorize(presented, check_name)
+        except AuthError as exc:
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+            if exc.status == 401:
+                headers["WWW-Authenticate"] = 'Bearer realm="checkgate"'
+            raise ApiError(exc.status, {"error": exc.reason}, headers) from None
+
     def query_values(self) -> dict[str, str]:
         """Query parameters as text, one value each; duplicates and invalid UTF-8 are 400s."""
         values: dict[str, str] = {}
@@ -184,6 +201,7 @@ class CheckHandler(JsonHandler):
         return getattr(self, "check_name", "unknown")
 
     async def get(self, type_name: str) -> None:
+        self.authorize(type_name)
         check = self.gateway.checks.get(type_name)
         if check is None:
             allowed = sorted(self.gateway.checks)
@@ -361,6 +379,7 @@ class ResultHandler(JsonHandler):
     """GET /result/<id>: what became of an earlier check."""
 
     async def get(self, task_id: str) -> None:
+        self.authorize(None)
         if not TASK_ID_RE.fullmatch(task_id):
             message = "invalid parameter 'id': expected 1 to 128 of A-Z a-z 0-9 . _ : -"
             raise ApiError(400, {"error": message, "field": "id"})

@@ -8,6 +8,7 @@ import signal
 
 import tornado.httpserver
 
+from gateway.auth import KeyRing
 from gateway.celery_client import CeleryClient
 from gateway.config import Settings
 from gateway.http_api import MAX_HEADER_BYTES, Gateway, make_app
@@ -27,7 +28,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     client = CeleryClient(app, publish_timeout=settings.publish_timeout, id_prefix=settings.id_prefix or None)
     await client.start(wait=STARTUP_WAIT)
     queues = {c.name: app.conf.task_routes[c.task_name]["queue"] for c in checks.values()}
-    gateway = Gateway(client=client, settings=settings, checks=checks, queues=queues)
+    keys = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
+    gateway = Gateway(client=client, settings=settings, checks=checks, queues=queues, keys=keys)
     watcher = asyncio.create_task(gateway.watch_queues(), name="checkgate-queue-watch")
     server = tornado.httpserver.HTTPServer(
         make_app(gateway), idle_connection_timeout=75, max_header_size=MAX_HEADER_BYTES

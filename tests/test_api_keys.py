@@ -1,0 +1,77 @@
+"""Optional API keys: stored hashed, per-key allowed check types and rate limits, checked on every call."""
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+from gateway.auth import KeyRing, new_key
+from tests.support.stack import Stack, http_get
+
+
+def get(url: str, key: str | None = None, header: str = "Authorization") -> tuple[int, dict, Message]:
+    """GET with an API key: (status, JSON body, headers looked up case-insensitively)."""
+    request = urllib.request.Request(url)
+    if key is not None:
+        request.add_header(header, f"Bearer {key}" if header == "Authorization" else key)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), exc.headers
+
+
+def test_api_keys_end_to_end(new_stack: Stack, tmp_path: Path) -> None:
+    ops_key, ops_digest = new_key()
+    slow_key, slow_digest = new_key()
+    keys_file = tmp_path / "keys.toml"
+    keys_file.write_text(
+        f'[[keys]]\nname = "ops"\nsha256 = "{ops_digest}"\nchecks = ["add"]\n\n'
+        f'[[keys]]\nname = "slow"\nsha256 = "{slow_digest}"\nrate = 1\nburst = 2\n'
+    )
+    assert ops_key not in keys_file.read_text()
+    new_stack.start_worker("w", ["add", "sleep"], concurrency=4)
+    gateway = new_stack.start_gateway("gw", CHECKGATE_API_KEYS_FILE=str(keys_file))
+
+    status, body, headers = get(f"{gateway}/check/add?x=1&y=2")
+    assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="checkgate"')
+    assert "API key is required" in body["error"]
+    assert get(f"{gateway}/check/add?x=1&y=2", "not-a-key")[0] == 401
+    status, body, _ = get(f"{gateway}/check/add?x=1&y=2", ops_key)
+    assert (status, body["result"]) == (200, 3)
+    assert get(f"{gateway}/add?x=1&y=2", ops_key, header="X-API-Key")[0] == 200
+    status, body, _ = get(f"{gateway}/check/sleep?ms=1", ops_key)
+    assert status == 403 and "'sleep'" in body["error"]
+    assert get(f"{gateway}/result/{body.get('id', 'x')}")[0] == 401
+
+    codes = [get(f"{gateway}/check/sleep?ms=1", slow_key) for _ in range(3)]
+    assert [c[0] for c in codes] == [200, 200, 429]
+    assert int(codes[2][2]["Retry-After"]) >= 1
+    # Health and the API description stay public (load balancers and Prometheus probe them).
+    assert http_get(f"{gateway}/health")[0] == 200
+    assert http_get(f"{gateway}/openapi.json")[0] == 200
+
+
+def test_keys_file_errors_name_the_entry(tmp_path: Path) -> None:
+    bad = tmp_path / "keys.toml"
+    bad.write_text('[[keys]]\nname = "billing"\nsha256 = "not-hex"\n')
+    with pytest.raises(ValueError, match="billing: sha256"):
+        KeyRing.from_file(bad)
+    bad.write_text('[[keys]]\nname = "b"\nsha256 = "' + "00" * 32 + '"\nrate = -1\n')
+    with pytest.raises(ValueError, match="b: rate"):
+        KeyRing.from_file(bad)
+
+
+def test_new_key_command_prints_a_usable_entry(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("checkgate")), "new-key", "billing"], capture_output=True, text=True
+    ).stdout
+    key = out.split("shown once): ")[1].split()[0]
+    keys_file = tmp_path / "keys.toml"
+    keys_file.write_text(out.split("\n", 1)[1])
+    assert KeyRing.from_file(keys_file).authorize(key, "http").name == "billing"
