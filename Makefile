@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap run test lint format clean bench-jmeter
+.PHONY: bootstrap run test lint format clean bench-jmeter faults
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -14,6 +14,11 @@ run: bootstrap
 
 test: bootstrap lint
 	$(BIN)/python -m pytest -q
+
+# The fault suite at full scale (a smoke of it runs in `make test`); prints the reliability table,
+# also written to var/faults/report.json.
+faults: bootstrap
+	CHECKGATE_FAULTS=full $(BIN)/python -m pytest -q -p no:cacheprovider tests/faults
 
 lint: bootstrap
 	$(BIN)/ruff check .
