@@ -6,6 +6,7 @@ environment (`CHECKGATE_*`), so one file serves a laptop, CI and a fleet of work
 """
 
 import os
+import ssl
 
 from kombu import Exchange, Queue
 
@@ -13,6 +14,17 @@ from tasks.registry import load_checks
 
 broker_url = os.environ.get("CHECKGATE_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 result_backend = os.environ.get("CHECKGATE_RESULT_BACKEND", "redis://127.0.0.1:6379/0")
+
+# TLS: amqps:// and rediss:// URLs are verified against these CA bundles (the system's when unset);
+# a Redis password goes in the URL (rediss://:password@host:6380/0).
+if broker_url.startswith(("amqps://", "pyamqps://")):
+    broker_use_ssl = {"cert_reqs": ssl.CERT_REQUIRED}
+    if os.environ.get("CHECKGATE_BROKER_CA"):
+        broker_use_ssl["ca_certs"] = os.environ["CHECKGATE_BROKER_CA"]
+if result_backend.startswith("rediss://"):
+    redis_backend_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if os.environ.get("CHECKGATE_BACKEND_CA"):
+        redis_backend_use_ssl["ssl_ca_certs"] = os.environ["CHECKGATE_BACKEND_CA"]
 
 # A prefix on every queue and exchange name lets several deployments (or a test run) share one
 # broker without seeing each other's tasks, broadcasts or events.

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -101,8 +102,11 @@ class OutgoingMessage:
 class BrokerPublisher:
     """Publishes task messages to RabbitMQ with confirms; reconnects by itself."""
 
-    def __init__(self, url: str, queues: list[Queue], publish_timeout: float) -> None:
+    def __init__(
+        self, url: str, queues: list[Queue], publish_timeout: float, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._url = url
+        self._ssl_context = ssl_context
         self._queues = queues
         self._publish_timeout = publish_timeout
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
@@ -134,7 +138,9 @@ class BrokerPublisher:
             try:
                 # After the first success aio-pika's robust connection reconnects and restores the
                 # channel and the declarations itself.
-                connection = await aio_pika.connect_robust(self._url, timeout=5, reconnect_interval=1)
+                connection = await aio_pika.connect_robust(
+                    self._url, timeout=5, reconnect_interval=1, ssl_context=self._ssl_context
+                )
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 await self._declare(channel)
             except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
@@ -231,8 +237,11 @@ class ResultListener:
         id_prefix: str,
         decode: Callable[[bytes], dict[str, Any]],
         encode: Callable[[dict[str, Any]], bytes],
+        ssl_options: dict[str, Any] | None = None,
     ) -> None:
-        self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10)
+        self._redis = aioredis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10, **(ssl_options or {})
+        )
         self._pattern = KEY_PREFIX + glob_escape(id_prefix) + "*"
         self._decode = decode
         self._encode = encode
@@ -372,8 +381,16 @@ class CeleryClient:
         self._origin = f"checkgate-gateway@{socket.gethostname()}/{os.getpid()}"
         self._serializer = conf.task_serializer
         self._routes: dict[str, tuple[str, str]] = {}
-        self.broker = BrokerPublisher(amqp_url(conf.broker_url), list(conf.task_queues), publish_timeout)
-        self.results = ResultListener(conf.result_backend, self.id_prefix, app.backend.decode, app.backend.encode)
+        broker_ssl = conf.broker_use_ssl if isinstance(conf.broker_use_ssl, dict) else {}
+        ssl_context = None
+        if amqp_url(conf.broker_url).startswith("amqps://"):
+            # Built once at start-up (reads the CA file) so no TLS set-up happens on the loop later.
+            ssl_context = ssl.create_default_context(cafile=broker_ssl.get("ca_certs"))
+        self.broker = BrokerPublisher(amqp_url(conf.broker_url), list(conf.task_queues), publish_timeout, ssl_context)
+        backend_ssl = conf.redis_backend_use_ssl if conf.result_backend.startswith("rediss://") else None
+        self.results = ResultListener(
+            conf.result_backend, self.id_prefix, app.backend.decode, app.backend.encode, backend_ssl
+        )
 
     async def start(self, wait: float = 0.0) -> None:
         """Start connecting to broker and backend; wait up to `wait` seconds for both."""

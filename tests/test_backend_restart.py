@@ -1,7 +1,6 @@
 """Redis restarting under waiting requests: the gateway resubscribes, fetches what it missed, loses nothing."""
 
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,32 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.env import BROKER_URL
-from tests.support.stack import Stack, free_port, http_get
+from tests.support.services import PrivateRedis
+from tests.support.stack import Stack, http_get
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-class PrivateRedis:
-    """A redis-server of the test's own on a free port, so stopping it disturbs nobody else."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        argv = [REDIS, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen([*argv, "--dir", str(self.workdir)], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout != b"PONG\n":
-            assert time.monotonic() < deadline, "private redis did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
 
 
 @pytest.fixture

@@ -3,9 +3,10 @@
 import threading
 import time
 
-from tests.faults.conftest import PrivateRabbit, scale
+from tests.faults.conftest import scale
 from tests.faults.load import REPORT, FaultRow, Outcome, run_load
 from tests.support.env import BACKEND_URL
+from tests.support.services import PrivateRabbit
 from tests.support.stack import Stack
 
 

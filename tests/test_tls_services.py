@@ -1,0 +1,71 @@
+"""TLS to RabbitMQ (amqps) and to Redis (rediss + password), verified against a locally generated CA."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import PrivateRabbit, PrivateRedis, make_certs
+from tests.support.stack import Stack, http_get
+
+
+@pytest.fixture(scope="module")
+def tls_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivateRabbit, PrivateRedis, Path]]:
+    base = tmp_path_factory.mktemp("tls")
+    certs = make_certs(base / "certs")
+    (base / "rabbit").mkdir()
+    (base / "redis").mkdir()
+    rabbit = PrivateRabbit(base / "rabbit", certs)
+    redis_server = PrivateRedis(base / "redis", certs, password="s3cret-test")
+    rabbit.start()
+    redis_server.start()
+    try:
+        yield rabbit, redis_server, certs[0]
+    finally:
+        redis_server.stop()
+        rabbit.stop()
+
+
+def tls_stack(tmp_path: Path, rabbit: PrivateRabbit, redis_url: str) -> Stack:
+    return Stack(tmp_path, f"cgt{rabbit.tls_port}_", rabbit.tls_url, redis_url)
+
+
+def test_checks_run_over_tls_end_to_end(tls_services, tmp_path: Path) -> None:
+    rabbit, redis_server, ca = tls_services
+    stack = tls_stack(tmp_path, rabbit, redis_server.url)
+    stack.env.update(CHECKGATE_BROKER_CA=str(ca), CHECKGATE_BACKEND_CA=str(ca))
+    try:
+        stack.start_worker("add", ["add"], concurrency=2)
+        gateway = stack.start_gateway("gw")
+        status, body, _ = http_get(gateway + "/check/add?x=20&y=22")
+        assert (status, body["result"]) == (200, 42)
+        status, health, _ = http_get(gateway + "/health")
+        assert health["broker"]["ok"] and health["backend"]["ok"]
+    finally:
+        stack.stop()
+
+
+def test_an_untrusted_broker_certificate_is_refused(tls_services, tmp_path: Path) -> None:
+    rabbit, redis_server, ca = tls_services
+    other_ca = make_certs(tmp_path / "other")[0]
+    stack = tls_stack(tmp_path, rabbit, redis_server.url)
+    stack.env.update(CHECKGATE_BROKER_CA=str(other_ca), CHECKGATE_BACKEND_CA=str(ca))
+    try:
+        gateway = stack.start_gateway("gw", wait_up=False)
+        status, body, _ = http_get(gateway + "/check/add?x=1&y=2")
+        assert (status, body["error"]) == (503, "broker unavailable")
+        assert "CERTIFICATE_VERIFY_FAILED" in stack.logs["gw"].read_text()
+    finally:
+        stack.stop()
+
+
+def test_a_wrong_redis_password_is_refused(tls_services, tmp_path: Path) -> None:
+    rabbit, redis_server, ca = tls_services
+    stack = tls_stack(tmp_path, rabbit, redis_server.url.replace("s3cret-test", "wrong"))
+    stack.env.update(CHECKGATE_BROKER_CA=str(ca), CHECKGATE_BACKEND_CA=str(ca))
+    try:
+        gateway = stack.start_gateway("gw", wait_up=False)
+        status, body, _ = http_get(gateway + "/check/add?x=1&y=2")
+        assert (status, body["error"]) == (503, "result backend unavailable")
+    finally:
+        stack.stop()
