@@ -25,8 +25,9 @@ class Settings:
 
     port: int = 8888
     bind: str = "127.0.0.1"
-    # Seconds a publish may take (connection, confirm) before the caller gets a 503.
-    publish_timeout: float = 5.0
+    # Seconds a publish may wait for the broker's confirm (at most the request's own timeout) before
+    # the caller gets a 503; a broker whose connection is down is answered at once, not after this.
+    publish_timeout: float = 15.0
     # Requests in flight (published, not yet answered) beyond which new ones get 503 + Retry-After.
     max_inflight: int = 20_000
     # The same, per check type, so one flooded type cannot take every slot.
