@@ -22,6 +22,9 @@ setup(
         "msgpack>=1.0",
         "supervisor>=4.2,<5",
         "dnspython>=2.6,<3",
+        # Speed only: the gateway runs on uvloop and redis-py parses with hiredis when they import.
+        "uvloop>=0.19; sys_platform != 'win32'",
+        "hiredis>=2.3",
         "idna>=3.4",
     ],
     extras_require={

@@ -66,4 +66,10 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(run())
+    try:
+        import uvloop  # libuv's loop: cheaper syscalls and scheduling than asyncio's default
+    except ImportError:
+        asyncio.run(run())
+    else:
+        log.info("event loop: uvloop %s", uvloop.__version__)
+        uvloop.run(run())
