@@ -7,7 +7,8 @@
     GET /health                                                        broker, backend, workers
     GET /metrics                                                       Prometheus text
 
-Status codes: 200 done, 202 accepted/pending, 400 bad parameter (the body names it), 404 unknown
+Status codes: 200 done, 202 accepted/pending, 400 bad parameter (the body names it), 401/403/429 API
+key missing / not allowed (or a target refused by the address policy) / over its rate, 404 unknown
 type/id/path, 405 other methods, 502 the task raised, 503 + Retry-After when overloaded or when the
 broker/backend is down, 504 deadline passed (the body carries the id to poll).
 Every response is JSON (but /metrics); no error body carries a traceback unless debug is on.
@@ -42,6 +43,8 @@ log = logging.getLogger("checkgate.gateway")
 SharedCall = tuple[str, dict[str, Any] | None, bool]
 
 MODES = ("sync", "async", "fire")
+# The result reason of a check whose target the SSRF guard refused (tasks/checks/_guard.py).
+REFUSED_TARGET = "target_refused"
 FORMATS = ("json", "prometheus")
 # Longest request URI answered (414 beyond); the HTTP server reads heads up to MAX_HEADER_BYTES.
 MAX_URI_BYTES = 16 * 1024
@@ -358,7 +361,12 @@ def task_answer(
     if meta.get("worker"):
         body["worker"] = meta["worker"]
     if state == states.SUCCESS:
-        body["result"] = meta.get("result")
+        result = body["result"] = meta.get("result")
+        if isinstance(result, dict) and result.get("reason") == REFUSED_TARGET:
+            # The worker's address policy refused the target after resolving it (or on a redirect):
+            # a refusal by policy, answered as such rather than as a target that is down.
+            body["error"] = f"target refused by the address policy: {result.get('detail', '')}".rstrip(": ")
+            return 403, body
         return 200, body
     if state == states.PENDING or state not in states.READY_STATES:
         body["result_url"] = f"/result/{task_id}"

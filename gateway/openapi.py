@@ -86,6 +86,18 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
             },
             "202": _json("#/components/schemas/Answer", "accepted (async, fire)"),
             "400": _json("#/components/schemas/Error", "bad parameter; `field` names it"),
+            "401": _json("#/components/schemas/Error", "API key missing or invalid (when keys are configured)"),
+            "403": {
+                "description": "target refused by the address policy (Answer), or the key may not run this type",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "anyOf": [{"$ref": "#/components/schemas/Answer"}, {"$ref": "#/components/schemas/Error"}]
+                        }
+                    }
+                },
+            },
+            "429": _json("#/components/schemas/Error", "API key over its rate; see Retry-After"),
             "502": _json("#/components/schemas/Answer", "the task raised"),
             "503": _json("#/components/schemas/Error", "overloaded or broker/backend down; see Retry-After"),
             "504": _json("#/components/schemas/Answer", "deadline passed; poll result_url"),

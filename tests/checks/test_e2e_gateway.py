@@ -25,7 +25,8 @@ def test_http_end_to_end(gateway: str, http_base: str) -> None:
 
 def test_http_redirect_to_metadata_is_refused_after_resolution(gateway: str, http_base: str) -> None:
     status, body = check(gateway, "http", url=f"{http_base}/redirect-to?url=http://169.254.169.254/latest/meta-data/")
-    assert status == 200, body
+    assert status == 403, body
+    assert "address policy" in body["error"]
     assert (body["result"]["ok"], body["result"]["reason"]) == (False, "target_refused")
     status, body = check(gateway, "http", url="http://169.254.169.254/latest/meta-data/")
     assert (status, body["field"]) == (400, "url")
