@@ -34,6 +34,8 @@ setup(
             "prometheus_client>=0.20",
             "hypothesis>=6.100",
             "schemathesis>=4.3,<5",
+            "selenium>=4.20",
+            "requests>=2.31",
         ],
         # librabbitmq's last release (2018) only builds on old Pythons; kombu and celery gate
         # their own extras the same way.
@@ -43,5 +45,8 @@ setup(
         "console_scripts": ["checkgate=gateway.cli:main"],
     },
     include_package_data=True,
-    package_data={"bench": ["jmeter/*.jmx"]},
+    package_data={
+        "bench": ["jmeter/*.jmx", "jmeter/*.java", "jmeter/MANIFEST.MF"],
+        "gateway.console": ["templates/*.html", "static/*.css", "static/*.js", "console.example.toml"],
+    },
 )

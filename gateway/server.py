@@ -11,6 +11,7 @@ import tornado.httpserver
 from gateway.auth import KeyRing
 from gateway.celery_client import CeleryClient
 from gateway.config import Settings
+from gateway.console import Console, console_routes, start_console
 from gateway.http_api import MAX_HEADER_BYTES, Gateway, make_app
 from tasks.registry import load_checks
 
@@ -31,9 +32,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     keys = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
     gateway = Gateway(client=client, settings=settings, checks=checks, queues=queues, keys=keys)
     watcher = asyncio.create_task(gateway.watch_queues(), name="checkgate-queue-watch")
-    server = tornado.httpserver.HTTPServer(
-        make_app(gateway), idle_connection_timeout=75, max_header_size=MAX_HEADER_BYTES
-    )
+    app = make_app(gateway)
+    console = Console.from_env()  # None unless CHECKGATE_CONSOLE_CONFIG is set; a bad file stops the start
+    if console is not None:
+        app.add_handlers(r".*", console_routes(console))
+        await start_console(console)
+    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=75, max_header_size=MAX_HEADER_BYTES)
     server.listen(settings.port, settings.bind, backlog=4096)
     log.info(
         "checkgate gateway on http://%s:%d (broker %s, backend %s, id prefix %s)",
@@ -46,6 +50,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await stop.wait()
     log.info("stopping: no new connections, draining %d requests in flight", gateway.inflight)
     server.stop()
+    if console is not None:
+        await console.stop()  # ends polling and the live streams before connections are closed
     drain_deadline = asyncio.get_running_loop().time() + max(c.max_timeout for c in checks.values())
     while gateway.inflight and asyncio.get_running_loop().time() < drain_deadline:
         await asyncio.sleep(0.05)

@@ -48,6 +48,10 @@ fi
 if is_local "${CHECKGATE_RESULT_BACKEND:-}"; then
     command -v redis-server >/dev/null || missing+=(redis-server)
 fi
+# The console's browser test drives Debian's chromium through chromedriver (skipped without them).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then missing+=(chromium chromium-driver); else say "no chromium: the browser test will be skipped"; fi
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "please install ${missing[*]} (sudo apt-get install ${missing[*]}) and run again"
     say "installing ${missing[*]} with apt-get"
