@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap run test lint format clean bench-jmeter faults
+.PHONY: bootstrap run test lint format clean bench bench-smoke bench-jmeter faults
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -27,6 +27,16 @@ lint: bootstrap
 format: bootstrap
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# checkgate against Flask+gunicorn, Flower and Celery's own client, side by side on the same workers;
+# results in bench/results/ (latest.json, latest.md, latest.png). make bench BENCH_ARGS="--rounds 5"
+BENCH_ARGS ?=
+bench: bootstrap
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-smoke: bootstrap
+	$(BIN)/python -m bench --smoke
 
 # JMeter's plans against a running gateway (`make run` in another shell); knobs as make variables.
 PLAN ?= sleep

@@ -37,6 +37,8 @@ setup(
             "selenium>=4.20",
             "requests>=2.31",
         ],
+        # `make bench`: the peers checkgate is measured against (Flask+gunicorn, Flower) and the plots.
+        "bench": ["flask>=3.0", "gunicorn>=22", "flower>=2.0", "matplotlib>=3.8"],
         # librabbitmq's last release (2018) only builds on old Pythons; kombu and celery gate
         # their own extras the same way.
         "librabbitmq": ["librabbitmq>=2.0; python_version < '3.11'"],
@@ -46,7 +48,7 @@ setup(
     },
     include_package_data=True,
     package_data={
-        "bench": ["jmeter/*.jmx", "jmeter/*.java", "jmeter/MANIFEST.MF"],
+        "bench": ["jmeter/*.jmx", "jmeter/*.java", "jmeter/MANIFEST.MF", "wrk_report.lua"],
         "gateway.console": ["templates/*.html", "static/*.css", "static/*.js", "console.example.toml"],
     },
 )

@@ -48,6 +48,8 @@ fi
 if is_local "${CHECKGATE_RESULT_BACKEND:-}"; then
     command -v redis-server >/dev/null || missing+=(redis-server)
 fi
+# The load generator of the benchmark and its smoke test.
+command -v wrk >/dev/null || missing+=(wrk)
 # The console's browser test drives Debian's chromium through chromedriver (skipped without them).
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     if [ "$(id -u)" = 0 ]; then missing+=(chromium chromium-driver); else say "no chromium: the browser test will be skipped"; fi

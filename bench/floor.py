@@ -1,0 +1,173 @@
+"""The floor: the same tasks fed by Celery's own client, no HTTP — what the workers can drain.
+
+`python -m bench.floor '<plan JSON>'` is one floor process. It warms up (one round trip per task),
+prints `READY`, reads the start time t0 (epoch seconds) from stdin, then runs its share of the plan's
+streams as closed loops in one thread: each client slot publishes with `app.send_task` and, when the
+result arrives through Celery's Redis result consumer (`AsyncResult.then` + `drain_events`),
+publishes the next. It ends with one line: `BENCH_JSON {"streams": {name: raw counts and latencies}}`.
+
+The harness runs several such processes (a single thread publishing with confirms would itself be the
+bottleneck at thousands of tasks per second) and merges them with `merge`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+MARKER = "BENCH_JSON "
+READY = "READY"
+# Outstanding tasks older than this beyond their task time are looked up directly: pub/sub is
+# at-most-once, and a lost notification must not stall a client slot for the rest of the cell.
+SWEEP_AFTER_S = 5.0
+# Seconds the process stays after its last window (collecting, not sending): the harness samples
+# CPU at the window's end, and a process that already exited would drop out of the sum.
+LINGER_S = 0.5
+
+
+@dataclass
+class Loop:
+    """One stream's closed loop in this process and what it measured."""
+
+    name: str
+    task: str
+    kwargs: dict[str, Any]
+    clients: int
+    start: float
+    window_start: float
+    window_end: float
+    task_s: float
+    latencies_ms: list[float] = field(default_factory=list)
+    in_window: int = 0
+    errors: int = 0
+    started: bool = False
+
+    def raw(self) -> dict[str, Any]:
+        return {"in_window": self.in_window, "errors": self.errors, "latencies_ms": self.latencies_ms}
+
+
+def run(plan: dict[str, Any], t0_source: Any) -> dict[str, Any]:
+    """Warm up, wait for t0 from `t0_source` (a readable line), run the loops, return raw results."""
+    from tasks import app
+
+    prefix = os.environ.get("CHECKGATE_QUEUE_PREFIX", "")
+    window_s = plan["window"]
+    consumer = app.backend.result_consumer
+    pending: dict[str, tuple[Loop, float, Any]] = {}
+    done: list[Any] = []
+
+    def new_id() -> str:
+        return f"{prefix}floor-{uuid.uuid4().hex}"
+
+    def send(loop: Loop) -> None:
+        task_id = new_id()
+        sent = time.time()
+        result = app.send_task(loop.task, kwargs=loop.kwargs, task_id=task_id)
+        pending[task_id] = (loop, sent, result)
+        # Called from drain_events (or at once when the result is already buffered): only note it.
+        result.then(done.append)
+
+    def finish(result: Any) -> None:
+        entry = pending.pop(result.id, None)
+        if entry is None:
+            return
+        loop, sent, _ = entry
+        now = time.time()
+        if result.state == "SUCCESS":
+            loop.latencies_ms.append(round((now - sent) * 1000, 2))
+            if loop.window_start <= now < loop.window_end:
+                loop.in_window += 1
+        else:
+            loop.errors += 1
+        if now < loop.window_end:
+            send(loop)
+
+    # Warm-up: connections and the result subscription exist before the clock starts.
+    for spec in plan["streams"]:
+        app.send_task(spec["task"], kwargs=spec["kwargs"], task_id=new_id()).get(timeout=60)
+    print(READY, flush=True)
+    t0 = float(t0_source.readline())
+    time.sleep(max(0.0, t0 - time.time()))
+
+    # The harness's clock: windows fall on the same whole seconds as wrk's and the CPU samples.
+    loops = []
+    for spec in plan["streams"]:
+        window_start = math.ceil(t0 + spec["window_at"])
+        loops.append(
+            Loop(
+                spec["name"],
+                spec["task"],
+                spec["kwargs"],
+                spec["clients"],
+                t0 + spec["start"],
+                window_start,
+                window_start + window_s,
+                spec["task_s"],
+            )
+        )
+    end = max(loop.window_end for loop in loops) + LINGER_S
+    last_sweep = time.time()
+    while time.time() < end:
+        now = time.time()
+        for loop in loops:
+            if not loop.started and now >= loop.start:
+                loop.started = True
+                for _ in range(loop.clients):
+                    send(loop)
+        consumer.drain_events(timeout=0.05)
+        while done:
+            finish(done.pop())
+        if now - last_sweep > 1.0:
+            last_sweep = now
+            for task_id, (loop, sent, result) in list(pending.items()):
+                if now - sent > loop.task_s + SWEEP_AFTER_S and task_id in pending and result.ready():
+                    finish(result)
+    return {"streams": {loop.name: loop.raw() for loop in loops}}
+
+
+def percentile(sorted_values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(p / 100 * len(sorted_values)) - 1))]
+
+
+def merge(outputs: list[dict[str, Any]], window_s: float) -> dict[str, dict[str, Any]]:
+    """The floor processes' raw results → the stats wrk gives for an HTTP contender, per stream."""
+    names = outputs[0]["streams"].keys()
+    stats = {}
+    for name in names:
+        parts = [o["streams"][name] for o in outputs]
+        lat = sorted(v for p in parts for v in p["latencies_ms"])
+        good = sum(p["in_window"] for p in parts)
+        errors = sum(p["errors"] for p in parts)
+        stats[name] = {
+            "rps": round(good / window_s, 2),
+            "requests": good,
+            "window_s": window_s,
+            "p50_ms": percentile(lat, 50),
+            "p90_ms": percentile(lat, 90),
+            "p99_ms": percentile(lat, 99),
+            "max_ms": lat[-1] if lat else None,
+            "errors": errors,
+            "error_detail": {"task_failed": errors},
+            "total_requests": len(lat),
+        }
+    return stats
+
+
+def main() -> int:
+    plan = json.loads(sys.argv[1])
+    out = run(plan, sys.stdin)
+    print(MARKER + json.dumps(out, separators=(",", ":")), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The peers checkgate is measured against that need code of their own (Flower needs none)."""

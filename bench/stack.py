@@ -1,0 +1,268 @@
+"""The bench's own deployment: isolated names, the shared worker pool, and process handling.
+
+Like tests/support/stack.py: every queue and exchange carries a random prefix (`cgb<hex>_`) and
+results go to the bench's own Redis db, so a run neither sees nor disturbs other users of the same
+RabbitMQ and Redis; `cleanup()` deletes what the run created. Every process is started in its own
+process group (gunicorn and prefork workers have children) and dies with the harness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+from kombu import Connection
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKER_URL = os.environ.get("CHECKGATE_BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+BACKEND_URL = os.environ.get("CHECKGATE_BENCH_RESULT_BACKEND", "redis://127.0.0.1:6379/14")
+BENCH_QUEUES = ("add", "sleep")
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_PR_SET_PDEATHSIG = 1
+
+
+def require_local(url: str) -> None:
+    """The bench only ever talks to this machine."""
+    host = urlsplit(url).hostname or "127.0.0.1"
+    if host not in LOCAL_HOSTS:
+        raise SystemExit(f"bench: {url} is not on 127.0.0.1; the bench only runs against local services")
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class Proc:
+    """A started process group and where its output goes."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pgid(self) -> int:
+        return self.popen.pid
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group `pgid`."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces) start at the last ')'.
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+@dataclass
+class BenchStack:
+    """Names, environment, workers and helper processes of one bench run."""
+
+    logdir: Path
+    broker_url: str = BROKER_URL
+    backend_url: str = BACKEND_URL
+    prefix: str = field(default_factory=lambda: f"cgb{secrets.token_hex(3)}_")
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require_local(self.broker_url)
+        require_local(self.backend_url)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment of every child: the run's names and services, this checkout on the path."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHECKGATE_")}
+        env.update(
+            CHECKGATE_QUEUE_PREFIX=self.prefix,
+            CHECKGATE_BROKER_URL=self.broker_url,
+            CHECKGATE_RESULT_BACKEND=self.backend_url,
+            # Results of the peers carry Celery's own ids (no prefix to clean up by): let Redis expire them.
+            CHECKGATE_RESULT_EXPIRES="900",
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=str(ROOT),
+        )
+        return env
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        """Start `argv` in a new process group, output to <logdir>/<name>.log."""
+        log = self.logdir / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env or self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # If the harness is killed outright, its children go too. preexec_fn is unsafe with threads
+                # running; the harness spawns from its only thread.
+                preexec_fn=die_with_parent,
+            )
+        proc = Proc(name, popen, log)
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str, grace: float = 5.0) -> None:
+        """SIGTERM the process group, SIGKILL whatever is left after `grace` seconds."""
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pgid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(timeout=grace)
+        # Children (gunicorn and prefork workers) may outlive their leader: the whole group goes.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name, grace=10.0)
+
+    # --- workers ---------------------------------------------------------------------------------
+
+    def start_workers(self, sleep_slots: int, sleep_processes: int = 2) -> dict[str, str]:
+        """The pool every contender shares: add = prefork -c 2; sleep = threads, `sleep_slots` in all."""
+        threads = max(1, -(-sleep_slots // sleep_processes))
+        self._worker("w-add", "add", ["-P", "prefork", "-c", "2"])
+        for n in range(sleep_processes):
+            self._worker(f"w-sleep{n}", "sleep", ["-P", "threads", "-c", str(threads)], node=f"sleep{n}")
+        self.wait_consumers({"add": 1, "sleep": sleep_processes}, timeout=90)
+        return {
+            "add": "prefork -c 2 (1 process)",
+            "sleep": f"threads -c {threads} × {sleep_processes} processes = {threads * sleep_processes} slots",
+        }
+
+    def _worker(self, name: str, queue: str, pool: list[str], node: str | None = None) -> Proc:
+        argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", self.prefix + queue, "-O", "fair"]
+        argv += [*pool, "-n", f"{self.prefix}{node or queue}@%h", "--without-gossip", "--without-mingle"]
+        argv += ["-l", "warning"]
+        return self.spawn(name, argv)
+
+    def worker_pgids(self) -> dict[str, list[int]]:
+        """Process groups of the workers, by queue."""
+        out: dict[str, list[int]] = {}
+        for name, proc in self.procs.items():
+            if name.startswith("w-"):
+                out.setdefault("sleep" if "sleep" in name else "add", []).append(proc.pgid)
+        return out
+
+    def check_alive(self) -> None:
+        """Raise when a worker died (its log tells why)."""
+        for name, proc in self.procs.items():
+            if name.startswith("w-") and proc.popen.poll() is not None:
+                raise RuntimeError(f"worker {name} exited ({proc.popen.returncode}): {proc.tail()}")
+
+    # --- broker and backend ----------------------------------------------------------------------
+
+    def _connection(self) -> Connection:
+        # py-amqp explicitly: librabbitmq, where installed, lacks what the passive declares need.
+        return Connection(self.broker_url.replace("amqp://", "pyamqp://", 1), connect_timeout=10)
+
+    def queue_counts(self) -> dict[str, tuple[int, int]]:
+        """(ready messages, consumers) of the bench queues."""
+        out = {}
+        with self._connection() as conn:
+            channel = conn.default_channel
+            for queue in BENCH_QUEUES:
+                try:
+                    _, messages, consumers = channel.queue_declare(self.prefix + queue, passive=True)
+                except Exception:  # not declared yet (passive declare of a missing queue)
+                    channel = conn.channel()
+                    messages, consumers = 0, 0
+                out[queue] = (messages, consumers)
+        return out
+
+    def wait_consumers(self, expected: dict[str, int], timeout: float) -> None:
+        """Wait until each queue has its workers consuming."""
+        deadline = time.monotonic() + timeout
+        counts: dict[str, tuple[int, int]] = {}
+        while time.monotonic() < deadline:
+            self.check_alive()
+            counts = self.queue_counts()
+            if all(counts[q][1] >= n for q, n in expected.items()):
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"workers not consuming after {timeout:.0f} s: {counts}")
+
+    def settle(self, task_s: float) -> None:
+        """Empty the queues after a cell and let the tasks already running finish.
+
+        A stopped peer may leave tasks behind (Flask and Flower publish without expiry); the next
+        contender must find every worker slot free.
+        """
+        self.purge()
+        time.sleep(task_s + 0.3)
+        self.purge()
+
+    def purge(self) -> None:
+        with self._connection() as conn:
+            channel = conn.default_channel
+            for queue in BENCH_QUEUES:
+                with contextlib.suppress(Exception):
+                    channel.queue_purge(self.prefix + queue)
+
+    def backend_client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.backend_url, socket_timeout=10)
+
+    def cleanup(self) -> None:
+        """Delete the run's queues, exchanges and prefixed result keys (best effort, bounded)."""
+        from tasks.registry import load_checks  # imports the check modules only, not celeryconfig
+
+        queues = sorted({c.queue for c in load_checks().values()} | {"celery"})
+        exchanges = ["checkgate", "celery.pidbox", "celeryev"]
+        with contextlib.suppress(Exception), self._connection() as conn:
+            channel = conn.default_channel
+            for queue in queues:
+                with contextlib.suppress(Exception):
+                    channel.queue_delete(self.prefix + queue)
+            for exchange in exchanges:
+                with contextlib.suppress(Exception):
+                    channel.exchange_delete(self.prefix + exchange)
+            with contextlib.suppress(Exception):
+                channel.exchange_delete(f"reply.{self.prefix}celery.pidbox")
+        with contextlib.suppress(Exception):
+            client = self.backend_client()
+            keys = list(client.scan_iter(match=f"celery-task-meta-{self.prefix}*", count=1000))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
+            client.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,61 @@
+-- wrk script of the checkgate bench: optional method and JSON body, a measurement window, JSON out.
+--
+--   wrk ... -s bench/wrk_report.lua URL -- <window_start> <window_end> [METHOD] [BODY]
+--
+-- window_start/window_end are epoch seconds: the responses completed in [start, end) give the rate,
+-- so the ramp-up of a closed loop (every client starting at once) and the cut at the end do not bias
+-- it. Latency percentiles come from wrk's own histogram over the whole run. One line goes to stdout:
+--   BENCH_JSON {...}
+
+local threads = {}
+
+function setup(thread)
+   table.insert(threads, thread)
+end
+
+function init(args)
+   window_start = tonumber(args[1]) or 0
+   window_end = tonumber(args[2]) or math.huge
+   if args[3] and args[3] ~= "" then
+      wrk.method = args[3]
+   end
+   if args[4] and args[4] ~= "" then
+      wrk.body = args[4]
+      wrk.headers["Content-Type"] = "application/json"
+   end
+   in_window = 0
+   bad_in_window = 0
+   non_2xx = 0
+end
+
+function response(status, headers, body)
+   -- os.time() is whole seconds, so the window is exactly (end - start) seconds long.
+   local now = os.time()
+   local bad = status < 200 or status > 299
+   if bad then
+      non_2xx = non_2xx + 1
+   end
+   if now >= window_start and now < window_end then
+      in_window = in_window + 1
+      if bad then
+         bad_in_window = bad_in_window + 1
+      end
+   end
+end
+
+function done(summary, latency, requests)
+   local inw, bad, non2xx = 0, 0, 0
+   for _, thread in ipairs(threads) do
+      inw = inw + thread:get("in_window")
+      bad = bad + thread:get("bad_in_window")
+      non2xx = non2xx + thread:get("non_2xx")
+   end
+   local e = summary.errors
+   io.write(string.format(
+      'BENCH_JSON {"requests":%d,"duration_us":%d,"in_window":%d,"bad_in_window":%d,"non_2xx":%d,'
+         .. '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},'
+         .. '"latency_us":{"p50":%d,"p90":%d,"p99":%d,"mean":%.1f,"max":%d}}\n',
+      summary.requests, summary.duration, inw, bad, non2xx,
+      e.connect, e.read, e.write, e.status, e.timeout,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
+end
