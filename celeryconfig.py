@@ -83,3 +83,20 @@ task_publish_retry_policy = {"max_retries": 3, "interval_start": 0, "interval_st
 
 timezone = "UTC"
 enable_utc = True
+
+# Scheduled checks (tasks/schedule.py): beat reads schedule.toml beside this file (or CHECKGATE_SCHEDULE)
+# when it starts, validated like gateway requests, and keeps the schedule in Redis with RedBeat. Every node
+# may run a beat: the one holding the Redis lock fires, the others wait and take over within
+# redbeat_lock_timeout after it dies (at once after a clean stop, which releases the lock).
+beat_scheduler = "tasks.schedule:ScheduleFileScheduler"
+# Beat wakes at least this often and extends its lock each time: keep it well below the lock timeout.
+beat_max_loop_interval = 5
+redbeat_redis_url = os.environ.get("CHECKGATE_BEAT_REDIS_URL", result_backend)
+redbeat_key_prefix = f"checkgate:{QUEUE_PREFIX}beat:"
+redbeat_lock_timeout = int(os.environ.get("CHECKGATE_BEAT_LOCK_TIMEOUT", "30"))
+# Options for RedBeat's Redis client (unset, RedBeat would fall back to the broker's transport options).
+redbeat_redis_options = {}
+if redbeat_redis_url.startswith("rediss://"):
+    redbeat_redis_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if os.environ.get("CHECKGATE_BACKEND_CA"):
+        redbeat_redis_use_ssl["ssl_ca_certs"] = os.environ["CHECKGATE_BACKEND_CA"]

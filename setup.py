@@ -22,6 +22,8 @@ setup(
         "msgpack>=1.0",
         "supervisor>=4.2,<5",
         "dnspython>=2.6,<3",
+        "celery-redbeat>=2.4,<3",
+        "flower>=2.0,<3",
         # Speed only: the gateway runs on uvloop and redis-py parses with hiredis when they import.
         "uvloop>=0.19; sys_platform != 'win32'",
         "hiredis>=2.3",
@@ -38,7 +40,7 @@ setup(
             "requests>=2.31",
         ],
         # `make bench`: the peers checkgate is measured against (Flask+gunicorn, Flower) and the plots.
-        "bench": ["flask>=3.0", "gunicorn>=22", "flower>=2.0", "matplotlib>=3.8"],
+        "bench": ["flask>=3.0", "gunicorn>=22", "matplotlib>=3.8"],
         # librabbitmq's last release (2018) only builds on old Pythons; kombu and celery gate
         # their own extras the same way.
         "librabbitmq": ["librabbitmq>=2.0; python_version < '3.11'"],

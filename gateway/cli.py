@@ -2,7 +2,9 @@
 
 checkgate run                       the whole node under supervisord, in the foreground
 checkgate gateway                   the HTTP gateway alone (what supervisord starts)
+checkgate status                    every process of every node, like supervisorctl status
 checkgate check add x=1 y=2         run one check through a running gateway, print the JSON
+checkgate new-key billing           an API key and its entry for CHECKGATE_API_KEYS_FILE
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from gateway import status as node_status  # aliased: cmd_check has a local named `status`
+from gateway.credentials import flower_env
 
 DEFAULT_SUPERVISOR_USER = "checkgate"
 
@@ -51,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     home = project_home()
     conf = Path(args.config).resolve() if args.config else home / "supervisord.conf"
     (conf.parent / "var" / "log").mkdir(parents=True, exist_ok=True)
-    env = supervisor_env(conf.parent, dict(os.environ))
+    env = flower_env(conf.parent, supervisor_env(conf.parent, dict(os.environ)))
     supervisord = str(Path(sys.executable).with_name("supervisord"))
     print(f"starting supervisord -n -c {conf}; gateway on http://127.0.0.1:{env.get('CHECKGATE_PORT', '8888')}/")
     sys.stdout.flush()
@@ -96,6 +101,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if status == 200 else 1
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print every process of every node; exit 3 if one is not RUNNING, 4 if a node cannot be asked."""
+    return node_status.run(args, project_home())
+
+
 def cmd_new_key(args: argparse.Namespace) -> int:
     """Print a fresh API key (give it to the client) and its entry for the keys file (keep it)."""
     from gateway.auth import new_key
@@ -122,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--wait", type=float, default=330.0, help="seconds to wait for the answer")
     check.add_argument("--key", help="API key (default: $CHECKGATE_API_KEY)")
     check.set_defaults(func=cmd_check)
+    state = sub.add_parser("status", help="every process of every node (exit 3: not all RUNNING, 4: unreachable)")
+    node_status.add_arguments(state)
+    state.set_defaults(func=cmd_status)
     key = sub.add_parser("new-key", help="make an API key and its entry for CHECKGATE_API_KEYS_FILE")
     key.add_argument("name", help="who the key is for (shown in the keys file)")
     key.set_defaults(func=cmd_new_key)

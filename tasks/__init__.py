@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 
+import tasks.schedule  # noqa: F401  (its task_postrun handler records the latest run of each scheduled check)
 from tasks.registry import CheckType, load_checks
 
 app = Celery("checkgate")

@@ -36,6 +36,8 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     (home / ".venv").symlink_to(BIN.parent)
     (home / "var" / "log").mkdir(parents=True)
     cleanup = Stack(tmp_path, f"cgs{os.getpid()}_", BROKER_URL, BACKEND_URL)
+    empty_schedule = tmp_path / "schedule.toml"  # a developer's own schedule.toml must not fire here
+    empty_schedule.write_text("")
     env = {
         **os.environ,
         "CHECKGATE_QUEUE_PREFIX": cleanup.prefix,
@@ -43,6 +45,10 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         "CHECKGATE_SUPERVISOR_PORT": str(free_port()),
         "CHECKGATE_SUPERVISOR_USER": "operator",
         "CHECKGATE_SUPERVISOR_PASSWORD": "s3cret-for-test",
+        "CHECKGATE_FLOWER_PORT": str(free_port()),
+        "CHECKGATE_FLOWER_USER": "operator",
+        "CHECKGATE_FLOWER_PASSWORD": "flower-for-test",
+        "CHECKGATE_SCHEDULE": str(empty_schedule),
         "PYTHONPATH": str(ROOT),
     }
     env.pop("CHECKGATE_CHECK_MODULES", None)  # the shipped check types only: each has its worker program
@@ -68,6 +74,9 @@ def test_supervisord_runs_the_whole_node(node: tuple[Path, dict[str, str]]) -> N
         "workers:worker-tcp",
         "workers:worker-dns",
         "workers:worker-tls",
+        "alerts",
+        "monitor:flower",
+        "monitor:beat",
     }
     deadline = time.monotonic() + 90
     states: dict[str, str] = {}
