@@ -348,6 +348,28 @@ class ResultListener:
             raise BackendUnavailable(str(exc)) from exc
         return None if value is None else self._decode(value)
 
+    async def latest_runs(self, pointer_prefix: str, limit: int = 1000) -> dict[str, dict[str, Any]]:
+        """Name → stored meta of the latest finished run of each scheduled check (see tasks/schedule.py:
+        the worker keeps `<pointer_prefix><name>` → task id)."""
+        try:
+            pointers = []
+            async for key in self._redis.scan_iter(match=glob_escape(pointer_prefix) + "*", count=500):
+                pointers.append(key)
+                if len(pointers) >= limit:
+                    break
+            if not pointers:
+                return {}
+            ids = await self._redis.mget(pointers)
+            found = [(k.decode()[len(pointer_prefix) :], i.decode()) for k, i in zip(pointers, ids, strict=True) if i]
+            metas = await self._redis.mget([KEY_PREFIX + task_id for _, task_id in found]) if found else []
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        runs = {}
+        for (name, task_id), meta in zip(found, metas, strict=True):
+            if meta is not None:
+                runs[name] = {**self._decode(meta), "task_id": task_id}
+        return runs
+
     async def mark_pending(self, task_id: str, name: str, ttl: float) -> None:
         """Store a PENDING meta unless a result is there, so `/result/<id>` knows the id meanwhile.
 

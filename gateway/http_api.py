@@ -6,6 +6,7 @@
     GET /checks                                                        declared check types
     GET /health                                                        broker, backend, workers
     GET /metrics                                                       Prometheus text
+    GET /schedule[/<name>]                                             latest run of scheduled checks
 
 Status codes: 200 done, 202 accepted/pending, 400 bad parameter (the body names it), 401/403/429 API
 key missing / not allowed (or a target refused by the address policy) / over its rate, 404 unknown
@@ -25,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import tornado.web
@@ -37,6 +39,7 @@ from gateway.config import Settings
 from gateway.openapi import openapi_document
 from gateway.prometheus import render_check
 from tasks.registry import CheckType, ParamError
+from tasks.schedule import latest_key
 
 log = logging.getLogger("checkgate.gateway")
 
@@ -71,6 +74,8 @@ class Gateway:
     responses: Counter[tuple[str, int]] = field(default_factory=Counter)
     shared: SharedResults = field(default_factory=SharedResults)
     keys: KeyRing | None = None
+    # CHECKGATE_QUEUE_PREFIX: scheduled-check pointers carry it, like queue names.
+    queue_prefix: str = ""
 
     def refusal(self, check: CheckType) -> str | None:
         """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
@@ -444,9 +449,9 @@ class HealthHandler(JsonHandler):
 
 
 class MetricsHandler(JsonHandler):
-    """GET /metrics: request counts and connection state in Prometheus text format."""
+    """GET /metrics: request counts, connection state and scheduled checks in Prometheus text format."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         self.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
         gw = self.gateway
         lines = [
@@ -463,7 +468,54 @@ class MetricsHandler(JsonHandler):
         }
         for name, value in gauges.items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        lines += await self._scheduled()
         self.finish("\n".join(lines) + "\n")
+
+    async def _scheduled(self) -> list[str]:
+        """One success and one last-run gauge per scheduled check (nothing while Redis is away)."""
+        try:
+            runs = await self.gateway.client.results.latest_runs(latest_key("", self.gateway.queue_prefix))
+        except BackendUnavailable:
+            return []
+        if not runs:
+            return []
+        lines = ["# TYPE checkgate_scheduled_check_success gauge"]
+        stamps = ["# TYPE checkgate_scheduled_check_last_run_timestamp_seconds gauge"]
+        for name, meta in sorted(runs.items()):
+            result = meta.get("result")
+            ok = meta.get("status") == states.SUCCESS and not (isinstance(result, dict) and result.get("ok") is False)
+            labels = f'{{name="{name}",type="{scheduled_type(meta)}"}}'
+            lines.append(f"checkgate_scheduled_check_success{labels} {int(ok)}")
+            with contextlib.suppress(TypeError, ValueError):
+                stamps.append(
+                    f"checkgate_scheduled_check_last_run_timestamp_seconds{labels} "
+                    f"{datetime.fromisoformat(str(meta['date_done'])).timestamp():.3f}"
+                )
+        return lines + stamps
+
+
+class ScheduleHandler(JsonHandler):
+    """GET /schedule[/<name>]: the latest finished run of every scheduled check (or of one)."""
+
+    async def get(self, name: str | None = None) -> None:
+        self.authorize(None)
+        try:
+            runs = await self.gateway.client.results.latest_runs(latest_key("", self.gateway.queue_prefix))
+        except BackendUnavailable:
+            raise self.unavailable("result backend unavailable") from None
+        debug = self.gateway.settings.debug
+        answers = {n: task_answer(m, scheduled_type(m), m["task_id"], debug)[1] for n, m in sorted(runs.items())}
+        if name is None:
+            self.send(200, {"schedule": answers})
+        elif name in runs:
+            self.send(*task_answer(runs[name], scheduled_type(runs[name]), runs[name]["task_id"], debug))
+        else:
+            raise ApiError(404, {"error": f"no finished run of scheduled check {name!r}", "field": "name"})
+
+
+def scheduled_type(meta: dict[str, Any]) -> str:
+    """The check type of a stored meta (its task name without the `checkgate.` prefix)."""
+    return str(meta.get("name") or "").removeprefix("checkgate.")
 
 
 class OpenApiHandler(JsonHandler):
@@ -493,6 +545,8 @@ def make_app(gateway: Gateway) -> tornado.web.Application:
             (r"/health", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),
             (r"/openapi.json", OpenApiHandler, args),
+            (r"/schedule", ScheduleHandler, args),
+            (r"/schedule/([A-Za-z0-9_.-]{1,100})", ScheduleHandler, args),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=args,

@@ -143,6 +143,26 @@ def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
                 "content": {"application/json": {"schema": plain}},
             }
         paths[path] = {"get": {"operationId": path.strip("/"), "summary": summary, "responses": responses}}
+    paths["/schedule"] = {
+        "get": {
+            "operationId": "schedule",
+            "summary": "The latest finished run of every scheduled check",
+            "responses": {"200": {"description": "name → answer", "content": {"application/json": {"schema": plain}}}},
+        }
+    }
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths["/schedule/{name}"] = {
+        "get": {
+            "operationId": "scheduled_run",
+            "summary": "The latest finished run of one scheduled check",
+            "parameters": [name_param],
+            "responses": {
+                "200": _json("#/components/schemas/Answer", "its latest run"),
+                "404": _json("#/components/schemas/Error", "no finished run of that name"),
+                "502": _json("#/components/schemas/Answer", "its latest run raised"),
+            },
+        }
+    }
     paths["/metrics"] = {
         "get": {
             "operationId": "metrics",

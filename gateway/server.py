@@ -30,7 +30,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await client.start(wait=STARTUP_WAIT)
     queues = {c.name: app.conf.task_routes[c.task_name]["queue"] for c in checks.values()}
     keys = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
-    gateway = Gateway(client=client, settings=settings, checks=checks, queues=queues, keys=keys)
+    gateway = Gateway(
+        client=client, settings=settings, checks=checks, queues=queues, keys=keys, queue_prefix=app.conf.QUEUE_PREFIX
+    )
     watcher = asyncio.create_task(gateway.watch_queues(), name="checkgate-queue-watch")
     app = make_app(gateway)
     console = Console.from_env()  # None unless CHECKGATE_CONSOLE_CONFIG is set; a bad file stops the start

@@ -358,3 +358,20 @@ def test_identical_requests_of_a_cacheable_check_share_one_task(gateway: str) ->
     status, fresh, _ = http_get(path)
     assert (status, fresh["shared"], fresh["result"]["runs"]) == (200, False, 2)
     assert fresh["id"] != again["id"]
+
+
+def test_latest_scheduled_run_in_schedule_and_metrics(gateway: str) -> None:
+    """A run sent the way beat sends it (with its schedule entry's header) is found by name."""
+    from tasks import app
+    from tasks.schedule import HEADER
+
+    name = f"{RUN_PREFIX}nightly"
+    app.send_task("checkgate.add", kwargs={"x": 40, "y": 2}, headers={HEADER: name}).get(timeout=30)
+    status, body, _ = http_get(f"{gateway}/schedule/{name}")
+    assert (status, body["type"], body["result"]) == (200, "add", 42)
+    status, listing, _ = http_get(f"{gateway}/schedule")
+    assert listing["schedule"][name]["result"] == 42
+    _, text, _ = http_get(gateway + "/metrics")
+    assert f'checkgate_scheduled_check_success{{name="{name}",type="add"}} 1' in text
+    assert f'checkgate_scheduled_check_last_run_timestamp_seconds{{name="{name}",type="add"}}' in text
+    assert http_get(f"{gateway}/schedule/{RUN_PREFIX}never")[0] == 404

@@ -146,7 +146,8 @@ class Stack:
         client = redis.Redis.from_url(self.backend_url)
         keys = list(client.scan_iter(match=f"celery-task-meta-{self.prefix}*", count=1000))
         keys += client.scan_iter(match=f"checkgate-test-runs:{self.prefix}*", count=1000)
-        keys += client.scan_iter(match=f"checkgate:{self.prefix}*", count=1000)  # beat and schedule keys
+        keys += client.scan_iter(match=f"checkgate:{self.prefix}*", count=1000)  # beat's keys
+        keys += client.scan_iter(match=f"checkgate:schedule:{self.prefix}*", count=1000)  # latest-run pointers
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])
         client.close()
