@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import urllib.error
 import urllib.parse
@@ -20,9 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from gateway import status as node_status  # aliased: cmd_check has a local named `status`
-from gateway.credentials import flower_env
-
-DEFAULT_SUPERVISOR_USER = "checkgate"
+from gateway.credentials import ensure_credentials, flower_env
 
 
 def project_home() -> Path:
@@ -37,16 +34,8 @@ def supervisor_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     env = dict(env)
     env.setdefault("CHECKGATE_QUEUE_PREFIX", "")
     env.setdefault("CHECKGATE_SUPERVISOR_PORT", "9001")
-    env.setdefault("CHECKGATE_SUPERVISOR_USER", DEFAULT_SUPERVISOR_USER)
-    if not env.get("CHECKGATE_SUPERVISOR_PASSWORD"):
-        secret = home / "var" / "supervisor-credentials"
-        if not secret.exists():
-            secret.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(f"{env['CHECKGATE_SUPERVISOR_USER']}:{secrets.token_urlsafe(18)}\n")
-        user, _, password = secret.read_text().strip().partition(":")
-        env["CHECKGATE_SUPERVISOR_USER"], env["CHECKGATE_SUPERVISOR_PASSWORD"] = user, password
+    env, secret = ensure_credentials(home, env, "CHECKGATE_SUPERVISOR", "supervisor")
+    if secret is not None:
         print(f"supervisor console: http://127.0.0.1:{env['CHECKGATE_SUPERVISOR_PORT']}/ (user:password in {secret})")
     return env
 

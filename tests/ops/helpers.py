@@ -22,10 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import redis
-from kombu import Connection
-
 from gateway.status import rpc_proxy
+from tests.support import stack
 from tests.support.stack import ROOT
 
 BIN = Path(sys.executable).parent
@@ -175,25 +173,8 @@ class Procs:
 
 
 def cleanup_deployment(prefix: str, broker_url: str, backend_url: str, queues: Iterable[str]) -> None:
-    """Delete a test deployment's queues, exchanges and Redis keys (results, beat, schedule pointers)."""
-    with Connection(broker_url.replace("amqp://", "pyamqp://", 1)) as conn:
-        channel = conn.default_channel
-        for name in [*queues, "celery"]:
-            channel.queue_delete(prefix + name)
-        for exchange in ("checkgate", "celery.pidbox", "celeryev"):
-            channel.exchange_delete(prefix + exchange)
-        channel.exchange_delete(f"reply.{prefix}celery.pidbox")
-    client = redis.Redis.from_url(backend_url)
-    # RedBeat's keys, schedule pointers and probe lists all carry the prefix.
-    keys = set(client.scan_iter(match=f"*{prefix}*", count=1000))
-    # Result keys carry plain uuids (beat's ids): delete those whose body names our queues.
-    for key in client.scan_iter(match="celery-task-meta-*", count=1000):
-        body = client.get(key) or b""
-        if prefix.encode() in body:
-            keys.add(key)
-    if keys:
-        client.delete(*keys)
-    client.close()
+    """The shared test clean-up, also deleting beat's results (plain uuids) that name the deployment."""
+    stack.cleanup_deployment(prefix, broker_url, backend_url, queues, scan_bodies=True)
 
 
 class Webhook:

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -133,21 +134,30 @@ class Stack:
         self.procs.clear()
 
     def cleanup(self) -> None:
-        """Delete the run's queues, exchanges and result keys from the shared broker and Redis."""
-        queues = {check.queue for check in load_checks().values()} | {"celery"}
-        exchanges = ["checkgate", "celery.pidbox", "reply.celery.pidbox", "celeryev"]
-        with Connection(self.broker_url.replace("amqp://", "pyamqp://", 1)) as conn:
-            channel = conn.default_channel
-            for queue in queues:
-                channel.queue_delete(self.prefix + queue)
-            for exchange in exchanges:
-                name = f"reply.{self.prefix}celery.pidbox" if exchange.startswith("reply.") else self.prefix + exchange
-                channel.exchange_delete(name)
-        client = redis.Redis.from_url(self.backend_url)
-        keys = list(client.scan_iter(match=f"celery-task-meta-{self.prefix}*", count=1000))
-        keys += client.scan_iter(match=f"checkgate-test-runs:{self.prefix}*", count=1000)
-        keys += client.scan_iter(match=f"checkgate:{self.prefix}*", count=1000)  # beat's keys
-        keys += client.scan_iter(match=f"checkgate:schedule:{self.prefix}*", count=1000)  # latest-run pointers
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start : start + 500])
-        client.close()
+        """Delete the run's queues, exchanges and Redis keys from the shared broker and Redis."""
+        cleanup_deployment(self.prefix, self.broker_url, self.backend_url, {c.queue for c in load_checks().values()})
+
+
+def cleanup_deployment(
+    prefix: str, broker_url: str, backend_url: str, queues: Iterable[str], scan_bodies: bool = False
+) -> None:
+    """Delete a test deployment's queues and exchanges, and every Redis key that carries its prefix
+    (results, run counters, beat's keys, schedule pointers). `scan_bodies` also deletes results whose
+    ids do not carry it (beat's plain uuids) but whose bodies name the prefixed queues."""
+    with Connection(broker_url.replace("amqp://", "pyamqp://", 1)) as conn:
+        channel = conn.default_channel
+        for name in {*queues, "celery"}:
+            channel.queue_delete(prefix + name)
+        for exchange in ("checkgate", "celery.pidbox", "celeryev"):
+            channel.exchange_delete(prefix + exchange)
+        channel.exchange_delete(f"reply.{prefix}celery.pidbox")
+    client = redis.Redis.from_url(backend_url)
+    keys = set(client.scan_iter(match=f"*{prefix}*", count=1000))
+    if scan_bodies:
+        for key in client.scan_iter(match="celery-task-meta-*", count=1000):
+            if prefix.encode() in (client.get(key) or b""):
+                keys.add(key)
+    batch = list(keys)
+    for start in range(0, len(batch), 500):
+        client.delete(*batch[start : start + 500])
+    client.close()
