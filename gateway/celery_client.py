@@ -109,48 +109,67 @@ class BrokerPublisher:
         self._ssl_context = ssl_context
         self._queues = queues
         self._publish_timeout = publish_timeout
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._channel: aio_pika.abc.AbstractRobustChannel | None = None
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
         self._stats_channel: aio_pika.abc.AbstractChannel | None = None
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         self._connector: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
 
     @property
     def available(self) -> bool:
         """True while a connection and a confirming channel are open."""
         conn, channel = self._connection, self._channel
-        return conn is not None and channel is not None and conn.connected.is_set() and not channel.is_closed
+        return conn is not None and channel is not None and not conn.is_closed and not channel.is_closed
 
     def start(self) -> None:
-        """Connect in the background, retrying until the broker answers."""
-        self._connector = asyncio.create_task(self._connect_forever(), name="checkgate-broker-connect")
+        """Connect in the background, and again whenever the connection or the channel is lost."""
+        self._connector = asyncio.create_task(self._keep_connected(), name="checkgate-broker-connect")
 
     async def wait_available(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the first connection."""
-        if self._connector is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._connector), timeout)
+        """Wait up to `timeout` seconds for a connection."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout)
         return self.available
 
-    async def _connect_forever(self) -> None:
+    async def _keep_connected(self) -> None:
+        # Our own loop rather than aio-pika's robust connection: a reconnect attempt of the latter was
+        # seen hanging for good while RabbitMQ was starting up, so every attempt here has a deadline.
         delay = 0.2
         while True:
             try:
-                # After the first success aio-pika's robust connection reconnects and restores the
-                # channel and the declarations itself.
-                connection = await aio_pika.connect_robust(
-                    self._url, timeout=5, reconnect_interval=1, ssl_context=self._ssl_context
-                )
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                await self._declare(channel)
+                connection, channel = await asyncio.wait_for(self._connect(), 15)
             except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-                log.warning("broker not reachable (%s); retrying in %.1fs", exc, delay)
+                log.warning("broker not reachable (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._connection, self._channel = connection, channel
+            self._connection, self._channel, self._stats_channel = connection, channel, None
+            self._connected.set()
             log.info("connected to broker")
-            return
+            delay = 0.2
+            lost = [asyncio.ensure_future(connection.closed()), asyncio.ensure_future(channel.closed())]
+            try:
+                await asyncio.wait(lost, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in lost:
+                    waiter.cancel()
+                self._connected.clear()
+                self._connection = self._channel = self._stats_channel = None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.close(), 5)
+            log.warning("broker connection lost; reconnecting")
+
+    async def _connect(self) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractChannel]:
+        connection = await aio_pika.connect(self._url, timeout=5, ssl_context=self._ssl_context)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await self._declare(channel)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        return connection, channel
 
     async def _declare(self, channel: aio_pika.abc.AbstractChannel) -> None:
         """Declare the queues exactly as the workers do, so tasks queue even before a worker starts."""
@@ -228,8 +247,6 @@ class BrokerPublisher:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
-        if self._connection is not None:
-            await self._connection.close()
 
 
 class ResultListener:
