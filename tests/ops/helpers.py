@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -161,15 +160,7 @@ class Procs:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stack.stop_processes(self.procs.values())
 
 
 def cleanup_deployment(prefix: str, broker_url: str, backend_url: str, queues: Iterable[str]) -> None:

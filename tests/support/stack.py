@@ -122,20 +122,26 @@ class Stack:
 
     def stop(self) -> None:
         """Stop every process (TERM, then KILL after a grace period)."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs.values())
         self.procs.clear()
 
     def cleanup(self) -> None:
         """Delete the run's queues, exchanges and Redis keys from the shared broker and Redis."""
         cleanup_deployment(self.prefix, self.broker_url, self.backend_url, {c.queue for c in load_checks().values()})
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], grace: float = 15) -> None:
+    """TERM every process still running, then KILL those not gone after `grace` seconds."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def cleanup_deployment(
