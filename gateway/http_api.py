@@ -90,6 +90,10 @@ class Gateway:
             return f"queue {queue!r} holds {depth} waiting tasks"
         return None
 
+    async def scheduled_runs(self) -> dict[str, dict[str, Any]]:
+        """Name → meta of the latest finished run of each scheduled check (raises BackendUnavailable)."""
+        return await self.client.results.latest_runs(latest_key("", self.queue_prefix))
+
     async def watch_queues(self, interval: float = 1.0) -> None:
         """Keep `queue_stats` fresh so deep queues shed load (runs until cancelled)."""
         while True:
@@ -474,7 +478,7 @@ class MetricsHandler(JsonHandler):
     async def _scheduled(self) -> list[str]:
         """One success and one last-run gauge per scheduled check (nothing while Redis is away)."""
         try:
-            runs = await self.gateway.client.results.latest_runs(latest_key("", self.gateway.queue_prefix))
+            runs = await self.gateway.scheduled_runs()
         except BackendUnavailable:
             return []
         if not runs:
@@ -500,7 +504,7 @@ class ScheduleHandler(JsonHandler):
     async def get(self, name: str | None = None) -> None:
         self.authorize(None)
         try:
-            runs = await self.gateway.client.results.latest_runs(latest_key("", self.gateway.queue_prefix))
+            runs = await self.gateway.scheduled_runs()
         except BackendUnavailable:
             raise self.unavailable("result backend unavailable") from None
         debug = self.gateway.settings.debug
