@@ -1,8 +1,8 @@
-"""Answers shared between identical requests of a cacheable check type (declared `cache_ttl`).
+"""Answers shared between identical requests of a check type that declares `coalesce` or `cache_ttl`.
 
 Identical requests in flight at the same time share one task ("single flight"), and for `cache_ttl`
 seconds after it ended a new identical request gets the same result without publishing anything.
-Only idempotent checks may declare a cache; only SUCCESS results are kept. Bounded in entries.
+Only idempotent checks may share; only SUCCESS results are kept. Bounded in entries.
 """
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ class CheckHandler(JsonHandler):
             raise self.unavailable("result backend unavailable")
         started = time.perf_counter()
         try:
-            if mode == "sync" and check.cache_ttl:
+            if mode == "sync" and check.shares_results:
                 task_id, meta, shared = await self._shared_call(check, kwargs, timeout)
             elif mode == "sync":
                 task_id, meta = await client.call(check, kwargs, timeout=timeout)
@@ -291,13 +291,14 @@ class CheckHandler(JsonHandler):
             await self._deadline_passed(check, task_id, timeout)
         else:
             status, body = task_answer(meta, check.name, task_id, self.gateway.settings.debug, started)
-            if check.cache_ttl:
+            if check.shares_results:
                 body["shared"] = shared
             self.send(status, body)
 
     async def _shared_call(self, check: CheckType, kwargs: dict[str, Any], timeout: float) -> SharedCall:
-        """A sync call of a cacheable check: a recent result, the task of an identical request in flight,
-        or a new task that identical requests arriving meanwhile will share. Returns (id, meta, shared)."""
+        """A sync call of a check that shares results: a recent result (cacheable checks), the task of an
+        identical request in flight, or a new task that identical requests arriving meanwhile will share.
+        Returns (id, meta, shared)."""
         shared = self.gateway.shared
         key = cache_key(check.name, kwargs)
         if (hit := shared.recent(key)) is not None:

@@ -124,6 +124,15 @@ class CheckType:
     # Seconds an identical request may be answered from a recent result (0: never). Identical requests
     # in flight at the same time then share one task too.
     cache_ttl: float = 0.0
+    # Whether identical sync requests in flight at the same time share one task ("single flight"), with
+    # no cache afterwards: for checks whose answer depends on their arguments only (`add`), not on
+    # when they run or on the run itself taking time (`sleep`).
+    coalesce: bool = False
+
+    @property
+    def shares_results(self) -> bool:
+        """Whether identical requests may share a task: coalescing or a cache."""
+        return self.coalesce or self.cache_ttl > 0
 
     @property
     def task_name(self) -> str:
@@ -166,6 +175,7 @@ class CheckType:
             "max_timeout": self.max_timeout,
             "idempotent": self.idempotent,
             "cache_ttl": self.cache_ttl,
+            "coalesce": self.shares_results,
             "params": [p.describe() for p in self.params],
         }
 
@@ -184,6 +194,7 @@ def check(
     validator: Callable[[dict[str, Any]], None] | None = None,
     idempotent: bool = True,
     cache_ttl: float = 0.0,
+    coalesce: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a check type (its docstring becomes the doc).
 
@@ -195,7 +206,7 @@ def check(
         check_name = name or fn.__name__
         if pool not in ("io", "cpu"):
             raise ValueError(f"check {check_name}: pool must be 'io' or 'cpu'")
-        if cache_ttl and not idempotent:
+        if (cache_ttl or coalesce) and not idempotent:
             raise ValueError(f"check {check_name}: only an idempotent check may share or cache results")
         clash = RESERVED_PARAMS & {p.name for p in params}
         if clash:
@@ -212,6 +223,7 @@ def check(
             validator=validator,
             idempotent=idempotent,
             cache_ttl=cache_ttl,
+            coalesce=coalesce,
         )
         return fn
 

@@ -360,6 +360,23 @@ def test_identical_requests_of_a_cacheable_check_share_one_task(gateway: str) ->
     assert fresh["id"] != again["id"]
 
 
+def test_identical_requests_in_flight_of_a_coalescing_check_share_one_task(gateway: str) -> None:
+    path = f"{gateway}/check/coalesced_count?tag={RUN_PREFIX}coalesced&ms=700"
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: http_get(path), range(10)))
+    assert [status for status, _, _ in answers] == [200] * 10
+    assert len({body["id"] for _, body, _ in answers}) == 1
+    assert {body["result"]["runs"] for _, body, _ in answers} == {1}
+    assert sorted(body["shared"] for _, body, _ in answers) == [False] + [True] * 9
+    # No cache: once the shared task has ended, the next identical request runs a task of its own.
+    status, again, _ = http_get(path)
+    assert (status, again["shared"], again["result"]["runs"]) == (200, False, 2)
+    assert again["id"] != answers[0][1]["id"]
+    # A request with other arguments never joins it.
+    status, other, _ = http_get(f"{gateway}/check/coalesced_count?tag={RUN_PREFIX}coalesced-other")
+    assert (status, other["shared"], other["result"]["runs"]) == (200, False, 1)
+
+
 def test_latest_scheduled_run_in_schedule_and_metrics(gateway: str) -> None:
     """A run sent the way beat sends it (with its schedule entry's header) is found by name."""
     from tasks import app

@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.http_api import CheckHandler
-from tasks.registry import REGISTRY, Param, ParamError
+from tasks.registry import REGISTRY, Param, ParamError, check, load_checks
 
 
 @pytest.mark.parametrize(
@@ -92,3 +92,17 @@ def test_gateway_params() -> None:
         with pytest.raises(ParamError) as info:
             CheckHandler._gateway_params(sleep, dict(bad))
         assert info.value.field in bad
+
+
+@pytest.mark.parametrize("sharing", [{"coalesce": True}, {"cache_ttl": 5.0}])
+def test_only_an_idempotent_check_may_share_results(sharing: dict) -> None:
+    with pytest.raises(ValueError, match="only an idempotent check may share"):
+        check("never_registered", idempotent=False, **sharing)(lambda: None)
+    assert "never_registered" not in REGISTRY
+
+
+def test_add_coalesces_and_sleep_does_not() -> None:
+    checks = load_checks()
+    # A sleep that joined one already running would answer early: throughput above clients / task time.
+    assert (checks["add"].shares_results, checks["sleep"].shares_results) == (True, False)
+    assert checks["tls"].shares_results  # a cache implies sharing in flight

@@ -12,6 +12,8 @@ SAFE_INT = 2**53 - 1
         Param("y", int, required=True, min=-SAFE_INT, max=SAFE_INT, doc="second addend"),
     ),
     pool="cpu",
+    # The sum depends on x and y only: identical requests in flight share one task.
+    coalesce=True,
     default_timeout=10.0,
     max_timeout=60.0,
 )

@@ -52,3 +52,10 @@ def cached_count(tag: str, ms: int) -> dict:
     """Like `count`, but its results may be shared for 2 s (a declared cache)."""
     time.sleep(ms / 1000)
     return {"ok": True, "runs": record_run(tag)}
+
+
+@check(params=(TAG, MS), queue="count", default_timeout=30.0, max_timeout=120.0, coalesce=True)
+def coalesced_count(tag: str, ms: int) -> dict:
+    """Like `count`, but identical requests in flight share one run (declared coalescing, no cache)."""
+    time.sleep(ms / 1000)
+    return {"ok": True, "runs": record_run(tag)}
