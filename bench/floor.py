@@ -6,20 +6,28 @@ streams as closed loops in one thread: each client slot publishes with `app.send
 result arrives through Celery's Redis result consumer (`AsyncResult.then` + `drain_events`),
 publishes the next. It ends with one line: `BENCH_JSON {"streams": {name: raw counts and latencies}}`.
 
+A latency runs from the moment a client wants to send (its previous answer seen, or the start) to
+the moment its answer is seen, as wrk measures an HTTP contender: a client that waits while the
+process publishes for others waits on the clock, as it would waiting in a gateway's socket.
+
 The harness runs several such processes (a single thread publishing with confirms would itself be the
 bottleneck at thousands of tasks per second) and merges them with `merge`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from bench.scenarios import UNIQUE
 
 MARKER = "BENCH_JSON "
 READY = "READY"
@@ -60,25 +68,31 @@ def run(plan: dict[str, Any], t0_source: Any) -> dict[str, Any]:
     window_s = plan["window"]
     consumer = app.backend.result_consumer
     pending: dict[str, tuple[Loop, float, Any]] = {}
-    done: list[Any] = []
+    # (result, when it arrived): finishing one means publishing the next, so several that arrive in
+    # one drain are finished one after another; each keeps the time it was seen.
+    done: deque[tuple[Any, float]] = deque()
+
+    serials = itertools.count(os.getpid() * 1_000_000)
 
     def new_id() -> str:
         return f"{prefix}floor-{uuid.uuid4().hex}"
 
-    def send(loop: Loop) -> None:
-        task_id = new_id()
-        sent = time.time()
-        result = app.send_task(loop.task, kwargs=loop.kwargs, task_id=task_id)
-        pending[task_id] = (loop, sent, result)
-        # Called from drain_events (or at once when the result is already buffered): only note it.
-        result.then(done.append)
+    def kwargs_of(spec_kwargs: dict[str, Any]) -> dict[str, Any]:
+        # A number of its own per task where the plan says UNIQUE, as wrk does for HTTP contenders.
+        return {k: next(serials) if v == UNIQUE else v for k, v in spec_kwargs.items()}
 
-    def finish(result: Any) -> None:
+    def send(loop: Loop, wanted: float) -> None:
+        task_id = new_id()
+        result = app.send_task(loop.task, kwargs=kwargs_of(loop.kwargs), task_id=task_id)
+        pending[task_id] = (loop, wanted, result)
+        # Called from drain_events (or at once when the result is already buffered): only note it.
+        result.then(lambda r: done.append((r, time.time())))
+
+    def finish(result: Any, now: float) -> None:
         entry = pending.pop(result.id, None)
         if entry is None:
             return
         loop, sent, _ = entry
-        now = time.time()
         if result.state == "SUCCESS":
             loop.latencies_ms.append(round((now - sent) * 1000, 2))
             if loop.window_start <= now < loop.window_end:
@@ -86,11 +100,11 @@ def run(plan: dict[str, Any], t0_source: Any) -> dict[str, Any]:
         else:
             loop.errors += 1
         if now < loop.window_end:
-            send(loop)
+            send(loop, now)
 
     # Warm-up: connections and the result subscription exist before the clock starts.
     for spec in plan["streams"]:
-        app.send_task(spec["task"], kwargs=spec["kwargs"], task_id=new_id()).get(timeout=60)
+        app.send_task(spec["task"], kwargs=kwargs_of(spec["kwargs"]), task_id=new_id()).get(timeout=60)
     print(READY, flush=True)
     t0 = float(t0_source.readline())
     time.sleep(max(0.0, t0 - time.time()))
@@ -119,15 +133,15 @@ def run(plan: dict[str, Any], t0_source: Any) -> dict[str, Any]:
             if not loop.started and now >= loop.start:
                 loop.started = True
                 for _ in range(loop.clients):
-                    send(loop)
+                    send(loop, now)
         consumer.drain_events(timeout=0.05)
         while done:
-            finish(done.pop())
+            finish(*done.popleft())
         if now - last_sweep > 1.0:
             last_sweep = now
             for task_id, (loop, sent, result) in list(pending.items()):
                 if now - sent > loop.task_s + SWEEP_AFTER_S and task_id in pending and result.ready():
-                    finish(result)
+                    finish(result, time.time())
     return {"streams": {loop.name: loop.raw() for loop in loops}}
 
 

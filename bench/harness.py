@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     smoke = {
         "rounds": 1,
         "duration": 2,
-        "scenarios": "noop,sleep",
+        "scenarios": "noop,unique,sleep",
         "contenders": "checkgate,floor",
         "sleep_clients": "8",
         "sleep_ms": 100,

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.scenarios import UNIQUE
+
 SCRIPT = Path(__file__).with_name("wrk_report.lua")
 MARKER = "BENCH_JSON "
 
@@ -100,7 +102,8 @@ def start_wrk(
     duration = max(1, math.ceil(window_start + window_s + 0.3 - time.time()))
     argv = [wrk_path(), "-t", str(min(threads, clients)), "-c", str(clients), "-d", f"{duration}s"]
     argv += ["--timeout", f"{timeout_s}s", "-s", str(SCRIPT), target.url, "--"]
-    argv += [str(window_start), str(window_start + window_s), target.method, target.body]
+    unique = UNIQUE in target.url or UNIQUE in target.body
+    argv += [str(window_start), str(window_start + window_s), target.method, target.body, "unique" if unique else ""]
     # Its own process group, so its CPU can be accounted like a contender's.
     popen = subprocess.Popen(
         argv,

@@ -5,7 +5,10 @@ Per scenario and contender: `rps` is the median rate of the scenario's primary s
 where the rate is the flood's and the latency the `add` probe's under the flood), `errors` the sum
 over every stream and round. Ratios: `vs_flower` and `vs_blocking` divide by those peers' `rps`,
 `efficiency` by the floor's (what the same workers drain fed by Celery's own client), `of_limit` by
-the physical limit min(C/T, S/T, N), N being checkgate's no-op rate in the same run.
+the physical limit min(C/T, S/T, N), N being checkgate's no-op rate in the same run — of
+`noop-unique` when it ran (every request a task of its own; `noop` repeats one request, which
+checkgate coalesces), else of `noop`. `p99_added_ms` is the contender's p99 minus the floor's: what
+the HTTP hop adds to the tail, both measured from the moment a client wants to send.
 """
 
 from __future__ import annotations
@@ -43,15 +46,22 @@ def summarize(
         for name in contenders:
             mine = [c for c in cells if c["scenario"] == scenario.name and c["contender"] == name]
             rows[scenario.name][name] = _row(scenario, mine, CONTENDERS[name].label)
-    noop = rows.get("noop", {}).get("checkgate", {}).get("rps")
+    capacity_from = "noop-unique" if "noop-unique" in rows else "noop"
+    noop = rows.get(capacity_from, {}).get("checkgate", {}).get("rps")
     out["noop_capacity_rps"] = noop
+    out["noop_capacity_from"] = capacity_from
     for scenario in scenarios:
         limit = scenario.limit(sleep_slots, noop)
+        if scenario.kind == "noop" and capacity_from != "noop":
+            limit = None  # identical requests are coalesced: N, a rate of tasks, does not bound them
         table = rows[scenario.name]
         for row in table.values():
             for key, peer in RATIOS:
                 row[key] = _ratio(row.get("rps"), table.get(peer, {}).get("rps"))
             row["of_limit"] = _ratio(row.get("rps"), limit)
+            floor_p99 = table.get("floor", {}).get("p99_ms")
+            p99 = row.get("p99_ms")
+            row["p99_added_ms"] = round(p99 - floor_p99, 1) if p99 is not None and floor_p99 is not None else None
         primary = scenario.stream(scenario.primary)
         out["scenarios"][scenario.name] = {
             "kind": scenario.kind,
@@ -118,11 +128,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m.get('loadavg_end', ['?'])[0]} at the end (other work on the machine shows here). Git {m['git']}.",
         f"Workers: {result['workers']}. Rounds: {result['options']['rounds']}, windows of "
         f"{result['options']['duration']} s, medians over rounds; errors summed. "
-        f"N (checkgate no-op rate) = {_fmt(result['noop_capacity_rps'], '.0f')} req/s."
+        f"N (checkgate no-op rate, {result.get('noop_capacity_from', 'noop')}) = "
+        f"{_fmt(result['noop_capacity_rps'], '.0f')} req/s. p99 added: p99 minus the floor's p99."
         + (" **Interrupted.**" if result.get("interrupted") else ""),
         "",
-        "| scenario | contender | req/s | p50 ms | p99 ms | errors | of limit | vs Flower | vs blocking | efficiency |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | contender | req/s | p50 ms | p99 ms | p99 added | errors | of limit | vs Flower | vs blocking "
+        "| efficiency |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     mixed = []
     for name, scen in result["scenarios"].items():
@@ -133,7 +145,8 @@ def markdown(result: dict[str, Any]) -> str:
         for contender, row in scen["contenders"].items():
             lines.append(
                 f"| {name} (limit {limit}) | {CONTENDERS[contender].label} | {_fmt(row['rps'])} | "
-                f"{_fmt(row['p50_ms'])} | {_fmt(row['p99_ms'])} | {_fmt(row['errors'], 'd')}"
+                f"{_fmt(row['p50_ms'])} | {_fmt(row['p99_ms'])} | {_fmt(row.get('p99_added_ms'), '+.1f')} | "
+                f"{_fmt(row['errors'], 'd')}"
                 f"{' (failed)' if row['failed'] else ''} | {_fmt(row.get('of_limit'), '.0%')} | "
                 f"{_fmt(row.get('vs_flower'), '.2f', '×')} | {_fmt(row.get('vs_blocking'), '.2f', '×')} | "
                 f"{_fmt(row.get('efficiency'), '.0%')} |"

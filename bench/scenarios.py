@@ -9,17 +9,20 @@ measurement window opens at the first whole second after `window_at`, so that co
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 NOOP_CLIENTS = 60
+# A parameter value every request replaces with a number of its own, so no two requests are
+# identical: checkgate coalesces identical `add` requests in flight, which `noop-unique` rules out.
+UNIQUE = "__N__"
 SLEEP_MS = 300
 SLEEP_CLIENTS = (60, 1000)
 FLOOD_MS = 2000
 FLOOD_CLIENTS = 1000
 # Clients of the `add` probe of the mixed scenario: few, so it measures latency, not capacity.
 PROBE_CLIENTS = 10
-KINDS = ("noop", "sleep", "mixed")
+KINDS = ("noop", "unique", "sleep", "mixed")
 
 
 @dataclass(frozen=True)
@@ -28,14 +31,25 @@ class Stream:
 
     name: str
     check: str
-    params: dict[str, int]
+    params: dict[str, Any]
     clients: int
     start: float
     window_at: float
     task_s: float = 0.0
 
+    @property
+    def unique(self) -> bool:
+        """Whether every request of the stream carries a number of its own."""
+        return UNIQUE in self.params.values()
+
+    def concrete(self, n: int) -> Stream:
+        """The stream with `n` in place of the UNIQUE placeholder (itself when it has none)."""
+        if not self.unique:
+            return self
+        return replace(self, params={k: n if v == UNIQUE else v for k, v in self.params.items()})
+
     def expected(self) -> Any:
-        """The task's result, to tell a right answer from a wrong one at warm-up."""
+        """The task's result, to tell a right answer from a wrong one at warm-up (of a concrete stream)."""
         if self.check == "add":
             return self.params["x"] + self.params["y"]
         return {"ok": True, "slept_ms": self.params["ms"]}
@@ -85,7 +99,7 @@ def lead_in(task_s: float) -> float:
 
 
 def simple(
-    name: str, kind: str, check: str, params: dict[str, int], clients: int, task_s: float, window: int
+    name: str, kind: str, check: str, params: dict[str, Any], clients: int, task_s: float, window: int
 ) -> Scenario:
     """One stream, measured after its lead-in."""
     stream = Stream("main", check, params, clients, start=0.0, window_at=lead_in(task_s), task_s=task_s)
@@ -127,6 +141,8 @@ def build(
     for kind in kinds:
         if kind == "noop":
             out.append(simple("noop", "noop", "add", {"x": 1, "y": 2}, noop_clients, 0.0, window))
+        elif kind == "unique":
+            out.append(simple("noop-unique", "unique", "add", {"x": UNIQUE, "y": 2}, noop_clients, 0.0, window))
         elif kind == "sleep":
             for clients in sleep_clients:
                 params = {"ms": sleep_ms}

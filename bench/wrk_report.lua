@@ -1,6 +1,9 @@
 -- wrk script of the checkgate bench: optional method and JSON body, a measurement window, JSON out.
 --
---   wrk ... -s bench/wrk_report.lua URL -- <window_start> <window_end> [METHOD] [BODY]
+--   wrk ... -s bench/wrk_report.lua URL -- <window_start> <window_end> [METHOD] [BODY] [unique]
+--
+-- With "unique", every request puts a number of its own in place of __N__ in the URL and of "__N__"
+-- (a JSON string) in the body, so that no two requests are identical.
 --
 -- window_start/window_end are epoch seconds: the responses completed in [start, end) give the rate,
 -- so the ramp-up of a closed loop (every client starting at once) and the cut at the end do not bias
@@ -11,6 +14,16 @@ local threads = {}
 
 function setup(thread)
    table.insert(threads, thread)
+   thread:set("thread_no", #threads)
+end
+
+-- wrk asks for the request function after init, so init can choose a dynamic one.
+local function unique_request()
+   serial = serial + 1
+   local n = tostring(serial)
+   local path = path_template:gsub("__N__", n)
+   local body = body_template and body_template:gsub('"__N__"', n)
+   return wrk.format(nil, path, nil, body)
 end
 
 function init(args)
@@ -22,6 +35,13 @@ function init(args)
    if args[4] and args[4] ~= "" then
       wrk.body = args[4]
       wrk.headers["Content-Type"] = "application/json"
+   end
+   if args[5] == "unique" then
+      -- Disjoint numbers per thread: 10^9 apart, well inside the range `add` accepts.
+      serial = thread_no * 1000000000
+      path_template = wrk.path
+      body_template = wrk.body
+      request = unique_request
    end
    in_window = 0
    bad_in_window = 0

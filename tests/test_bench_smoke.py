@@ -17,6 +17,7 @@ from tests.support.env import BROKER_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"rps", "p50_ms", "p99_ms", "errors", "vs_flower", "vs_blocking", "efficiency", "of_limit", "streams"}
+ROW_KEYS |= {"p99_added_ms"}
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 
@@ -41,9 +42,10 @@ def test_results_have_every_key(smoke: dict) -> None:
     assert {"machine", "command", "options", "workers", "noop_capacity_rps", "scenarios"} <= smoke.keys()
     assert smoke["machine"]["cores"] >= 1
     assert "--smoke" in smoke["command"]
-    assert set(smoke["scenarios"]) == {"noop", "sleep@8"}
-    for scenario in smoke["scenarios"].values():
-        assert scenario["limit_rps"] > 0
+    assert set(smoke["scenarios"]) == {"noop", "noop-unique", "sleep@8"}
+    for name, scenario in smoke["scenarios"].items():
+        # Identical no-op requests are coalesced: no rate of tasks bounds them.
+        assert scenario["limit_rps"] is None if name == "noop" else scenario["limit_rps"] > 0
         assert set(scenario["contenders"]) == {"checkgate", "floor"}
         for row in scenario["contenders"].values():
             assert row.keys() >= ROW_KEYS
@@ -57,7 +59,9 @@ def test_checkgate_answers_every_request(smoke: dict) -> None:
         assert checkgate["p50_ms"] > 0 and checkgate["p99_ms"] >= checkgate["p50_ms"]
         assert floor["rps"] > 0
         assert checkgate["efficiency"] == pytest.approx(checkgate["rps"] / floor["rps"], rel=0.01)
-    assert smoke["noop_capacity_rps"] == smoke["scenarios"]["noop"]["contenders"]["checkgate"]["rps"]
+    # N comes from the run where every request is a task of its own (identical ones are coalesced).
+    assert smoke["noop_capacity_from"] == "noop-unique"
+    assert smoke["noop_capacity_rps"] == smoke["scenarios"]["noop-unique"]["contenders"]["checkgate"]["rps"]
 
 
 def test_run_deleted_its_queues(smoke: dict) -> None:
