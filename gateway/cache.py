@@ -26,8 +26,8 @@ class SharedResults:
     def __init__(self, max_entries: int = 10_000) -> None:
         self._max_entries = max_entries
         self._recent: OrderedDict[Key, tuple[float, str, dict[str, Any]]] = OrderedDict()
-        # Identity → (task id, future of its meta) of the request whose task the others share.
-        self.inflight: dict[Key, tuple[str, asyncio.Future[dict[str, Any] | None]]] = {}
+        # (identity, timeout) → (task id, future of its meta) of the request whose task the others share.
+        self.inflight: dict[tuple[Key, float], tuple[str, asyncio.Future[dict[str, Any] | None]]] = {}
 
     def recent(self, key: Key) -> tuple[str, dict[str, Any]] | None:
         """(task id, meta) of a result younger than its TTL, or None."""

@@ -308,7 +308,10 @@ class CheckHandler(JsonHandler):
         key = cache_key(check.name, kwargs)
         if (hit := shared.recent(key)) is not None:
             return hit[0], hit[1], True
-        if (leader := shared.inflight.get(key)) is not None:
+        # Only requests with the same deadline share a task in flight: a follower that may wait longer
+        # than the leader must not get the leader's 504.
+        flight = (key, timeout)
+        if (leader := shared.inflight.get(flight)) is not None:
             task_id, future = leader
             try:
                 return task_id, await asyncio.wait_for(asyncio.shield(future), timeout), True
@@ -317,7 +320,7 @@ class CheckHandler(JsonHandler):
         client = self.gateway.client
         task_id = client.new_id()
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        shared.inflight[key] = (task_id, future)
+        shared.inflight[flight] = (task_id, future)
         try:
             _, meta = await client.call(check, kwargs, timeout=timeout, task_id=task_id)
         except Exception as exc:
@@ -325,7 +328,7 @@ class CheckHandler(JsonHandler):
             future.exception()  # followers re-raise it; without any, it must not be reported as lost
             raise
         finally:
-            shared.inflight.pop(key, None)
+            shared.inflight.pop(flight, None)
         future.set_result(meta)
         if meta is not None:
             shared.keep(key, task_id, meta, check.cache_ttl)

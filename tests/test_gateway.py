@@ -377,6 +377,20 @@ def test_identical_requests_in_flight_of_a_coalescing_check_share_one_task(gatew
     assert (status, other["shared"], other["result"]["runs"]) == (200, False, 1)
 
 
+def test_only_requests_with_the_same_timeout_share_a_task_in_flight(gateway: str) -> None:
+    """A follower allowed to wait longer than the leader would otherwise get the leader's 504."""
+    path = f"{gateway}/check/coalesced_count?tag={RUN_PREFIX}deadlines&ms=700"
+    with ThreadPoolExecutor(6) as pool:
+        short = [pool.submit(http_get, path) for _ in range(3)]
+        long = [pool.submit(http_get, path + "&timeout=25") for _ in range(3)]
+        answers = [f.result() for f in short], [f.result() for f in long]
+    ids = [{body["id"] for _, body, _ in group} for group in answers]
+    assert [len(group_ids) for group_ids in ids] == [1, 1]
+    assert ids[0] != ids[1]
+    runs = sorted(body["result"]["runs"] for group in answers for _, body, _ in group)
+    assert runs == [1, 1, 1, 2, 2, 2]
+
+
 def test_latest_scheduled_run_in_schedule_and_metrics(gateway: str) -> None:
     """A run sent the way beat sends it (with its schedule entry's header) is found by name."""
     from tasks import app
