@@ -267,6 +267,8 @@ class ResultListener:
         self._decode = decode
         self._encode = encode
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # Loop time each waited-for result arrived: the end of the time a task is out of our hands.
+        self._arrived: dict[str, float] = {}
         self._subscribed = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
@@ -296,9 +298,11 @@ class ResultListener:
         self._waiters[task_id] = future
         return future
 
-    def forget(self, task_id: str) -> None:
-        """Drop the waiter for `task_id` (answered, timed out or abandoned)."""
+    def forget(self, task_id: str) -> float | None:
+        """Drop the waiter for `task_id` (answered, timed out or abandoned); return when (loop time) its
+        result arrived, or None."""
         self._waiters.pop(task_id, None)
+        return self._arrived.pop(task_id, None)
 
     async def _listen_forever(self) -> None:
         delay = 0.1
@@ -355,6 +359,7 @@ class ResultListener:
             log.exception("undecodable result for %s", task_id)
             return
         if meta.get("status") in READY_STATES:
+            self._arrived[task_id] = future.get_loop().time()
             future.set_result(meta)
 
     async def fetch(self, task_id: str) -> dict[str, Any] | None:
@@ -493,18 +498,21 @@ class CeleryClient:
 
     async def call(
         self, check: CheckType, kwargs: dict[str, Any], *, timeout: float, task_id: str | None = None
-    ) -> tuple[str, dict | None]:
-        """Run a check and wait up to `timeout` s: (task id, ready meta), or (task id, None) past the deadline."""
+    ) -> tuple[str, dict | None, float]:
+        """Run a check and wait up to `timeout` s: (task id, ready meta or None past the deadline, seconds
+        from the publish to the result's arrival — the time the task was out of the gateway's hands)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         task_id = task_id or self.new_id()
         message = self.build_message(task_id, check, kwargs, timeout=timeout)
         future = self.results.expect(task_id)
+        meta = None
+        publishing = loop.time()
         try:
             await self.publish(message)
-            try:
-                return task_id, await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                return task_id, None
+            with contextlib.suppress(TimeoutError):
+                meta = await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
         finally:
-            self.results.forget(task_id)
+            arrived = self.results.forget(task_id)
+        away = arrived - publishing if meta is not None and arrived is not None else 0.0
+        return task_id, meta, away

@@ -36,6 +36,7 @@ from gateway.auth import AuthError, KeyRing
 from gateway.cache import SharedResults, cache_key
 from gateway.celery_client import BackendUnavailable, BrokerUnavailable, CeleryClient, Unroutable
 from gateway.config import Settings
+from gateway.histogram import Histogram
 from gateway.openapi import openapi_document
 from gateway.prometheus import render_check
 from tasks.registry import CheckType, ParamError
@@ -76,6 +77,15 @@ class Gateway:
     keys: KeyRing | None = None
     # CHECKGATE_QUEUE_PREFIX: scheduled-check pointers carry it, like queue names.
     queue_prefix: str = ""
+    # Per check type: the gateway's own time per answered check (see CheckHandler._run).
+    overhead: dict[str, Histogram] = field(default_factory=dict)
+
+    def overhead_of(self, check_name: str) -> Histogram:
+        """The overhead histogram of a check type, created on first use."""
+        histogram = self.overhead.get(check_name)
+        if histogram is None:
+            histogram = self.overhead[check_name] = Histogram()
+        return histogram
 
     def refusal(self, check: CheckType) -> str | None:
         """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
@@ -214,6 +224,9 @@ class JsonHandler(tornado.web.RequestHandler):
 class CheckHandler(JsonHandler):
     """GET /check/<type>: validate, publish to the type's queue, answer per mode."""
 
+    # Seconds this request's own task was out of the gateway's hands (None: no task of its own).
+    away: float | None = None
+
     def metric_label(self) -> str:
         return getattr(self, "check_name", "unknown")
 
@@ -273,7 +286,7 @@ class CheckHandler(JsonHandler):
             if mode == "sync" and check.shares_results:
                 task_id, meta, shared = await self._shared_call(check, kwargs, timeout)
             elif mode == "sync":
-                task_id, meta = await client.call(check, kwargs, timeout=timeout)
+                task_id, meta, self.away = await client.call(check, kwargs, timeout=timeout)
             else:
                 task_id = client.new_id()
                 message = client.build_message(task_id, check, kwargs, timeout=timeout, ignore_result=mode == "fire")
@@ -299,6 +312,10 @@ class CheckHandler(JsonHandler):
             if check.shares_results:
                 body["shared"] = shared
             self.send(status, body)
+            if self.away is not None:
+                # The gateway's own time: the whole request (from its parsed head) but the stretch the
+                # task spent with the broker, the worker and Redis.
+                self.gateway.overhead_of(check.name).observe(self.request.request_time() - self.away)
 
     async def _shared_call(self, check: CheckType, kwargs: dict[str, Any], timeout: float) -> SharedCall:
         """A sync call of a check that shares results: a recent result (cacheable checks), the task of an
@@ -322,7 +339,7 @@ class CheckHandler(JsonHandler):
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         shared.inflight[flight] = (task_id, future)
         try:
-            _, meta = await client.call(check, kwargs, timeout=timeout, task_id=task_id)
+            _, meta, self.away = await client.call(check, kwargs, timeout=timeout, task_id=task_id)
         except Exception as exc:
             future.set_exception(exc)
             future.exception()  # followers re-raise it; without any, it must not be reported as lost
@@ -481,6 +498,13 @@ class MetricsHandler(JsonHandler):
         }
         for name, value in gauges.items():
             lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        lines += [
+            "# HELP checkgate_gateway_overhead_seconds Time a check answered by a task of its own spent in the "
+            "gateway itself: the request but the time its task was with broker, worker and Redis.",
+            "# TYPE checkgate_gateway_overhead_seconds histogram",
+        ]
+        for name, histogram in sorted(gw.overhead.items()):
+            lines += histogram.render("checkgate_gateway_overhead_seconds", f'type="{name}"')
         lines += await self._scheduled()
         self.finish("\n".join(lines) + "\n")
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.env import RUN_PREFIX
 from tests.support.stack import Stack, free_port, http_get
@@ -264,6 +265,34 @@ def test_metrics_count_answers(gateway: str) -> None:
     assert 'checkgate_http_responses_total{handler="add",code="200"}' in text
     assert 'checkgate_http_responses_total{handler="add",code="400"}' in text
     assert "checkgate_broker_up 1" in text
+
+
+def overhead_of(gateway: str, type_name: str) -> dict[str, float]:
+    """The sample values of checkgate_gateway_overhead_seconds{type=type_name}, by sample name and le."""
+    _, text, _ = http_get(gateway + "/metrics")
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("checkgate_gateway_overhead_seconds") and sample.labels["type"] == type_name:
+                out[sample.name.rsplit("_", 1)[-1] + sample.labels.get("le", "")] = sample.value
+    return out
+
+
+def test_metrics_histogram_of_the_gateways_own_time(gateway: str) -> None:
+    before = overhead_of(gateway, "sleep")
+    seen = 0.0
+    for _ in range(5):
+        started = time.monotonic()
+        status, body, _ = http_get(gateway + "/check/sleep?ms=50")
+        seen += time.monotonic() - started
+        assert (status, body["result"]["slept_ms"]) == (200, 50)
+    after = overhead_of(gateway, "sleep")
+    assert after["count"] - before.get("count", 0) == 5
+    assert after["bucket+Inf"] == after["count"]
+    # The gateway's own share is part of what the caller waited, and excludes the 5 × 50 ms of work.
+    assert 0 < after["sum"] - before.get("sum", 0) < seen - 0.25
+    buckets = [v for k, v in after.items() if k.startswith("bucket")]
+    assert buckets == sorted(buckets)
 
 
 def test_200_concurrent_slow_checks_do_not_queue_behind_each_other(gateway: str) -> None:
