@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import select
 import subprocess
 import sys
@@ -29,6 +30,11 @@ from bench.stack import BenchStack, Proc, free_port
 FLASK_WORKERS = 10
 FLASK_THREADS = 3
 WARM_CONCURRENCY = FLASK_WORKERS * FLASK_THREADS
+
+
+OVERHEAD_BUCKET = re.compile(
+    r'^checkgate_gateway_overhead_seconds_bucket\{type="(?P<type>[^"]+)",le="(?P<le>[^"]+)"\} (?P<n>\S+)$', re.M
+)
 
 
 def http(url: str, method: str = "GET", body: str = "", timeout: float = 30.0) -> tuple[int, Any]:
@@ -93,6 +99,10 @@ class Contender:
     def is_up(self, body: Any) -> bool:
         return True
 
+    def self_time(self) -> dict[str, list[tuple[float, int]]] | None:
+        """The contender's own histogram of its time per answer, by check type, if it keeps one."""
+        return None
+
     def stop(self) -> None:
         if self.proc is not None:
             self.stack.stop(self.proc.name, grace=3.0)
@@ -143,6 +153,16 @@ class Checkgate(Contender):
 
     def is_up(self, body: Any) -> bool:
         return isinstance(body, dict) and body["broker"]["ok"] and body["backend"]["ok"]
+
+    def self_time(self) -> dict[str, list[tuple[float, int]]] | None:
+        """checkgate_gateway_overhead_seconds from /metrics: type → [(le, cumulative count)]."""
+        status, text = http(self.base + "/metrics", timeout=10)
+        if status != 200 or not isinstance(text, str):
+            return None
+        out: dict[str, list[tuple[float, int]]] = {}
+        for match in OVERHEAD_BUCKET.finditer(text):
+            out.setdefault(match["type"], []).append((float(match["le"]), int(float(match["n"]))))
+        return out
 
 
 class Blocking(Contender):

@@ -144,6 +144,7 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
         contender.warm(scenario.streams)
         if isinstance(contender, Floor):
             floor_run = contender.launch(scenario.streams, scenario.window)
+        self_before = contender.self_time()
         t0 = time.time() + 0.2
         window_of = {s.name: math.ceil(t0 + s.window_at) for s in scenario.streams}
         window_start = window_of[scenario.primary]
@@ -185,7 +186,10 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
         for run in wrk_runs:
             stats[run.name] = run.result(timeout=args.request_timeout + 30).to_dict()
         stack.check_alive()
-        return {"ok": True, "streams": stats, "cpu_cores": cpu}
+        cell = {"ok": True, "streams": stats, "cpu_cores": cpu}
+        if self_before is not None:
+            cell["self_time"] = self_time_quantiles(self_before, contender.self_time() or {})
+        return cell
     finally:
         for run in wrk_runs:
             run.kill()
@@ -193,6 +197,27 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
             floor_run.kill()
         contender.stop()
         stack.settle(scenario.max_task_s)
+
+
+def self_time_quantiles(
+    before: dict[str, list[tuple[float, int]]], after: dict[str, list[tuple[float, int]]]
+) -> dict[str, dict[str, float | None]]:
+    """Per check type, the answers counted during the cell and the bucket bounds (ms) holding their
+    p50 and p99 (None beyond the last bound) — the contender's own time per answer, as it reports it."""
+    out: dict[str, dict[str, float | None]] = {}
+    for type_name, buckets in after.items():
+        old = dict(before.get(type_name, []))
+        delta = [(le, n - old.get(le, 0)) for le, n in buckets]
+        count = delta[-1][1] if delta else 0
+        if count <= 0:
+            continue
+
+        def bound(q: float, delta: list[tuple[float, int]] = delta, count: int = count) -> float | None:
+            le = next(le for le, n in delta if n >= q * count)
+            return None if math.isinf(le) else round(le * 1000, 3)
+
+        out[type_name] = {"count": count, "p50_ms": bound(0.5), "p99_ms": bound(0.99)}
+    return out
 
 
 def warm_workers(stack: BenchStack, sleep_slots: int) -> None:

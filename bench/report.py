@@ -100,6 +100,13 @@ def _row(scenario: Scenario, cells: list[dict], label: str) -> dict[str, Any]:
         cpu_cores={k: _median([c["cpu_cores"].get(k) for c in ok]) for k in ok[0]["cpu_cores"]},
         per_round=[{"round": c["round"], "rps": c["streams"][scenario.primary]["rps"]} for c in ok],
     )
+    types = sorted({t for c in ok for t in c.get("self_time", {})})
+    if types:
+        # What the contender reports of its own time per answer (checkgate: /metrics), per check type.
+        row["self_time"] = {
+            t: {q: _median([c.get("self_time", {}).get(t, {}).get(q) for c in ok]) for q in ("p50_ms", "p99_ms")}
+            for t in types
+        }
     if scenario.kind == "mixed":
         row.update(
             add_alone_p50_ms=streams["add_alone"]["p50_ms"],
@@ -168,6 +175,18 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{_fmt(row.get('of_limit'), '.0%')} | {_fmt(row['errors'], 'd')}"
                 f"{' (failed)' if row['failed'] else ''} |"
             )
+    own = [
+        f"{name} {t} ≤ {_fmt(q['p50_ms'], 'g')} / ≤ {_fmt(q['p99_ms'], 'g')} ms"
+        for name, scen in result["scenarios"].items()
+        for t, q in (scen["contenders"].get("checkgate", {}).get("self_time") or {}).items()
+    ]
+    if own:
+        lines += [
+            "",
+            "checkgate's own time per answer, p50 / p99 (its `checkgate_gateway_overhead_seconds` histogram over "
+            "the cell: the request but the time its task was with broker, worker and Redis; bucket bounds, "
+            "medians over rounds): " + "; ".join(own) + ".",
+        ]
     lines += ["", "CPU cores used over the window (median): contender / workers add / workers sleep / wrk.", ""]
     lines += ["| scenario | " + " | ".join(CONTENDERS[c].label for c in result["options"]["contenders"]) + " |"]
     lines += ["|---|" + "---:|" * len(result["options"]["contenders"])]

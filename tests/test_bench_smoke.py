@@ -59,6 +59,9 @@ def test_checkgate_answers_every_request(smoke: dict) -> None:
         assert checkgate["p50_ms"] > 0 and checkgate["p99_ms"] >= checkgate["p50_ms"]
         assert floor["rps"] > 0
         assert checkgate["efficiency"] == pytest.approx(checkgate["rps"] / floor["rps"], rel=0.01)
+    # checkgate's own time per answer, read from its /metrics around each cell.
+    own = smoke["scenarios"]["sleep@8"]["contenders"]["checkgate"]["self_time"]["sleep"]
+    assert 0 < own["p50_ms"] <= own["p99_ms"]
     # N comes from the run where every request is a task of its own (identical ones are coalesced).
     assert smoke["noop_capacity_from"] == "noop-unique"
     assert smoke["noop_capacity_rps"] == smoke["scenarios"]["noop-unique"]["contenders"]["checkgate"]["rps"]
