@@ -144,7 +144,9 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
         contender.warm(scenario.streams)
         if isinstance(contender, Floor):
             floor_run = contender.launch(scenario.streams, scenario.window)
-        self_before = contender.self_time()
+        # The contender's own histogram, read when the window opens and when it closes: like the rate,
+        # it leaves out the ramp-up, when every client of a closed loop sends at once.
+        own: dict[str, dict[str, list[tuple[float, int]]] | None] = {}
         t0 = time.time() + 0.2
         window_of = {s.name: math.ceil(t0 + s.window_at) for s in scenario.streams}
         window_start = window_of[scenario.primary]
@@ -175,8 +177,10 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
 
                 events.append((t0 + stream.start, launch))
         events.append((window_start, lambda: meter.start(groups())))
+        events.append((window_start, lambda: own.update(before=contender.self_time())))
         cpu: dict[str, float] = {}
         events.append((window_start + scenario.window, lambda: cpu.update(meter.cores(groups()))))
+        events.append((window_start + scenario.window, lambda: own.update(after=contender.self_time())))
         for when, action in sorted(events, key=lambda e: e[0]):
             wait_until(when)
             action()
@@ -187,8 +191,8 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
             stats[run.name] = run.result(timeout=args.request_timeout + 30).to_dict()
         stack.check_alive()
         cell = {"ok": True, "streams": stats, "cpu_cores": cpu}
-        if self_before is not None:
-            cell["self_time"] = self_time_quantiles(self_before, contender.self_time() or {})
+        if own.get("before") is not None:
+            cell["self_time"] = self_time_quantiles(own["before"] or {}, own.get("after") or {})
         return cell
     finally:
         for run in wrk_runs:

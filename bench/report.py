@@ -184,7 +184,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             "checkgate's own time per answer, p50 / p99 (its `checkgate_gateway_overhead_seconds` histogram over "
-            "the cell: the request but the time its task was with broker, worker and Redis; bucket bounds, "
+            "the window: the request but the time its task was with broker, worker and Redis; bucket bounds, "
             "medians over rounds): " + "; ".join(own) + ".",
         ]
     lines += ["", "CPU cores used over the window (median): contender / workers add / workers sleep / wrk.", ""]

@@ -9,8 +9,27 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-# Seconds: the gateway's own share of a request is sub-millisecond when idle and grows with queueing.
-OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Seconds: the gateway's own share is sub-millisecond when idle and grows with queueing; fine steps
+# around the design's 5 ms target.
+OVERHEAD_BUCKETS = (
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 
 
 class Histogram:
