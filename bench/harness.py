@@ -28,6 +28,7 @@ from bench.contenders import CONTENDERS, Contender, Floor, FloorRun
 from bench.load import Stats, WrkRun, start_wrk, wrk_path
 from bench.machine import machine_info
 from bench.stack import BACKEND_URL, BROKER_URL, ROOT, BenchStack, group_cpu_seconds
+from gateway.histogram import bucket_quantile
 
 DEFAULT_OUT = ROOT / "bench" / "results"
 # Contender start, warm-up, stop and settling, per cell, for the time estimate.
@@ -215,12 +216,12 @@ def self_time_quantiles(
         count = delta[-1][1] if delta else 0
         if count <= 0:
             continue
-
-        def bound(q: float, delta: list[tuple[float, int]] = delta, count: int = count) -> float | None:
-            le = next(le for le, n in delta if n >= q * count)
-            return None if math.isinf(le) else round(le * 1000, 3)
-
-        out[type_name] = {"count": count, "p50_ms": bound(0.5), "p99_ms": bound(0.99)}
+        p50, p99 = (bucket_quantile(delta, q) for q in (0.5, 0.99))
+        out[type_name] = {
+            "count": count,
+            "p50_ms": None if p50 is None else round(p50 * 1000, 3),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 3),
+        }
     return out
 
 

@@ -7,6 +7,7 @@ operator can read what the HTTP hop adds without a load test: `checkgate_gateway
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 
 # Seconds: the gateway's own share is sub-millisecond when idle and grows with queueing; fine steps
@@ -48,28 +49,37 @@ class Histogram:
         self.sum += value
         self.count += 1
 
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(le, samples <= le) per bucket, ending with ("+Inf", count), as Prometheus wants them."""
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(le, samples <= le) per bucket, ending with (inf, count), as Prometheus wants them."""
         out, running = [], 0
-        for bound, n in zip((*map(repr, self.buckets), "+Inf"), self._counts, strict=True):
+        for bound, n in zip((*self.buckets, math.inf), self._counts, strict=True):
             running += n
             out.append((bound, running))
         return out
 
     def quantile(self, q: float) -> float | None:
         """Upper bound of the bucket holding the q-quantile (None when empty or beyond the last bound)."""
-        if not self.count:
-            return None
-        rank = q * self.count
-        for bound, running in self.cumulative():
-            if running >= rank:
-                return None if bound == "+Inf" else float(bound)
-        return None
+        return bucket_quantile(self.cumulative(), q)
 
     def render(self, name: str, labels: str) -> list[str]:
         """Sample lines of this histogram; `labels` is `key="value",…` (may be empty)."""
         sep = "," if labels else ""
-        lines = [f'{name}_bucket{{{labels}{sep}le="{le}"}} {n}' for le, n in self.cumulative()]
+        lines = [f'{name}_bucket{{{labels}{sep}le="{_le(le)}"}} {n}' for le, n in self.cumulative()]
         lines.append(f"{name}_sum{{{labels}}} {self.sum:.6f}")
         lines.append(f"{name}_count{{{labels}}} {self.count}")
         return lines
+
+
+def bucket_quantile(cumulative: Sequence[tuple[float, int]], q: float) -> float | None:
+    """Upper bound of the bucket holding the q-quantile of cumulative (le, count) pairs ending with
+    (inf, total) — a histogram's, or the difference of two readings of one; None when empty or beyond
+    the last finite bound."""
+    total = cumulative[-1][1] if cumulative else 0
+    if total <= 0:
+        return None
+    le = next(le for le, n in cumulative if n >= q * total)
+    return None if math.isinf(le) else le
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(bound)

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,14 +78,7 @@ class Gateway:
     # CHECKGATE_QUEUE_PREFIX: scheduled-check pointers carry it, like queue names.
     queue_prefix: str = ""
     # Per check type: the gateway's own time per answered check (see CheckHandler._run).
-    overhead: dict[str, Histogram] = field(default_factory=dict)
-
-    def overhead_of(self, check_name: str) -> Histogram:
-        """The overhead histogram of a check type, created on first use."""
-        histogram = self.overhead.get(check_name)
-        if histogram is None:
-            histogram = self.overhead[check_name] = Histogram()
-        return histogram
+    overhead: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
 
     def refusal(self, check: CheckType) -> str | None:
         """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
@@ -315,7 +308,7 @@ class CheckHandler(JsonHandler):
             if self.away is not None:
                 # The gateway's own time: the whole request (from its parsed head) but the stretch the
                 # task spent with the broker, the worker and Redis.
-                self.gateway.overhead_of(check.name).observe(self.request.request_time() - self.away)
+                self.gateway.overhead[check.name].observe(self.request.request_time() - self.away)
 
     async def _shared_call(self, check: CheckType, kwargs: dict[str, Any], timeout: float) -> SharedCall:
         """A sync call of a check that shares results: a recent result (cacheable checks), the task of an

@@ -373,16 +373,22 @@ def test_per_type_cap_leaves_room_for_other_types(new_stack: Stack) -> None:
     assert codes.count(503) == 3
 
 
-def test_identical_requests_of_a_cacheable_check_share_one_task(gateway: str) -> None:
-    path = f"{gateway}/check/cached_count?tag={RUN_PREFIX}shared&ms=700"
+def ten_identical_requests_share_one_task(path: str) -> str:
+    """Send `path` 10 times at once; all must be answered by one task, run once. Returns its id."""
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(lambda _: http_get(path), range(10)))
     assert [status for status, _, _ in answers] == [200] * 10
     assert len({body["id"] for _, body, _ in answers}) == 1
     assert {body["result"]["runs"] for _, body, _ in answers} == {1}
     assert sorted(body["shared"] for _, body, _ in answers) == [False] + [True] * 9
+    return answers[0][1]["id"]
+
+
+def test_identical_requests_of_a_cacheable_check_share_one_task(gateway: str) -> None:
+    path = f"{gateway}/check/cached_count?tag={RUN_PREFIX}shared&ms=700"
+    task_id = ten_identical_requests_share_one_task(path)
     status, again, _ = http_get(path)
-    assert (status, again["id"], again["shared"]) == (200, answers[0][1]["id"], True)
+    assert (status, again["id"], again["shared"]) == (200, task_id, True)
     time.sleep(2.2)  # past the declared cache_ttl: a new task runs
     status, fresh, _ = http_get(path)
     assert (status, fresh["shared"], fresh["result"]["runs"]) == (200, False, 2)
@@ -391,16 +397,11 @@ def test_identical_requests_of_a_cacheable_check_share_one_task(gateway: str) ->
 
 def test_identical_requests_in_flight_of_a_coalescing_check_share_one_task(gateway: str) -> None:
     path = f"{gateway}/check/coalesced_count?tag={RUN_PREFIX}coalesced&ms=700"
-    with ThreadPoolExecutor(10) as pool:
-        answers = list(pool.map(lambda _: http_get(path), range(10)))
-    assert [status for status, _, _ in answers] == [200] * 10
-    assert len({body["id"] for _, body, _ in answers}) == 1
-    assert {body["result"]["runs"] for _, body, _ in answers} == {1}
-    assert sorted(body["shared"] for _, body, _ in answers) == [False] + [True] * 9
+    task_id = ten_identical_requests_share_one_task(path)
     # No cache: once the shared task has ended, the next identical request runs a task of its own.
     status, again, _ = http_get(path)
     assert (status, again["shared"], again["result"]["runs"]) == (200, False, 2)
-    assert again["id"] != answers[0][1]["id"]
+    assert again["id"] != task_id
     # A request with other arguments never joins it.
     status, other, _ = http_get(f"{gateway}/check/coalesced_count?tag={RUN_PREFIX}coalesced-other")
     assert (status, other["shared"], other["result"]["runs"]) == (200, False, 1)

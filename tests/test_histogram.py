@@ -1,8 +1,10 @@
 """Unit tests of the gateway's histogram: buckets, quantiles and Prometheus text that parses."""
 
+import math
+
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.histogram import Histogram
+from gateway.histogram import Histogram, bucket_quantile
 
 
 def test_counts_sum_and_cumulative_buckets() -> None:
@@ -10,7 +12,7 @@ def test_counts_sum_and_cumulative_buckets() -> None:
     for value in (0.0005, 0.001, 0.005, 0.05, 3.0, -1.0):
         histogram.observe(value)
     # A sample equal to a bound belongs to it (le); a negative one (clock step) counts as 0.
-    assert histogram.cumulative() == [("0.001", 3), ("0.01", 4), ("0.1", 5), ("+Inf", 6)]
+    assert histogram.cumulative() == [(0.001, 3), (0.01, 4), (0.1, 5), (math.inf, 6)]
     assert (histogram.count, round(histogram.sum, 4)) == (6, 3.0565)
 
 
@@ -24,6 +26,14 @@ def test_quantile_is_the_upper_bound_of_its_bucket() -> None:
     assert histogram.quantile(0.5) == 0.001
     assert histogram.quantile(0.99) == 0.1
     assert histogram.quantile(1.0) is None  # beyond the last bound
+
+
+def test_bucket_quantile_of_the_difference_of_two_readings() -> None:
+    before = [(0.001, 10), (0.01, 10), (math.inf, 10)]
+    after = [(0.001, 11), (0.01, 109), (math.inf, 110)]
+    delta = [(le, n - dict(before)[le]) for le, n in after]
+    assert [bucket_quantile(delta, q) for q in (0.5, 0.99, 1.0)] == [0.01, 0.01, None]
+    assert bucket_quantile([(0.001, 0), (math.inf, 0)], 0.5) is None
 
 
 def test_renders_text_prometheus_parses() -> None:
