@@ -6,8 +6,9 @@ serializers), so real workers accept them; only the network I/O is ours:
 * `BrokerPublisher` writes them to RabbitMQ over aio-pika, with publisher confirms, mandatory
   routing and automatic reconnection;
 * `ResultListener` holds one Redis PSUBSCRIBE per gateway process on `celery-task-meta-<prefix>*`
-  (every task id this process issues carries that prefix) and resolves the waiting request when its
-  task reaches a ready state; after every reconnect it MGETs what it may have missed;
+  (every task id this process issues carries that prefix; gateway/resp_pubsub.py speaks it) and
+  resolves the waiting request when its task reaches a ready state; after every reconnect it MGETs
+  what it may have missed;
 * `CeleryClient` ties them together for the HTTP handlers.
 
 Nothing here blocks the event loop, and no thread stands in for async I/O.
@@ -35,6 +36,7 @@ from kombu import Queue
 from kombu.serialization import dumps
 from redis.exceptions import RedisError
 
+from gateway.resp_pubsub import Endpoint, PatternSubscription, SubscriptionError
 from tasks.registry import CheckType
 
 log = logging.getLogger("checkgate.gateway")
@@ -263,6 +265,7 @@ class ResultListener:
         self._redis = aioredis.from_url(
             url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10, **(ssl_options or {})
         )
+        self._endpoint = Endpoint.of(self._redis)
         self._pattern = KEY_PREFIX + glob_escape(id_prefix) + "*"
         self._decode = decode
         self._encode = encode
@@ -307,34 +310,22 @@ class ResultListener:
     async def _listen_forever(self) -> None:
         delay = 0.1
         while True:
-            pubsub = self._redis.pubsub()
+            subscription = None
             try:
-                await pubsub.psubscribe(self._pattern)
-                await self._await_confirmation(pubsub)
+                subscription = await PatternSubscription.open(self._endpoint, self._pattern, self._deliver)
                 self._subscribed.set()
                 delay = 0.1
                 log.info("subscribed to results on %s", self._pattern)
                 await self._catch_up()
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "pmessage":
-                        self._deliver(message["channel"], message["data"])
-            except (TimeoutError, RedisError, OSError) as exc:
+                await subscription.closed
+            except (TimeoutError, SubscriptionError, RedisError, OSError) as exc:
                 log.warning("result subscription lost (%s); resubscribing in %.1fs", exc, delay)
             finally:
                 self._subscribed.clear()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                if subscription is not None:
+                    subscription.close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-
-    @staticmethod
-    async def _await_confirmation(pubsub: aioredis.client.PubSub) -> None:
-        async with asyncio.timeout(5):
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None and message["type"] == "psubscribe":
-                    return
 
     async def _catch_up(self) -> None:
         """Fetch results stored while we were not subscribed (pub/sub is at-most-once)."""
