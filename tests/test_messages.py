@@ -109,3 +109,20 @@ def test_deadline_of_reads_celery_expires_header() -> None:
     assert deadline_of(None) is None
     assert deadline_of("2026-01-01T00:00:10+00:00") == datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC).timestamp()
     assert deadline_of("2026-01-01T00:00:10") == datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "ignore_result"), [("add", {"x": 1, "y": 2}, False), ("sleep", {"ms": 5}, True)]
+)
+def test_messages_from_the_template_equal_celerys_own(
+    client: CeleryClient, name: str, kwargs: dict, ignore_result: bool
+) -> None:
+    check = REGISTRY[name]
+    task_id = client.new_id()
+    msg = client.build_message(task_id, check, kwargs, timeout=10, ignore_result=ignore_result)
+    expires = datetime.fromisoformat(msg.headers["expires"])
+    headers, body = client.celery_message(task_id, check.task_name, kwargs, expires, ignore_result)
+    assert msg.headers == headers
+    assert list(msg.headers) == list(headers)
+    decoded = loads(msg.body, msg.content_type, msg.content_encoding, accept=["application/x-msgpack"])
+    assert decoded == [list(body[0]), body[1], body[2]]
