@@ -247,7 +247,12 @@ class Floor(Contender):
                         "task": f"checkgate.{s.check}",
                         "kwargs": s.params,
                         # Clients split as evenly as possible; a process may get none of a small stream.
+                        # Client i of process n is client i * count + n of the stream, for the ramp.
                         "clients": s.clients // count + (1 if n < s.clients % count else 0),
+                        "first_client": n,
+                        "client_stride": count,
+                        "all_clients": s.clients,
+                        "ramp_s": s.ramp_s,
                         "start": s.start,
                         "window_at": s.window_at,
                         "task_s": s.task_s,

@@ -51,10 +51,11 @@ class Loop:
     window_start: float
     window_end: float
     task_s: float
+    # When each of this process's clients sends its first request, latest first (popped as due).
+    starts: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     in_window: int = 0
     errors: int = 0
-    started: bool = False
 
     def raw(self) -> dict[str, Any]:
         return {"in_window": self.in_window, "errors": self.errors, "latencies_ms": self.latencies_ms}
@@ -113,28 +114,22 @@ def run(plan: dict[str, Any], t0_source: Any) -> dict[str, Any]:
     loops = []
     for spec in plan["streams"]:
         window_start = math.ceil(t0 + spec["window_at"])
-        loops.append(
-            Loop(
-                spec["name"],
-                spec["task"],
-                spec["kwargs"],
-                spec["clients"],
-                t0 + spec["start"],
-                window_start,
-                window_start + window_s,
-                spec["task_s"],
-            )
-        )
+        start = t0 + spec["start"]
+        # The same ramp as wrk's: client g of the stream starts g/clients of the way through it.
+        ramp_step = spec["ramp_s"] / spec["all_clients"]
+        firsts = [spec["first_client"] + i * spec["client_stride"] for i in range(spec["clients"])]
+        starts = sorted((start + g * ramp_step for g in firsts), reverse=True)
+        args = (spec["name"], spec["task"], spec["kwargs"], spec["clients"], start, window_start)
+        loops.append(Loop(*args, window_start + window_s, spec["task_s"], starts))
     end = max(loop.window_end for loop in loops) + LINGER_S
     last_sweep = time.time()
     while time.time() < end:
         now = time.time()
         for loop in loops:
-            if not loop.started and now >= loop.start:
-                loop.started = True
-                for _ in range(loop.clients):
-                    send(loop, now)
-        consumer.drain_events(timeout=0.05)
+            while loop.starts and now >= loop.starts[-1]:
+                send(loop, loop.starts.pop())
+        next_start = min((loop.starts[-1] for loop in loops if loop.starts), default=math.inf)
+        consumer.drain_events(timeout=max(0.001, min(0.05, next_start - now)))
         while done:
             finish(*done.popleft())
         if now - last_sweep > 1.0:

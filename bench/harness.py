@@ -173,6 +173,7 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
                         window_of[stream.name],
                         scenario.window,
                         args.request_timeout,
+                        ramp_s=stream.ramp_s,
                     )
                     wrk_runs.append(run)
 

@@ -96,14 +96,24 @@ class WrkRun:
 
 
 def start_wrk(
-    name: str, target: Target, clients: int, window_start: int, window_s: int, timeout_s: int, threads: int = 2
+    name: str,
+    target: Target,
+    clients: int,
+    window_start: int,
+    window_s: int,
+    timeout_s: int,
+    threads: int = 2,
+    ramp_s: float = 0.0,
 ) -> WrkRun:
-    """Launch wrk now; it runs until the window [window_start, window_start + window_s) has closed."""
+    """Launch wrk now; it runs until the window [window_start, window_start + window_s) has closed. Its
+    clients start spread over `ramp_s` seconds."""
     duration = max(1, math.ceil(window_start + window_s + 0.3 - time.time()))
-    argv = [wrk_path(), "-t", str(min(threads, clients)), "-c", str(clients), "-d", f"{duration}s"]
+    threads = min(threads, clients)
+    argv = [wrk_path(), "-t", str(threads), "-c", str(clients), "-d", f"{duration}s"]
     argv += ["--timeout", f"{timeout_s}s", "-s", str(SCRIPT), target.url, "--"]
     unique = UNIQUE in target.url or UNIQUE in target.body
     argv += [str(window_start), str(window_start + window_s), target.method, target.body, "unique" if unique else ""]
+    argv += [str(round(ramp_s * 1000)), str(clients), str(threads)]
     # Its own process group, so its CPU can be accounted like a contender's.
     popen = subprocess.Popen(
         argv,

@@ -1,9 +1,12 @@
 """What is measured: scenarios made of load streams, and the physical limit of each.
 
 A stream is one closed loop: `clients` callers, each sending the next request as soon as the last
-one is answered. Times are seconds after the start of a cell (one scenario × one contender); the
-measurement window opens at the first whole second after `window_at`, so that concurrent streams
-(the mixed scenario) share one window and the ramp-up of a closed loop stays out of the rate.
+one is answered. They start spread evenly over a ramp of one task time, as JMeter's ramp-up spreads
+its threads: started all at once, a closed loop runs in waves for many round trips, and the tail of
+its latency would be those waves rather than the steady state. Times are seconds after the start of
+a cell (one scenario × one contender); the measurement window opens at the first whole second after
+`window_at`, so that concurrent streams (the mixed scenario) share one window and the ramp-up of a
+closed loop stays out of the rate.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class Stream:
     start: float
     window_at: float
     task_s: float = 0.0
+    # Seconds over which the clients' first requests are spread.
+    ramp_s: float = 0.0
 
     @property
     def unique(self) -> bool:
@@ -94,15 +99,16 @@ class Scenario:
 
 
 def lead_in(task_s: float) -> float:
-    """Seconds of load before the window: every client through at least two round trips."""
-    return max(1.0, 2 * task_s)
+    """Seconds of load before the window: the ramp (one task time), then every client through at least
+    two round trips."""
+    return max(1.0, 3 * task_s)
 
 
 def simple(
     name: str, kind: str, check: str, params: dict[str, Any], clients: int, task_s: float, window: int
 ) -> Scenario:
     """One stream, measured after its lead-in."""
-    stream = Stream("main", check, params, clients, start=0.0, window_at=lead_in(task_s), task_s=task_s)
+    stream = Stream("main", check, params, clients, 0.0, lead_in(task_s), task_s, ramp_s=task_s)
     what = f"{check} {params} × {clients} clients"
     return Scenario(name, kind, what, (stream,), window)
 
@@ -118,7 +124,7 @@ def mixed(window: int, flood_clients: int, flood_ms: int, probe_clients: int) ->
     alone = Stream("add_alone", "add", add, probe_clients, start=0.0, window_at=1.0)
     flood_start = math.ceil(alone.window_at) + 1 + window + 0.5
     flood_window = flood_start + lead_in(flood_s)
-    flood = Stream("flood", "sleep", {"ms": flood_ms}, flood_clients, flood_start, flood_window, flood_s)
+    flood = Stream("flood", "sleep", {"ms": flood_ms}, flood_clients, flood_start, flood_window, flood_s, flood_s)
     probe = Stream("add_flood", "add", add, probe_clients, start=flood_window - 1.0, window_at=flood_window)
     what = f"add × {probe_clients} alone, then with sleep {flood_ms} ms × {flood_clients} clients flooding"
     return Scenario(

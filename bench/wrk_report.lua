@@ -1,9 +1,15 @@
 -- wrk script of the checkgate bench: optional method and JSON body, a measurement window, JSON out.
 --
 --   wrk ... -s bench/wrk_report.lua URL -- <window_start> <window_end> [METHOD] [BODY] [unique]
+--       [<ramp_ms> <connections> <threads>]
 --
 -- With "unique", every request puts a number of its own in place of __N__ in the URL and of "__N__"
 -- (a JSON string) in the body, so that no two requests are identical.
+--
+-- With a ramp, the connections send their first requests spread evenly over ramp_ms, as JMeter's
+-- ramp-up does: a closed loop whose clients all start at once runs in waves for many round trips,
+-- and those waves, not the steady state, would make the tail of the latency histogram (which covers
+-- the whole run).
 --
 -- window_start/window_end are epoch seconds: the responses completed in [start, end) give the rate,
 -- so the ramp-up of a closed loop (every client starting at once) and the cut at the end do not bias
@@ -17,13 +23,24 @@ function setup(thread)
    thread:set("thread_no", #threads)
 end
 
--- wrk asks for the request function after init, so init can choose a dynamic one.
+-- wrk asks for the request and delay functions after init, so init can choose dynamic ones.
 local function unique_request()
    serial = serial + 1
    local n = tostring(serial)
    local path = path_template:gsub("__N__", n)
    local body = body_template and body_template:gsub('"__N__"', n)
    return wrk.format(nil, path, nil, body)
+end
+
+-- Connection k of this thread (in the order they first ask) is client k * threads + thread_no - 1 of
+-- all, and starts at that share of the ramp; every later request goes at once.
+local function ramp_delay()
+   if started >= per_thread then
+      return 0
+   end
+   local client = started * ramp_threads + thread_no - 1
+   started = started + 1
+   return math.floor(client * ramp_ms / ramp_clients)
 end
 
 function init(args)
@@ -42,6 +59,14 @@ function init(args)
       path_template = wrk.path
       body_template = wrk.body
       request = unique_request
+   end
+   ramp_ms = tonumber(args[6]) or 0
+   if ramp_ms > 0 then
+      ramp_clients = tonumber(args[7])
+      ramp_threads = tonumber(args[8])
+      per_thread = math.floor(ramp_clients / ramp_threads)
+      started = 0
+      delay = ramp_delay
    end
    in_window = 0
    bad_in_window = 0
