@@ -17,15 +17,17 @@ setup(
         "celery[redis,msgpack]>=5.4,<6",
         "kombu>=5.4,<6",
         "tornado>=6.4,<7",
-        "aio-pika>=9.4,<11",
+        # The AMQP frame codec of the gateway's publishing connection (gateway/amqp.py).
+        "pamqp>=3.2,<5",
         "redis>=5.0",
         "msgpack>=1.0",
         "supervisor>=4.2,<5",
         "dnspython>=2.6,<3",
         "celery-redbeat>=2.4,<3",
         "flower>=2.0,<3",
-        # Speed only: the gateway runs on uvloop and redis-py parses with hiredis when they import.
+        # Speed only: the gateway runs on uvloop when it imports.
         "uvloop>=0.19; sys_platform != 'win32'",
+        # Parses the result stream (gateway/resp_pubsub.py), and redis-py's replies.
         "hiredis>=2.3",
         "idna>=3.4",
     ],

@@ -16,7 +16,7 @@ from kombu import Connection
 from bench.load import wrk_version
 from bench.stack import ROOT
 
-PACKAGES = ("celery", "kombu", "tornado", "aio-pika", "redis", "msgpack", "flask", "gunicorn", "flower", "matplotlib")
+PACKAGES = ("celery", "kombu", "tornado", "pamqp", "redis", "msgpack", "flask", "gunicorn", "flower", "matplotlib")
 
 
 def cpu_model() -> str:

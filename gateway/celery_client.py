@@ -3,7 +3,7 @@
 Messages are built by the Celery app's own code (`app.amqp.create_task_message` and kombu's
 serializers), so real workers accept them; only the network I/O is ours:
 
-* `BrokerPublisher` writes them to RabbitMQ over aio-pika, with publisher confirms, mandatory
+* `BrokerPublisher` writes them to RabbitMQ (gateway/amqp.py), with publisher confirms, mandatory
   routing and automatic reconnection;
 * `ResultListener` holds one Redis PSUBSCRIBE per gateway process on `celery-task-meta-<prefix>*`
   (every task id this process issues carries that prefix; gateway/resp_pubsub.py speaks it) and
@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aio_pika
-import aiormq
 import redis.asyncio as aioredis
 from celery import Celery, states
 from kombu import Queue
 from kombu.serialization import dumps
+from pamqp import commands
 from redis.exceptions import RedisError
 
+from gateway.amqp import PUBLISH_CHANNEL, AmqpConnection, AmqpError, AmqpParams, Returned
 from gateway.resp_pubsub import Endpoint, PatternSubscription, SubscriptionError
 from tasks.registry import CheckType
 
@@ -64,7 +64,7 @@ def glob_escape(text: str) -> str:
 
 
 def amqp_url(broker_url: str) -> str:
-    """Turn a kombu broker URL (amqp://, pyamqp://, librabbitmq://, amqps://…) into an aio-pika URL."""
+    """Turn a kombu broker URL (amqp://, pyamqp://, librabbitmq://, amqps://…) into amqp:// or amqps://."""
     scheme, sep, rest = broker_url.partition("://")
     if not sep:
         raise ValueError(f"broker URL has no scheme: {broker_url!r}")
@@ -118,29 +118,23 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
 
 
 class BrokerPublisher:
-    """Publishes task messages to RabbitMQ with confirms; reconnects by itself."""
+    """Publishes task messages to RabbitMQ with confirms (gateway/amqp.py); reconnects by itself."""
 
     def __init__(
         self, url: str, queues: list[Queue], publish_timeout: float, ssl_context: ssl.SSLContext | None = None
     ) -> None:
-        self._url = url
-        self._ssl_context = ssl_context
+        self._params = AmqpParams.from_url(url, ssl_context)
         self._queues = queues
         self._publish_timeout = publish_timeout
-        self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
-        # The same channel at aiormq's level: publishing there skips aio-pika's Message and Exchange
-        # layers, a tenth of the CPU of a publish.
-        self._wire: aiormq.abc.AbstractChannel | None = None
-        self._stats_channel: aio_pika.abc.AbstractChannel | None = None
+        self._connection: AmqpConnection | None = None
+        self._stats_channel: int | None = None
         self._connector: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
 
     @property
     def available(self) -> bool:
-        """True while a connection and a confirming channel are open."""
-        conn, channel = self._connection, self._channel
-        return conn is not None and channel is not None and not conn.is_closed and not channel.is_closed
+        """True while a connection and its confirming channel are open."""
+        return self._connection is not None and self._connection.is_open
 
     def start(self) -> None:
         """Connect in the background, and again whenever the connection or the channel is lost."""
@@ -153,104 +147,89 @@ class BrokerPublisher:
         return self.available
 
     async def _keep_connected(self) -> None:
-        # Our own loop rather than aio-pika's robust connection: a reconnect attempt of the latter was
-        # seen hanging for good while RabbitMQ was starting up, so every attempt here has a deadline.
+        # Every attempt has a deadline: a connect to a RabbitMQ that is still starting up can hang.
         delay = 0.2
         while True:
             try:
-                connection, channel, wire = await asyncio.wait_for(self._connect(), 15)
-            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+                connection = await asyncio.wait_for(self._connect(), 15)
+            except (TimeoutError, OSError) as exc:  # AmqpError is an OSError
                 log.warning("broker not reachable (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._connection, self._channel, self._wire, self._stats_channel = connection, channel, wire, None
+            self._connection, self._stats_channel = connection, None
             self._connected.set()
             log.info("connected to broker")
             delay = 0.2
-            lost = [asyncio.ensure_future(connection.closed()), asyncio.ensure_future(channel.closed())]
             try:
-                await asyncio.wait(lost, return_when=asyncio.FIRST_COMPLETED)
+                with contextlib.suppress(AmqpError):
+                    await connection.closed
             finally:
-                for waiter in lost:
-                    waiter.cancel()
                 self._connected.clear()
-                self._connection = self._channel = self._stats_channel = self._wire = None
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(connection.close(), 5)
+                self._connection = None
+                await connection.close()
             log.warning("broker connection lost; reconnecting")
 
-    async def _connect(
-        self,
-    ) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractChannel, aiormq.abc.AbstractChannel]:
-        connection = await aio_pika.connect(self._url, timeout=5, ssl_context=self._ssl_context)
+    async def _connect(self) -> AmqpConnection:
+        connection = await AmqpConnection.open(self._params)
         try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await self._declare(channel)
-            wire = await channel.get_underlay_channel()
+            await self._declare(connection)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await connection.close()
+            connection.abort()
             raise
-        return connection, channel, wire
+        return connection
 
-    async def _declare(self, channel: aio_pika.abc.AbstractChannel) -> None:
+    async def _declare(self, connection: AmqpConnection) -> None:
         """Declare the queues exactly as the workers do, so tasks queue even before a worker starts."""
+        channel = PUBLISH_CHANNEL
         for q in self._queues:
-            queue = await channel.declare_queue(
-                q.name,
+            declare = commands.Queue.Declare(
+                queue=q.name,
                 durable=q.durable,
                 exclusive=q.exclusive,
                 auto_delete=q.auto_delete,
                 arguments=q.queue_arguments,
             )
+            await connection.rpc(channel, declare, commands.Queue.DeclareOk)
             if q.exchange is not None and q.exchange.name:
-                exchange = await channel.declare_exchange(
-                    q.exchange.name, q.exchange.type, durable=q.exchange.durable, auto_delete=q.exchange.auto_delete
+                exchange = q.exchange
+                await connection.rpc(
+                    channel,
+                    commands.Exchange.Declare(
+                        exchange=exchange.name,
+                        exchange_type=exchange.type,
+                        durable=exchange.durable,
+                        auto_delete=exchange.auto_delete,
+                    ),
+                    commands.Exchange.DeclareOk,
                 )
-                await queue.bind(exchange, routing_key=q.routing_key)
+                bind = commands.Queue.Bind(queue=q.name, exchange=exchange.name, routing_key=q.routing_key or "")
+                await connection.rpc(channel, bind, commands.Queue.BindOk)
 
     async def publish(self, msg: OutgoingMessage) -> None:
         """Publish and wait for the broker's confirm; raise `BrokerUnavailable` or `Unroutable`."""
-        if not self.available:
+        connection = self._connection
+        if connection is None or not connection.is_open:
             raise BrokerUnavailable("broker connection is down")
-        assert self._wire is not None
-        properties = aiormq.spec.Basic.Properties(
-            content_type=msg.content_type,
-            content_encoding=msg.content_encoding,
-            headers=msg.headers,
-            delivery_mode=2,  # persistent
-            correlation_id=msg.task_id,
-            # aiormq matches a returned (unroutable) message to its publish by message id.
-            message_id=msg.task_id,
-            expiration=str(max(1, int(msg.expiration * 1000))),
-        )
         try:
-            # A burst of thousands of publishes queues inside the client; each may wait for its confirm as
+            # A burst of thousands of publishes queues in the socket; each may wait for its confirm as
             # long as its own deadline allows, up to the configured cap.
-            timeout = min(self._publish_timeout, msg.expiration)
-            # wait=False: the confirm is what is awaited; waiting for the write buffer to drain first
-            # only adds two trips through the event loop.
-            await self._wire.basic_publish(
+            await connection.publish(
+                msg.exchange,
+                msg.routing_key,
                 msg.body,
-                exchange=msg.exchange,
-                routing_key=msg.routing_key,
-                properties=properties,
-                mandatory=True,
-                timeout=timeout,
-                wait=False,
+                content_type=msg.content_type,
+                content_encoding=msg.content_encoding,
+                headers=msg.headers,
+                message_id=msg.task_id,
+                expiration_ms=max(1, int(msg.expiration * 1000)),
+                timeout=min(self._publish_timeout, msg.expiration),
             )
-        except aiormq.exceptions.PublishError as exc:
+        except Returned as exc:
             raise Unroutable(f"no queue bound for routing key {msg.routing_key!r}") from exc
-        except (
-            TimeoutError,
-            aiormq.exceptions.AMQPError,
-            aiormq.exceptions.ChannelInvalidStateError,
-            ConnectionError,
-            RuntimeError,
-        ) as exc:
+        except (TimeoutError, AmqpError) as exc:
             log.warning("publish of %s failed: %r", msg.task_id, exc)
-            raise BrokerUnavailable(f"publish failed: {exc.__class__.__name__}") from exc
+            raise BrokerUnavailable(f"publish failed: {exc}") from exc
 
     async def queue_stats(self) -> dict[str, dict[str, int]]:
         """Messages ready and consumers attached, per queue (a passive declare each).
@@ -258,19 +237,26 @@ class BrokerPublisher:
         Runs on a channel of its own: a passive declare of a queue deleted behind our back closes its
         channel, which must never be the one tasks are published on.
         """
-        if not self.available:
+        connection = self._connection
+        if connection is None or not connection.is_open:
             raise BrokerUnavailable("broker connection is down")
-        assert self._connection is not None
+        stats = {}
+        channel = self._stats_channel
         try:
-            if self._stats_channel is None or self._stats_channel.is_closed:
-                self._stats_channel = await self._connection.channel(publisher_confirms=False)
-            channel = await self._stats_channel.get_underlay_channel()
-            stats = {}
-            for q in self._queues:
-                ok = await asyncio.wait_for(channel.queue_declare(q.name, passive=True), self._publish_timeout)
-                stats[q.name] = {"messages": ok.message_count, "consumers": ok.consumer_count}
-        except (TimeoutError, aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError) as exc:
-            raise BrokerUnavailable(f"queue stats failed: {exc.__class__.__name__}") from exc
+            async with asyncio.timeout(self._publish_timeout):
+                if channel is None or not connection.channel_open(channel):
+                    channel = self._stats_channel = await connection.open_channel()
+                for q in self._queues:
+                    declare = commands.Queue.Declare(queue=q.name, passive=True)
+                    ok = await connection.rpc(channel, declare, commands.Queue.DeclareOk)
+                    assert isinstance(ok, commands.Queue.DeclareOk)
+                    stats[q.name] = {"messages": ok.message_count, "consumers": ok.consumer_count}
+        except (TimeoutError, AmqpError) as exc:
+            if channel is not None:
+                # Its replies are now out of step with its requests: the next call opens another.
+                connection.close_channel(channel)
+            self._stats_channel = None
+            raise BrokerUnavailable(f"queue stats failed: {exc}") from exc
         return stats
 
     async def close(self) -> None:

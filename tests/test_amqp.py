@@ -1,0 +1,151 @@
+"""The gateway's AMQP publishing connection: its hand-made frames against pamqp's decoder, and its
+behaviour against the real RabbitMQ (confirms, returns, a channel closed by a 404, a refused login)."""
+
+import asyncio
+
+import pytest
+from pamqp import commands, decode, frame
+
+from gateway.amqp import AmqpConnection, AmqpError, AmqpParams, ChannelClosed, Returned, field_table, publish_frames
+from tests.support.env import BROKER_URL, RUN_PREFIX
+
+HEADERS = {
+    "lang": "py",
+    "task": "checkgate.sleep",
+    "retries": 0,
+    "big": 2**40,
+    "negative": -5,
+    "flag": True,
+    "off": False,
+    "nothing": None,
+    "ratio": 0.5,
+    "raw": b"\x00\x01",
+    "nested": {"a": "b", "n": 1},
+    "list": ["x", 2, None],
+    "unicode": "é ✓",
+}
+
+
+def frames_of(data: bytes) -> list[tuple[int, object]]:
+    out = []
+    while data:
+        used, channel, value = frame.unmarshal(data)
+        out.append((channel, value))
+        data = data[used:]
+    return out
+
+
+def test_field_table_decodes_to_the_same_values() -> None:
+    _, decoded = decode.field_table(field_table(HEADERS))
+    expected = {**HEADERS, "raw": HEADERS["raw"], "list": ["x", 2, None]}
+    assert {k: (v.encode() if isinstance(v, str) and k == "raw" else v) for k, v in decoded.items()} == expected
+
+
+def test_field_table_refuses_what_amqp_cannot_carry() -> None:
+    with pytest.raises(TypeError, match="set"):
+        field_table({"x": {1, 2}})
+
+
+@pytest.mark.parametrize("size", [0, 10, 131072 - 8, 131072 - 7, 300_000])
+def test_publish_frames_decode_with_pamqp(size: int) -> None:
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    data = publish_frames(
+        1,
+        "ex",
+        "cg_sleep",
+        body,
+        content_type="application/x-msgpack",
+        content_encoding="binary",
+        headers=HEADERS,
+        message_id="gw-1",
+        expiration_ms=30000,
+    )
+    frames = frames_of(data)
+    assert all(channel == 1 for channel, _ in frames)
+    method, content = frames[0][1], frames[1][1]
+    assert isinstance(method, commands.Basic.Publish)
+    assert (method.exchange, method.routing_key, method.mandatory, method.immediate) == ("ex", "cg_sleep", True, False)
+    assert content.body_size == size
+    props = content.properties
+    assert props.content_type == "application/x-msgpack"
+    assert props.content_encoding == "binary"
+    assert props.delivery_mode == 2
+    assert props.correlation_id == props.message_id == "gw-1"
+    assert props.expiration == "30000"
+    assert props.headers["task"] == "checkgate.sleep" and props.headers["big"] == 2**40
+    chunks = [value.value for _, value in frames[2:]]
+    assert all(len(c) <= 131072 - 8 for c in chunks)
+    assert b"".join(chunks) == body
+    assert len(chunks) == -(-size // (131072 - 8))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672//", ("127.0.0.1", 5672, "guest", "guest", "/", False)),
+        ("amqp://u%40x:p%2Fw@h/vh", ("h", 5672, "u@x", "p/w", "vh", False)),
+        ("amqp://h/%2F", ("h", 5672, "guest", "guest", "/", False)),
+        ("amqp://h", ("h", 5672, "guest", "guest", "/", False)),
+        ("amqps://u:p@h//", ("h", 5671, "u", "p", "/", True)),
+    ],
+)
+def test_params_from_url(url: str, expected: tuple) -> None:
+    p = AmqpParams.from_url(url)
+    assert (p.host, p.port, p.username, p.password, p.vhost, p.ssl_context is not None) == expected
+
+
+def test_params_refuse_other_schemes() -> None:
+    with pytest.raises(ValueError, match="not an AMQP URL"):
+        AmqpParams.from_url("redis://h")
+
+
+async def _against_rabbit() -> dict[str, object]:
+    queue = f"{RUN_PREFIX}amqp_unit"
+    seen: dict[str, object] = {}
+    conn = await AmqpConnection.open(AmqpParams.from_url(BROKER_URL))
+    try:
+        await conn.rpc(1, commands.Queue.Declare(queue=queue, auto_delete=False), commands.Queue.DeclareOk)
+        common = {"content_type": "text/plain", "content_encoding": "utf-8", "expiration_ms": 60000, "timeout": 5}
+        # Confirmed: the future completes with None. Many at once: acks may come as "multiple".
+        results = await asyncio.gather(
+            *(conn.publish("", queue, b"hi", headers={"n": n}, message_id=f"m{n}", **common) for n in range(200))
+        )
+        seen["confirmed"] = results.count(None)
+        # Unroutable: the broker returns it before its ack.
+        with pytest.raises(Returned):
+            await conn.publish("", f"{RUN_PREFIX}nowhere", b"x", headers={}, message_id="lost", **common)
+        seen["returned"] = True
+        # A passive declare of a missing queue closes its own channel only.
+        stats = await conn.open_channel()
+        with pytest.raises(ChannelClosed) as closed:
+            await conn.rpc(stats, commands.Queue.Declare(queue=f"{RUN_PREFIX}missing", passive=True))
+        seen["closed_code"] = closed.value.code
+        seen["stats_channel_open"] = conn.channel_open(stats)
+        await conn.publish("", queue, b"after", headers={}, message_id="after", **common)
+        ok = await conn.rpc(1, commands.Queue.Declare(queue=queue, passive=True), commands.Queue.DeclareOk)
+        seen["messages"] = ok.message_count
+        await conn.rpc(1, commands.Queue.Delete(queue=queue), commands.Queue.DeleteOk)
+    finally:
+        await conn.close()
+    seen["closed"] = conn.closed.done() and not conn.is_open
+    with pytest.raises(AmqpError):
+        conn.publish("", queue, b"late", headers={}, message_id="late", **common)
+    return seen
+
+
+def test_confirms_returns_and_a_closed_channel_against_rabbitmq() -> None:
+    seen = asyncio.run(_against_rabbit())
+    assert seen == {
+        "confirmed": 200,
+        "returned": True,
+        "closed_code": 404,
+        "stats_channel_open": False,
+        "messages": 201,
+        "closed": True,
+    }
+
+
+def test_a_wrong_password_is_refused() -> None:
+    params = AmqpParams.from_url(BROKER_URL.replace("guest:guest", "guest:wrong"))
+    with pytest.raises(AmqpError, match=r"ACCESS_REFUSED|403"):
+        asyncio.run(AmqpConnection.open(params))
