@@ -156,7 +156,7 @@ class Checkgate(Contender):
 
     def self_time(self) -> dict[str, list[tuple[float, int]]] | None:
         """checkgate_gateway_overhead_seconds from /metrics: type → [(le, cumulative count)]."""
-        status, text = http(self.base + "/metrics", timeout=10)
+        status, text = http(self.base + "/metrics", timeout=60)
         if status != 200 or not isinstance(text, str):
             return None
         out: dict[str, list[tuple[float, int]]] = {}

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -140,14 +141,16 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
     wrk_runs: list[WrkRun] = []
     floor_run: FloorRun | None = None
     meter = CpuMeter()
+    readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="self-time")
     try:
         contender.start(cell)
         contender.warm(scenario.streams)
         if isinstance(contender, Floor):
             floor_run = contender.launch(scenario.streams, scenario.window)
         # The contender's own histogram, read when the window opens and when it closes: like the rate,
-        # it leaves out the ramp-up, when every client of a closed loop sends at once.
-        own: dict[str, dict[str, list[tuple[float, int]]] | None] = {}
+        # it leaves out the ramp-up. Read from a thread: a contender saturated by a thousand clients may
+        # take seconds to answer, and the schedule of the cell must not wait for it.
+        own: dict[str, Future[dict[str, list[tuple[float, int]]] | None]] = {}
         t0 = time.time() + 0.2
         window_of = {s.name: math.ceil(t0 + s.window_at) for s in scenario.streams}
         window_start = window_of[scenario.primary]
@@ -179,10 +182,10 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
 
                 events.append((t0 + stream.start, launch))
         events.append((window_start, lambda: meter.start(groups())))
-        events.append((window_start, lambda: own.update(before=contender.self_time())))
+        events.append((window_start, lambda: own.update(before=readers.submit(contender.self_time))))
         cpu: dict[str, float] = {}
         events.append((window_start + scenario.window, lambda: cpu.update(meter.cores(groups()))))
-        events.append((window_start + scenario.window, lambda: own.update(after=contender.self_time())))
+        events.append((window_start + scenario.window, lambda: own.update(after=readers.submit(contender.self_time))))
         for when, action in sorted(events, key=lambda e: e[0]):
             wait_until(when)
             action()
@@ -193,16 +196,30 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
             stats[run.name] = run.result(timeout=args.request_timeout + 30).to_dict()
         stack.check_alive()
         cell = {"ok": True, "streams": stats, "cpu_cores": cpu}
-        if own.get("before") is not None:
-            cell["self_time"] = self_time_quantiles(own["before"] or {}, own.get("after") or {})
+        before, after = (_reading(own.get(when)) for when in ("before", "after"))
+        if before is not None and after is not None:
+            cell["self_time"] = self_time_quantiles(before, after)
         return cell
     finally:
+        # Before the next cell spawns processes (with preexec_fn, which wants no other thread busy).
+        readers.shutdown(wait=True, cancel_futures=True)
         for run in wrk_runs:
             run.kill()
         if floor_run is not None:
             floor_run.kill()
         contender.stop()
         stack.settle(scenario.max_task_s)
+
+
+def _reading(future: Future[Any] | None, timeout: float = 60.0) -> Any:
+    """The result of a self-time read, or None when it failed or did not come in time."""
+    if future is None:
+        return None
+    try:
+        return future.result(timeout=timeout)
+    except Exception as exc:  # an observer's failure must not fail the cell it observes
+        print(f"    (checkgate's own-time histogram not read: {exc!r})", flush=True)
+        return None
 
 
 def self_time_quantiles(
