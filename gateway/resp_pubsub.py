@@ -32,6 +32,8 @@ class Endpoint:
     username: str | None
     password: str | None
     ssl_context: ssl.SSLContext | None
+    # A Unix socket (unix:// URLs) instead of host and port.
+    path: str | None = None
 
     @classmethod
     def of(cls, client: aioredis.Redis) -> Endpoint:
@@ -40,7 +42,9 @@ class Endpoint:
         conn = pool.connection_class(**pool.connection_kwargs)
         # Built once here, at start-up: creating a TLS context reads the CA file.
         context = conn.ssl_context.get() if hasattr(conn, "ssl_context") else None
-        return cls(conn.host, int(conn.port), conn.username, conn.password, context)
+        path = getattr(conn, "path", None) or None
+        host, port = getattr(conn, "host", "localhost"), int(getattr(conn, "port", 6379))
+        return cls(host, port, conn.username, conn.password, context, path)
 
 
 def command(*args: str | bytes) -> bytes:
@@ -84,13 +88,18 @@ class PatternSubscription(asyncio.Protocol):
         """Connect, authenticate, subscribe; return once Redis confirmed the subscription."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
-            _, protocol = await loop.create_connection(
-                lambda: cls(pattern, on_message, health_interval),
-                endpoint.host,
-                endpoint.port,
-                ssl=endpoint.ssl_context,
-                server_hostname=endpoint.host if endpoint.ssl_context else None,
-            )
+            if endpoint.path is not None:
+                _, protocol = await loop.create_unix_connection(
+                    lambda: cls(pattern, on_message, health_interval), endpoint.path
+                )
+            else:
+                _, protocol = await loop.create_connection(
+                    lambda: cls(pattern, on_message, health_interval),
+                    endpoint.host,
+                    endpoint.port,
+                    ssl=endpoint.ssl_context,
+                    server_hostname=endpoint.host if endpoint.ssl_context else None,
+                )
             try:
                 protocol._subscribe(endpoint)
                 await protocol._confirmed

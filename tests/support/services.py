@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -145,13 +146,16 @@ class PrivateRabbit:
 
 
 class PrivateRedis:
-    """A redis-server of the test's own on a free port; with `certs` it speaks TLS only, with `password` AUTH."""
+    """A redis-server of the test's own on a free port; with `certs` it speaks TLS only, with `password` AUTH.
+    It also listens on a Unix socket, `socket_path`."""
 
     def __init__(
         self, workdir: Path, certs: tuple[Path, Path, Path] | None = None, password: str | None = None
     ) -> None:
         self.port = free_port()
         self.workdir = workdir
+        # Short, whatever the test's directory: a Unix socket path has room for ~100 bytes.
+        self.socket_path = Path(tempfile.gettempdir()) / f"cg-redis-{self.port}.sock"
         self.certs = certs
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
@@ -165,6 +169,7 @@ class PrivateRedis:
 
     def start(self) -> None:
         argv = [REDIS, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        argv += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         if self.certs:
             ca, cert, key = self.certs
             argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert)]
