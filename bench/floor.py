@@ -119,8 +119,19 @@ def run(plan: dict[str, Any], t0_source: Any) -> dict[str, Any]:
         ramp_step = spec["ramp_s"] / spec["all_clients"]
         firsts = [spec["first_client"] + i * spec["client_stride"] for i in range(spec["clients"])]
         starts = sorted((start + g * ramp_step for g in firsts), reverse=True)
-        args = (spec["name"], spec["task"], spec["kwargs"], spec["clients"], start, window_start)
-        loops.append(Loop(*args, window_start + window_s, spec["task_s"], starts))
+        loops.append(
+            Loop(
+                spec["name"],
+                spec["task"],
+                spec["kwargs"],
+                spec["clients"],
+                start,
+                window_start,
+                window_start + window_s,
+                spec["task_s"],
+                starts,
+            )
+        )
     end = max(loop.window_end for loop in loops) + LINGER_S
     last_sweep = time.time()
     while time.time() < end:

@@ -136,6 +136,13 @@ class BrokerPublisher:
         """True while a connection and its confirming channel are open."""
         return self._connection is not None and self._connection.is_open
 
+    def _open_connection(self) -> AmqpConnection:
+        """The connection, or `BrokerUnavailable` when there is none open."""
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            raise BrokerUnavailable("broker connection is down")
+        return connection
+
     def start(self) -> None:
         """Connect in the background, and again whenever the connection or the channel is lost."""
         self._connector = asyncio.create_task(self._keep_connected(), name="checkgate-broker-connect")
@@ -208,9 +215,7 @@ class BrokerPublisher:
 
     async def publish(self, msg: OutgoingMessage) -> None:
         """Publish and wait for the broker's confirm; raise `BrokerUnavailable` or `Unroutable`."""
-        connection = self._connection
-        if connection is None or not connection.is_open:
-            raise BrokerUnavailable("broker connection is down")
+        connection = self._open_connection()
         try:
             # A burst of thousands of publishes queues in the socket; each may wait for its confirm as
             # long as its own deadline allows, up to the configured cap.
@@ -237,9 +242,7 @@ class BrokerPublisher:
         Runs on a channel of its own: a passive declare of a queue deleted behind our back closes its
         channel, which must never be the one tasks are published on.
         """
-        connection = self._connection
-        if connection is None or not connection.is_open:
-            raise BrokerUnavailable("broker connection is down")
+        connection = self._open_connection()
         stats = {}
         channel = self._stats_channel
         try:
@@ -491,7 +494,10 @@ class CeleryClient:
         content_type, content_encoding, data = dumps(body, serializer=self._serializer)
         if isinstance(data, str):
             data = data.encode(content_encoding)
-        exchange, routing_key = self._routes[check.task_name]
+        route = self._routes.get(check.task_name)
+        if route is None:
+            route = self._routes[check.task_name] = route_of(self.app, check.task_name)
+        exchange, routing_key = route
         return OutgoingMessage(
             task_id=task_id,
             exchange=exchange,
@@ -531,7 +537,6 @@ class CeleryClient:
         `create_task_message` costs tens of microseconds a call; here it runs twice per task type, with
         different ids, arguments and deadlines, and whatever differs is what each message fills in.
         """
-        self._routes[task_name] = route_of(self.app, task_name)
         now = datetime.now(UTC)
         a_headers, a_body = self.celery_message("probe-a", task_name, {"a": 1}, now, ignore_result)
         b_headers, b_body = self.celery_message("probe-b", task_name, {"b": 2}, now + timedelta(1), ignore_result)
