@@ -7,7 +7,6 @@ list), so the answer is that server's. The default server is the first nameserve
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import dns.exception
@@ -30,6 +29,7 @@ from tasks.checks._common import (
     resolve,
 )
 from tasks.checks._guard import normalize_name, validate_host, validate_name
+from tasks.checks._pattern import search
 from tasks.registry import Param, check
 
 RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV")
@@ -64,7 +64,7 @@ def _judge(answers: list[str], includes: str | None, match: str | None) -> tuple
         missing = [item.strip() for item in includes.split(",") if _comparable(item) not in present]
         if missing:
             return "answer_includes", f"missing from the answers: {', '.join(missing)}"
-    if match is not None and not any(re.search(match, answer) for answer in answers):
+    if match is not None and not any(search(match, answer) for answer in answers):
         return "answer_match", f"no answer matches {match!r}"
     return None
 

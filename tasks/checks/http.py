@@ -33,6 +33,7 @@ from tasks.checks._common import (
     verify_tls_param,
 )
 from tasks.checks._guard import URLTarget, parse_url, validate_url
+from tasks.checks._pattern import search
 from tasks.registry import Param, ParamError, check
 
 USER_AGENT = "checkgate/0.1"
@@ -252,9 +253,9 @@ def _judge(
     if not any(low <= hop.status <= high for low, high in codes):
         return "status_codes", f"status {hop.status} is not in {spec}"
     text = hop.body.decode("utf-8", "replace")
-    if match is not None and not re.search(match, text):
+    if match is not None and not search(match, text):
         return "body_match", f"body does not match {match!r}"
-    if not_match is not None and re.search(not_match, text):
+    if not_match is not None and search(not_match, text):
         return "body_not_match", f"body matches {not_match!r}"
     return None
 

@@ -28,6 +28,7 @@ from tasks.checks._common import (
     tls_details,
     verify_tls_param,
 )
+from tasks.checks._pattern import compile_pattern
 from tasks.registry import Param, check
 
 MAX_REPLY_BYTES = 64 * 1024
@@ -48,7 +49,7 @@ def decode_escapes(text: str) -> bytes:
     return b"".join(out)
 
 
-def _read_until(sock: socket.socket, pattern: re.Pattern[str], probe: Probe) -> tuple[str, bool]:
+def _read_until(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, bool]:
     """Read until the reply matches, the peer closes, `MAX_REPLY_BYTES` arrive or the deadline passes."""
     received = b""
     while len(received) < MAX_REPLY_BYTES:
@@ -113,7 +114,7 @@ def tcp_check(
                 sock.settimeout(probe.deadline.remaining())
                 sock.sendall(decode_escapes(send))
             if expect is not None:
-                reply, matched = _read_until(sock, re.compile(expect), probe)
+                reply, matched = _read_until(sock, compile_pattern(expect), probe)
                 facts["reply"] = reply[:EXCERPT_CHARS]
                 if not matched:
                     return _answer(probe, facts, "expect", f"reply does not match {expect!r}")

@@ -253,3 +253,36 @@ def test_ca_dirs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "CHECKGATE_CA_DIRS" in _refused("tls", {"host": "a.example", "ca_bundle": "/etc/passwd"}).message
     assert "CHECKGATE_CA_DIRS" in _refused("tls", {"host": "a.example", "ca_bundle": "/etc/checkgate/cax.pem"}).message
     REGISTRY["tls"].validate({"host": "a.example", "ca_bundle": "/etc/checkgate/ca/internal.pem"})
+
+
+# Every parameter that takes a pattern is RE2: syntax only a backtracking engine has is refused at the
+# gateway (400 naming the field), and matching never backtracks.
+PATTERN_PARAMS = [
+    ("http", {"url": "http://example.com/"}, "body_match"),
+    ("http", {"url": "http://example.com/"}, "body_not_match"),
+    ("tcp", {"host": "example.com", "port": "80"}, "expect"),
+    ("dns", {"name": "example.com"}, "answer_match"),
+]
+
+
+@pytest.mark.parametrize(("check", "base", "field"), PATTERN_PARAMS)
+@pytest.mark.parametrize("pattern", [r"(a)\1", "(?=a)b", "(?<!a)b", "a{1001}"])
+def test_patterns_outside_re2_are_refused(check: str, base: dict[str, str], field: str, pattern: str) -> None:
+    error = _refused(check, {**base, field: pattern})
+    assert (error.field, "RE2" in error.message) == (field, True), error
+
+
+@pytest.mark.parametrize(("check", "base", "field"), PATTERN_PARAMS)
+def test_patterns_are_documented_as_re2(check: str, base: dict[str, str], field: str) -> None:
+    described = {p["name"]: p for p in REGISTRY[check].describe()["params"]}
+    assert "RE2" in described[field]["doc"]
+
+
+def test_catastrophic_pattern_matches_in_linear_time() -> None:
+    # (a+)+$ against 'a' * n + '!' takes 2**n steps in a backtracking engine; RE2 answers at once even
+    # for a whole capped body. A broken engine makes this test hang (the suite's timeout ends it).
+    from tasks.checks._pattern import search
+
+    assert search(r"(a+)+$", "a" * 1_000_000 + "!") is False
+    assert search(r"(x+x+)+y", "x" * 1_000_000) is False
+    assert search(r"(?i)DATABASE", "Could not connect to database") is True

@@ -1,0 +1,66 @@
+"""Caller-supplied regular expressions, matched in linear time with RE2 (the `google-re2` package).
+
+Every parameter that takes a pattern (`body_match`, `body_not_match`, `expect`, `answer_match`, and a
+plugin's `regex_param`) is compiled here, never with Python's `re`: a backtracking engine lets one
+request such as ``(a+)+$`` against ``'a' * 30 + '!'`` hold a worker thread (and the GIL) for minutes,
+because `re` runs in C without releasing the GIL or looking at signals, so no deadline can stop it.
+RE2 guarantees time linear in the text and memory bounded by `MAX_PROGRAM_BYTES`, which is what
+blackbox_exporter relies on for the same parameters (Go's regexp is RE2).
+
+RE2's syntax is Perl's without backreferences and lookaround; a pattern RE2 cannot compile is refused
+by the gateway with a 400 naming the parameter, before anything is published. Texts are bounded by the
+callers (the capped body, the capped reply), so a match costs at most linear time in that cap.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import re2
+
+# RE2's budget for one compiled program (its DFA cache included); a pattern needing more fails to compile.
+MAX_PROGRAM_BYTES = 8 << 20
+# The longest pattern a parameter accepts.
+MAX_PATTERN_CHARS = 512
+
+
+class PatternError(ValueError):
+    """The text is not a pattern RE2 accepts; the message says why (meant for the caller)."""
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.max_mem = MAX_PROGRAM_BYTES
+    # Compilation errors are reported to the caller; RE2 must not also print them on the worker's stderr.
+    options.log_errors = False
+    return options
+
+
+@functools.lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> re2._Regexp:
+    """`pattern` compiled by RE2 (cached: dashboards repeat the same patterns).
+
+    Raises `PatternError` when RE2 cannot compile it: unsupported syntax (backreferences, lookaround),
+    a syntax error, or a program larger than `MAX_PROGRAM_BYTES`.
+    """
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise PatternError(f"longer than {MAX_PATTERN_CHARS} characters")
+    try:
+        return re2.compile(pattern, _options())
+    except re2.error as exc:
+        why = exc.args[0] if exc.args else exc
+        if isinstance(why, bytes):
+            why = why.decode("utf-8", "replace")
+        raise PatternError(f"not a valid RE2 regular expression ({why})") from None
+    except (TypeError, ValueError) as exc:  # e.g. a NUL character RE2's wrapper cannot pass on
+        raise PatternError(f"not a valid RE2 regular expression ({exc})") from None
+
+
+def search(pattern: str, text: str) -> bool:
+    """Whether `pattern` matches anywhere in `text` (raises `PatternError` for a bad pattern)."""
+    return compile_pattern(pattern).search(text) is not None
+
+
+def validate_pattern(pattern: str) -> None:
+    """Param validator: a pattern RE2 compiles (ValueError with the reason otherwise)."""
+    compile_pattern(pattern)
