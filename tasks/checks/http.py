@@ -191,7 +191,7 @@ def _exchange(
         if tls is not None:
             sock = start_tls(sock, target.host, tls, probe)
             details = tls_details(sock)
-            facts.update(tls_version=details["tls_version"], cert_expiry=details.get("not_after"))
+            facts.update(tls_version=details["tls_version"], cert_expiry=details.get("earliest_expiry"))
         conn = http.client.HTTPConnection(target.host, target.port)
         conn.sock = _DeadlineSocket(sock, probe.deadline)  # set: http.client never connects by itself
         with probe.phase("first_byte"):
@@ -328,7 +328,8 @@ def http_check(
 
     Result: status_code, http_version, final_url, redirects, ip, body_bytes, body_truncated, phases_ms
     (dns, connect, tls, first_byte = request sent until response headers, transfer, total; summed over
-    redirect hops) and, for https, tls_version and cert_expiry (epoch seconds).
+    redirect hops) and, for https, tls_version and cert_expiry (epoch seconds: the earliest expiry over the
+    certificate chain, see `_common.tls_details`).
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"url": url, "final_url": url, "redirects": 0}
