@@ -288,8 +288,18 @@ def _judge(
             doc="accepted status codes: codes, ranges and classes, comma-separated (200-299,301 or 2xx,304)",
             validator=_validate_status_codes,
         ),
-        regex_param("body_match", "regex the body (its first max_body_bytes, as UTF-8) must match"),
-        regex_param("body_not_match", "regex the body (its first max_body_bytes, as UTF-8) must not match"),
+        regex_param(
+            "body_match",
+            "regex the body must match somewhere, as blackbox_exporter's fail_if_body_not_matches_regexp: matched "
+            "once against the whole body text (its first max_body_bytes, decoded as UTF-8), so ^ and $ anchor at "
+            "the body's start and end; (?m) makes them anchor at each line",
+        ),
+        regex_param(
+            "body_not_match",
+            "regex the body must not match anywhere, as blackbox_exporter's fail_if_body_matches_regexp: matched "
+            "once against the whole body text (its first max_body_bytes, decoded as UTF-8), ^ and $ as in "
+            "body_match",
+        ),
         Param("follow_redirects", bool, default=True, doc="follow 301/302/303/307/308 (each hop is re-checked)"),
         Param("max_redirects", int, default=10, min=0, max=20, doc="redirects to follow before failing"),
         verify_tls_param(),
