@@ -7,8 +7,10 @@ TLS), send an optional string, and read the reply line by line until a line matc
 each line of the reply is matched on its own, without its ending (``\n``, or ``\r\n``: a ``\r`` before
 the ``\n`` is dropped), so ``^`` and ``$`` anchor at the line's start and end. The first matching line
 ends the wait at once, whether or not the peer closes. A line also ends where the peer closes, where
-`MAX_REPLY_BYTES` have been read (the reply's cap, not just the line's), or at the deadline: a prompt
-that never ends its line (``login: ``) is still judged, at the deadline.
+`MAX_REPLY_BYTES` have been read (the reply's cap, not just the line's), or at the deadline. A line that
+has not ended yet (a ``login: `` prompt, a binary greeting) is tried as it arrives, and a match counts
+at once when it ends before the text received so far, so the rest of the line cannot undo it
+(`_read_lines`); blackbox_exporter waits for the line's end there, and fails at its deadline.
 
 Multi-line patterns: a line never contains a line break, so a pattern that needs one (``hello\r\n220``)
 never matches, as in blackbox_exporter; the failure's detail then says why. Such patterns are not
@@ -72,16 +74,29 @@ def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, s
     """Read the reply until one of its lines matches; returns (the reply read, the matching line or None).
 
     Stops at the first matching line, when the peer closes, after `MAX_REPLY_BYTES`, or at the deadline;
-    the last, unterminated line is matched then. Each line is matched once (linear in the reply).
+    the last, unterminated line is matched then. A line still arriving is also tried as it grows (a prompt
+    or a binary greeting may never end its line) and its match counts only if it ends before the text
+    received so far does: RE2's assertions look one character ahead at most, so such a match is also a
+    match of the finished line, while one that reaches the end (``ready$`` on ``220 ready`` of
+    ``220 ready for more``) waits for the rest. Complete lines are matched once and an unfinished line
+    only when it has doubled, so matching stays linear in the reply however it is cut into segments.
     """
     received = bytearray()
     start = 0  # where the line being read begins
+    tried = 0  # how long the unfinished line was when it was last tried
     while True:
         while (end := received.find(b"\n", start)) >= 0:
             line = _line_text(received[start : end + 1])
-            start = end + 1
+            start, tried = end + 1, 0
             if pattern.search(line):
                 return received.decode("utf-8", "replace"), line
+        unfinished = len(received) - start
+        if unfinished and unfinished >= 2 * tried:
+            tried = unfinished
+            line = received[start:].decode("utf-8", "replace")
+            match = pattern.search(line)
+            if match is not None and match.end() < len(line):
+                return received.decode("utf-8", "replace"), line.removesuffix("\r")
         if len(received) >= MAX_REPLY_BYTES:
             break
         try:
@@ -109,8 +124,8 @@ def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, s
             "expect",
             "regex one line of the reply must match, as blackbox_exporter's query_response: each line is matched "
             "on its own, without its \\n or \\r\\n, so ^ and $ anchor at the line; the first matching line ends "
-            "the wait, else the check reads until the peer closes, 64 KiB or the deadline (a last line "
-            "without ending is matched then)",
+            "the wait, else the check reads until the peer closes, 64 KiB or the deadline; a line still "
+            "arriving (a prompt) matches at once when its match ends before the text received so far",
         ),
         Param(
             "tls",

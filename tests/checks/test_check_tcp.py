@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tasks.checks.tcp import MAX_REPLY_BYTES, decode_escapes, tcp_check
+from tasks.checks._common import Probe
+from tasks.checks._pattern import compile_pattern
+from tasks.checks.tcp import MAX_REPLY_BYTES, _read_lines, decode_escapes, tcp_check
 
 
 def test_connect_only(echo_port: int) -> None:
@@ -174,6 +176,11 @@ def test_a_line_is_matched_only_once_it_is_complete(scripted, soon: Callable[[fl
     assert tcp_check("127.0.0.1", port, expect="^220 ready for more$", deadline=soon(5))["ok"] is True
 
 
+def test_crlf_split_between_segments(scripted) -> None:
+    result = tcp_check("127.0.0.1", scripted(b"220 ready\r", 0.2, b"\n"), expect="ready$", deadline=time.time() + 20)
+    assert (result["ok"], result["matched_line"]) == (True, "220 ready"), result
+
+
 def test_a_character_split_between_segments_still_matches(scripted) -> None:
     port = scripted(b"caf\xc3", 0.1, b"\xa9 ouvert\r\n")
     result = tcp_check("127.0.0.1", port, expect="^café ouvert$", deadline=time.time() + 20)
@@ -185,10 +192,61 @@ def test_last_line_without_ending_is_matched_when_the_peer_closes(scripted) -> N
     assert (result["ok"], result["matched_line"]) == (True, "SSH-2.0-OpenSSH_9.6"), result
 
 
-def test_prompt_without_ending_is_judged_at_the_deadline(scripted, soon: Callable[[float], float]) -> None:
+def test_prompt_without_ending_matches_at_once(scripted, soon: Callable[[float], float]) -> None:
     port = scripted(b"Welcome\r\n", b"login: ")
+    started = time.monotonic()
+    result = tcp_check("127.0.0.1", port, expect="^login:", deadline=soon(20))
+    assert (result["ok"], result["matched_line"]) == (True, "login: "), result
+    assert time.monotonic() - started < 10  # the match ends before the text so far: no need to wait
+    # A match that reaches the end of what arrived could be undone by the rest of the line: it waits, and
+    # the unfinished line is judged at the deadline.
     result = tcp_check("127.0.0.1", port, expect="^login: $", deadline=soon(0.8))
     assert (result["ok"], result["matched_line"]) == (True, "login: "), result
+
+
+def test_binary_greeting_without_line_end_matches_at_once(scripted, soon: Callable[[float], float]) -> None:
+    # A MySQL-like greeting: a binary packet (its protocol version byte is \n), then the server waits.
+    port = scripted(b"J\x00\x00\x00\n8.0.36\x00\x08\x00\x00\x00\x01\x02mysql_native_password\x00")
+    started = time.monotonic()
+    result = tcp_check("127.0.0.1", port, expect="mysql_native_password", deadline=soon(20))
+    assert result["ok"] is True, result
+    assert time.monotonic() - started < 10
+
+
+class _Drip:
+    """A socket that hands out `data` one byte per recv, then times out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def settimeout(self, _: float) -> None:
+        pass
+
+    def recv(self, _: int) -> bytes:
+        if not self.data:
+            raise TimeoutError("timed out")
+        byte, self.data = self.data[:1], self.data[1:]
+        return byte
+
+
+class _Counting:
+    def __init__(self, pattern: str) -> None:
+        self.pattern = compile_pattern(pattern)
+        self.chars = 0
+
+    def search(self, text: str):
+        self.chars += len(text)
+        return self.pattern.search(text)
+
+
+def test_matching_stays_linear_when_the_reply_drips_byte_by_byte() -> None:
+    size = 20_000
+    pattern = _Counting("never")
+    reply, matched = _read_lines(_Drip(b"x" * size + b"\n" + b"y" * size), pattern, Probe(time.time() + 30))
+    assert matched is None and len(reply) == 2 * size + 1
+    # Per line: its unfinished tries add up to under twice its length, plus one search of the whole line
+    # (a search per byte would be size**2 / 2 characters per line).
+    assert pattern.chars <= 2 * 3 * size
 
 
 def test_a_line_longer_than_the_cap_is_judged_at_the_cap(scripted, soon: Callable[[float], float]) -> None:
