@@ -274,7 +274,8 @@ def tls_details(tls: ssl.SSLSocket | ssl.SSLObject) -> dict[str, Any]:
       (epoch seconds), and ``leaf_days_left``.
     - ``chain``: every certificate the server presented, in the order it sent them (0 = the leaf), each
       ``{subject, issuer, serial, fingerprint_sha256, not_before, not_after}`` (an undecodable one is
-      ``{fingerprint_sha256, error}``).
+      ``{fingerprint_sha256, error}``). Not capped here: OpenSSL already refuses a certificate list over
+      100 KiB (its max_cert_list default), a few hundred certificates at the very most.
     - ``verified_chain``: only when the handshake verified the peer: the chain OpenSSL built and trusted,
       leaf to trust anchor (which may come from the local store rather than from the server), same shape.
     - ``earliest_expiry``: the earliest ``not_after`` over ``chain`` and ``verified_chain`` together: the
