@@ -32,6 +32,8 @@ setup(
         # Parses the result stream (gateway/resp_pubsub.py), and redis-py's replies.
         "hiredis>=2.3",
         "idna>=3.4",
+        # X.509 decoding of every certificate a TLS peer presents (tasks/checks/_x509.py); the test PKI too.
+        "cryptography>=42",
     ],
     extras_require={
         "dev": [

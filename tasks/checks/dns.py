@@ -104,7 +104,13 @@ def _query(message: dns.message.Message, ip: str, port: int, protocol: str, time
             doc="comma-separated values that must all be among the answers, as shown in `answers` (case and "
             "trailing dots ignored), e.g. 192.0.2.1 or 10 mail.example.com",
         ),
-        regex_param("answer_match", "regex at least one answer must match"),
+        regex_param(
+            "answer_match",
+            "regex at least one answer must match, as blackbox_exporter's fail_if_none_matches_regexp: matched "
+            "against each answer on its own, as `answers` shows it (the record's data: 192.0.2.1, "
+            "10 mail.example.com., a TXT record's strings joined), not against blackbox's whole "
+            "'name TTL IN type data' line; case-sensitive unless (?i)",
+        ),
     ),
     default_timeout=15.0,
     max_timeout=60.0,

@@ -191,7 +191,7 @@ def _exchange(
         if tls is not None:
             sock = start_tls(sock, target.host, tls, probe)
             details = tls_details(sock)
-            facts.update(tls_version=details["tls_version"], cert_expiry=details.get("not_after"))
+            facts.update(tls_version=details["tls_version"], cert_expiry=details.get("earliest_expiry"))
         conn = http.client.HTTPConnection(target.host, target.port)
         conn.sock = _DeadlineSocket(sock, probe.deadline)  # set: http.client never connects by itself
         with probe.phase("first_byte"):
@@ -288,8 +288,18 @@ def _judge(
             doc="accepted status codes: codes, ranges and classes, comma-separated (200-299,301 or 2xx,304)",
             validator=_validate_status_codes,
         ),
-        regex_param("body_match", "regex the body (its first max_body_bytes, as UTF-8) must match"),
-        regex_param("body_not_match", "regex the body (its first max_body_bytes, as UTF-8) must not match"),
+        regex_param(
+            "body_match",
+            "regex the body must match somewhere, as blackbox_exporter's fail_if_body_not_matches_regexp: matched "
+            "once against the whole body text (its first max_body_bytes, decoded as UTF-8), so ^ and $ anchor at "
+            "the body's start and end; (?m) makes them anchor at each line",
+        ),
+        regex_param(
+            "body_not_match",
+            "regex the body must not match anywhere, as blackbox_exporter's fail_if_body_matches_regexp: matched "
+            "once against the whole body text (its first max_body_bytes, decoded as UTF-8), ^ and $ as in "
+            "body_match",
+        ),
         Param("follow_redirects", bool, default=True, doc="follow 301/302/303/307/308 (each hop is re-checked)"),
         Param("max_redirects", int, default=10, min=0, max=20, doc="redirects to follow before failing"),
         verify_tls_param(),
@@ -328,7 +338,8 @@ def http_check(
 
     Result: status_code, http_version, final_url, redirects, ip, body_bytes, body_truncated, phases_ms
     (dns, connect, tls, first_byte = request sent until response headers, transfer, total; summed over
-    redirect hops) and, for https, tls_version and cert_expiry (epoch seconds).
+    redirect hops) and, for https, tls_version and cert_expiry (epoch seconds: the earliest expiry over the
+    certificate chain, see `_common.tls_details`).
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"url": url, "final_url": url, "redirects": 0}

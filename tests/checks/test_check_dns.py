@@ -84,3 +84,18 @@ def test_system_nameserver(tmp_path: Path) -> None:
     conf.write_text("search example.test\n")
     assert system_nameserver(str(conf)) is None
     assert system_nameserver(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize(
+    ("record_type", "pattern", "ok"),
+    [
+        ("A", r"^192\.0\.2\.11$", True),  # the second record, anchored on its own
+        ("TXT", "^hello world$", True),  # a TXT record's strings ("hello" " world") joined, then matched
+        ("MX", r"^20 backup\.example\.test\.$", True),
+        ("A", r"192\.0\.2\.10.*192\.0\.2\.11", False),  # no pattern spans two answers
+        ("A", r"\tIN\tA\t", False),  # not blackbox's whole "name TTL IN A data" line: the data alone
+    ],
+)
+def test_answer_match_meets_each_answer_alone(dns_port: int, record_type: str, pattern: str, ok: bool) -> None:
+    result = _ask(dns_port, record_type=record_type, answer_match=pattern)
+    assert result["ok"] is ok, result

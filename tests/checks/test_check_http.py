@@ -248,3 +248,10 @@ def test_bad_ca_bundle_is_reported(tls_port: Callable[[str], int], tmp_path) -> 
     missing = str(tmp_path / "missing.pem")
     result = http_check(f"https://127.0.0.1:{tls_port('valid')}/", ca_bundle=missing)
     assert (result["ok"], result["reason"]) == (False, "bad_ca_bundle")
+
+
+def test_cert_expiry_is_the_chains_earliest(tls_port: Callable[[str], int], certs) -> None:
+    # A 200-day leaf under an intermediate that expires in 5 days: cert_expiry is the intermediate's.
+    result = http_check(f"https://127.0.0.1:{tls_port('short_intermediate')}/text", ca_bundle=str(certs.ca))
+    assert result["ok"] is True, result
+    assert result["cert_expiry"] == int(certs.expiries["short_intermediate.1"])

@@ -286,3 +286,18 @@ def test_catastrophic_pattern_matches_in_linear_time() -> None:
     assert search(r"(a+)+$", "a" * 1_000_000 + "!") is False
     assert search(r"(x+x+)+y", "x" * 1_000_000) is False
     assert search(r"(?i)DATABASE", "Could not connect to database") is True
+
+
+@pytest.mark.parametrize(
+    ("check", "field", "phrases"),
+    [
+        ("http", "body_match", ("whole body", "^ and $")),
+        ("http", "body_not_match", ("whole body",)),
+        ("tcp", "expect", ("each line", "^ and $ anchor at the line", "\\r\\n")),
+        ("dns", "answer_match", ("each answer",)),
+    ],
+)
+def test_patterns_say_what_text_they_meet(check: str, field: str, phrases: tuple[str, ...]) -> None:
+    described = {p["name"]: p for p in REGISTRY[check].describe()["params"]}
+    for phrase in phrases:
+        assert phrase in described[field]["doc"], (field, phrase)
