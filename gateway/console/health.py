@@ -7,7 +7,6 @@ the gateway's /health says that, so the console fetches it on every poll of a no
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,6 @@ class Health:
     broker_ok: bool | None = None
     backend_ok: bool | None = None
     inflight: int | None = None
-    checked_at: float = 0.0
 
 
 class HealthProbe:
@@ -42,7 +40,7 @@ class HealthProbe:
 
     async def fetch(self, url: str, timeout: float) -> Health:
         """GET `url`: healthy means HTTP 200 (the gateway answers 200 for ok and degraded, 503 for down)."""
-        health = Health(url=url, checked_at=time.time())
+        health = Health(url=url)
         try:
             response = await self._http.fetch(
                 url, connect_timeout=timeout, request_timeout=timeout, raise_error=False, follow_redirects=False
