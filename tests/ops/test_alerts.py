@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -111,14 +113,23 @@ def frame(event: str, payload: str) -> bytes:
     return header.encode() + body
 
 
-def read_exactly(stream: object, data: bytes, timeout: float) -> float:
-    """Read `data` from the listener's stdout; return how long it took."""
-    start = time.monotonic()
-    got = stream.read(len(data))  # type: ignore[attr-defined]
+def read_exactly(stream: BinaryIO, data: bytes, timeout: float) -> None:
+    """Read `data` from the listener's stdout, failing (not hanging) when it is not all there within `timeout`.
+
+    Reads the pipe's descriptor directly, so every read of `stream` must go through here.
+    """
+    deadline = time.monotonic() + timeout
+    got = b""
+    while len(got) < len(data):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([stream.fileno()], [], [], max(0.0, remaining))
+        if not ready:
+            raise AssertionError(f"waited {timeout} s for {data!r}, got {got!r}")
+        chunk = os.read(stream.fileno(), len(data) - len(got))
+        if not chunk:
+            raise AssertionError(f"the listener closed its stdout; wanted {data!r}, got {got!r}")
+        got += chunk
     assert got == data
-    elapsed = time.monotonic() - start
-    assert elapsed < timeout, f"{data!r} took {elapsed:.1f}s"
-    return elapsed
 
 
 @pytest.mark.parametrize("hook", ["stall", "refused", "error", "not-http"])
