@@ -101,7 +101,12 @@ class Alerter:
             self.post(alert)
 
     def build(self, event: str, info: Mapping[str, str]) -> dict[str, Any]:
-        """The alert as JSON: who died where, from which state, and a one-line `text` for chat hooks."""
+        """The alert as JSON: who died where, from which state, and a one-line `text` for chat hooks.
+
+        `info` is the event's payload tokens (`processname`, `groupname`, `from_state`, `pid`,
+        `expected`). Keys: event, node, process (namespec), group, name, from_state, pid (int or None),
+        expected (bool, or None for FATAL), time (ISO 8601, UTC, seconds), text.
+        """
         name, group = info.get("processname", "?"), info.get("groupname", "?")
         process = make_namespec(group, name)
         pid = int(info["pid"]) if info.get("pid", "").isdigit() else None
@@ -156,7 +161,8 @@ class Alerter:
             rpc.close()
 
     def post(self, alert: dict[str, Any]) -> None:
-        """POST the alert; a slow, failing or refusing webhook is logged, never raised."""
+        """POST the alert as JSON to the webhook, waiting at most `timeout` seconds; a slow, failing or
+        refusing webhook is logged, never raised."""
         assert self.webhook is not None
         body = json.dumps(alert).encode()
         request = urllib.request.Request(self.webhook, data=body, method="POST")

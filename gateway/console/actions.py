@@ -92,7 +92,16 @@ class ActionRunner:
         self.busy: set[str] = set()
 
     async def run(self, action: str, targets: Iterable[tuple[str, str]]) -> Outcome:
-        """`action` on every (node, namespec) target; rolling goes node by node, the rest in parallel."""
+        """`action` on every (node, namespec) target; rolling goes node by node, the rest in parallel.
+
+        :arg action: one of ACTIONS (`start`, `stop`, `restart`, `rolling`).
+        :arg targets: (node name, namespec) pairs, e.g. from `views.resolve`.
+        :returns: the Outcome, per node and per process (a failed process is a result, not an error).
+        :raises ValueError: an unknown action. :raises Busy: another action is working on one of them.
+
+        Each start/stop waits up to `action_timeout` seconds; a rolling restart also waits up to
+        `health_timeout` seconds per node for its `health_url`.
+        """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
         by_node: dict[str, list[str]] = {}

@@ -39,7 +39,9 @@ class HealthProbe:
         self._http = AsyncHTTPClient(force_instance=True, max_clients=50, max_body_size=MAX_HEALTH_BYTES)
 
     async def fetch(self, url: str, timeout: float) -> Health:
-        """GET `url`: healthy means HTTP 200 (the gateway answers 200 for ok and degraded, 503 for down)."""
+        """GET `url` (an http(s) health endpoint), waiting at most `timeout` seconds to connect and again
+        for the whole answer; healthy means HTTP 200 (the gateway answers 200 for ok and degraded, 503
+        for down). Never raises: a failure is a Health with `ok` False and `error` set."""
         health = Health(url=url)
         try:
             response = await self._http.fetch(

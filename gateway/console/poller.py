@@ -191,7 +191,7 @@ class Poller:
                 self._wake[name].set()
 
     async def wait_change(self, seen: int, timeout: float) -> int:
-        """Wait until the version moves past `seen` (or `timeout`); returns the current version."""
+        """Wait until the version moves past `seen`, or `timeout` seconds; returns the current version."""
         if self.version == seen:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
@@ -217,7 +217,11 @@ class Poller:
                 wake.clear()
 
     async def poll(self, state: NodeState) -> None:
-        """One tick for one node: its processes and, when configured, its application health."""
+        """One tick for one node: its processes and, when configured, its application health.
+
+        Updates `state` in place (status `ok` or `error` with the reason); each request waits at most
+        `rpc_timeout` seconds. Raises only on a bug (anything but RpcError from the client).
+        """
         node, timeout = state.config, self.settings.rpc_timeout
         started = time.monotonic()
         health_url = node.health_url

@@ -29,7 +29,12 @@ class Chunk:
 
 
 class LogTail:
-    """Follows one log of one process; `read()` returns what was written since the last read."""
+    """Follows one log of one process; `read()` returns what was written since the last read.
+
+    `spec` is the process's namespec, `stream` `stdout` or `stderr` (ValueError otherwise), `timeout`
+    the seconds each read may take. `offset` is the log's size in bytes at the last read (None before
+    the first): a browser reconnecting with Last-Event-ID sets it to continue where it was.
+    """
 
     def __init__(self, rpc: RpcClient, node: NodeConfig, spec: str, stream: str, timeout: float) -> None:
         if stream not in LOG_STREAMS:
