@@ -20,7 +20,9 @@ which is its owner-only unix socket when there is one: no password, no config pa
 file supervisord is writing now (AUTO names and rotation included). It is asked through checkgate's one
 XML-RPC client (gateway/supervisor_rpc.py, one `asyncio.run` per alert) rather than
 `childutils.getRPCInterface`, whose transport has no timeout: a wedged supervisord would hang the
-listener, and every event queued behind it.
+listener, and every event queued behind it. Measured (2-core dev VM, supervisor 4.3.0, a unix socket
+that accepts and never answers): `getRPCInterface(env).supervisor.getState()` was still waiting when
+the measurement gave up after 30 s; `RpcClient.call(..., timeout=3)` raised RpcError after 3.0 s.
 
 Environment: `CHECKGATE_ALERT_WEBHOOK` (http/https URL), `CHECKGATE_ALERT_TIMEOUT` (seconds, default 3),
 `CHECKGATE_ALERT_TAIL_BYTES` (default 4000), `CHECKGATE_NODE` (default: the host name);
