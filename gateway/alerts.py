@@ -8,8 +8,8 @@ whatever happened while handling it, so supervisord never stalls or resends.
 The eventlistener protocol is supervisor's own `childutils`: `listener.ready` and `listener.ok` write
 the tokens, `get_headers` and `eventdata` parse the header line and the payload. `listener.wait` is
 not used, because at the end of input (supervisord closed our stdin) it raises `KeyError('len')` just
-as for a malformed header: a loop around it cannot tell "stop" from "skip this one", and spins writing
-READY to a closed pipe (tests/ops/test_alerts.py closes stdin and expects a clean exit). `serve` is
+as for a malformed header: a loop around it cannot tell "stop" from "skip this one", so it either dies
+on one bad header or spins on a closed stdin (tests/ops/test_alerts.py closes stdin, expects exit 0). `serve` is
 `wait` with that case told apart. `len` counts bytes while childutils reads a text stream by
 characters, so stdin is decoded as latin-1 (one character per byte) and the payload re-decoded as
 UTF-8: a process name like `wörker` does not desynchronise the stream.
