@@ -21,7 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from gateway.status import rpc_proxy
+from supervisor import childutils
+
 from tests.support import stack
 from tests.support.stack import ROOT
 
@@ -89,7 +90,8 @@ class Supervisord:
 
     @property
     def rpc(self) -> Any:
-        return rpc_proxy(self.url, timeout=30)
+        """supervisor's own blocking client (fine in a test): the `supervisor` namespace over the socket."""
+        return childutils.getRPCInterface({"SUPERVISOR_SERVER_URL": self.url}).supervisor
 
     def info(self, namespec: str) -> dict[str, Any]:
         return self.rpc.getProcessInfo(namespec)
