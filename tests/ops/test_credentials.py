@@ -12,6 +12,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,14 +21,17 @@ import pytest
 import redis
 
 from gateway.credentials import SetupError, ensure_broker_account, rabbitmq_env, redis_env
+from tests.ops.conftest import Deployment
 from tests.ops.helpers import (
     BrokerAccounts,
+    Procs,
     Supervisord,
     conf_sections,
     missing_infrastructure,
     usable_rabbitmqctl,
     wait_for,
 )
+from tests.ops.probes import BEAT_KEY
 from tests.support.stack import free_port
 
 
@@ -221,3 +225,42 @@ def test_an_account_that_cannot_be_made_is_a_loud_error_naming_the_override(tmp_
     message = str(refused.value)
     assert "rabbitmqctl" in message and "CHECKGATE_BROKER_URL=amqp://" in message
     assert "rabbitmqctl add_user cgtest-none" in message and "pw-never-shown" not in message
+
+
+def test_after_the_stacks_redis_restarts_empty_beat_sets_its_schedule_up_again(deployment: Deployment) -> None:
+    """The stack's Redis keeps nothing on disk (`save ""`): a restart loses beat's schedule and lock, and
+    beat must come back by itself and fire again."""
+    tag = f"{deployment.prefix}restart"
+    schedule = deployment.workdir / "schedule.toml"
+    schedule.write_text(f'[checks.probe]\ntype = "beat_probe"\nevery = "1s"\nparams = {{ tag = "{tag}" }}\n')
+    sections = conf_sections("program:redis", "program:beat", overrides={"program:beat": {"startsecs": "1"}})
+    sup = Supervisord(sections.replace("celery -A tasks beat", "celery -A tests.ops.beatapp beat"), {})
+    env = {k: v for k, v in deployment.env.items() if k != "CHECKGATE_RESULT_BACKEND"}
+    env.update(CHECKGATE_SCHEDULE=str(schedule), CHECKGATE_REDIS_PORT=str(free_port()))
+    procs = Procs(deployment.workdir)
+    client: redis.Redis | None = None
+    try:
+        sup.env = redis_env(sup.home, env)
+        sup.start()
+        sup.wait_state("redis", "RUNNING")
+        worker = [sys.executable, "-m", "celery", "-A", "tests.ops.beatapp", "worker", "-P", "threads", "-c", "4"]
+        worker += ["-Q", f"{deployment.prefix}beatprobe", "--without-gossip", "--without-mingle", "-l", "info"]
+        procs.spawn("worker", worker, sup.env)
+        client = redis.Redis.from_url(sup.env["CHECKGATE_RESULT_BACKEND"])
+        runs = BEAT_KEY + tag
+        wait_for(lambda: client.llen(runs) >= 1, 60, lambda: "a first run: " + sup.log("beat.log")[-1500:])
+
+        beat_pid = sup.info("beat")["pid"]
+        sup.rpc.stopProcess("redis")
+        sup.rpc.startProcess("redis")
+        assert client.dbsize() == 0  # nothing came back from disk
+        wait_for(lambda: client.llen(runs) >= 1, 60, lambda: "a run after the restart: " + sup.log("beat.log")[-2500:])
+        assert client.exists(f"checkgate:{deployment.prefix}beat::lock")
+        # How: beat found its lock gone (LockNotOwnedError), exited, and supervisord started it again.
+        assert sup.info("beat")["pid"] != beat_pid
+        assert "LockNotOwnedError" in sup.log("beat.log")
+    finally:
+        procs.stop()
+        if client is not None:
+            client.close()
+        sup.shutdown()
