@@ -156,13 +156,14 @@ def command_lines() -> str:
     return "\n".join(lines)
 
 
-def inspect_conf(env: dict[str, str]) -> dict[str, dict]:
-    """`celery inspect conf` on the node's broker: what Flower's worker page shows."""
+def inspect_replies(env: dict[str, str]) -> dict[str, dict]:
+    """`celery inspect conf / stats / report` on the node's broker: what Flower's worker pages show."""
     app = Celery(broker=env["CHECKGATE_BROKER_URL"].replace("amqp://", "pyamqp://", 1))
     prefix = env["CHECKGATE_QUEUE_PREFIX"]
     app.conf.update(control_exchange=f"{prefix}celery", accept_content=["msgpack", "json"])
     try:
-        return app.control.inspect(timeout=5).conf() or {}
+        inspect = app.control.inspect(timeout=5)
+        return {"conf": inspect.conf() or {}, "stats": inspect.stats() or {}, "report": inspect.report() or {}}
     finally:
         app.close()
 
@@ -217,12 +218,14 @@ def test_supervisord_runs_the_whole_node(node: Node) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     everything_ps_shows = command_lines()
     logs = "\n".join(p.read_text(errors="replace") for p in (var / "log").glob("*.log"))
-    replies = json.dumps(inspect_conf(env))
-    assert "redbeat_redis_url" in replies  # the workers answered, with their settings
+    answers = inspect_replies(env)
+    assert all(len(answers[kind]) == 7 for kind in answers), answers  # every worker answered each
+    replies = json.dumps(answers, default=str)
+    assert "redbeat_redis_url" in replies
     for name, password in secrets_.items():
         assert password not in everything_ps_shows, f"{name} password on a command line"
         assert password not in logs, f"{name} password in a log"
-        assert password not in replies, f"{name} password in `celery inspect conf`"
+        assert password not in replies, f"{name} password in `celery inspect conf/stats/report`"
 
     status = subprocess.run(
         [str(BIN / "checkgate"), "status", "--socket", str(var / "supervisor.sock")],
