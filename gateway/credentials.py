@@ -265,7 +265,7 @@ def ensure_broker_account(user: str, password: str, vhost: str, rabbitmqctl: str
         f"cannot make the stack's RabbitMQ account (vhost {vhost!r}, user {user!r}) on {host}:{port}: "
         f"{problem}; logging in with it failed too ({failed}).\n"
         "  Run `make run` as root (rabbitmqctl needs the broker's Erlang cookie), or make the account once as "
-        "root, with the password from the credentials file:\n"
+        "root, with the password from var/rabbitmq-credentials (or CHECKGATE_RABBITMQ_PASSWORD):\n"
         f"    rabbitmqctl add_vhost {vhost}\n"
         f"    rabbitmqctl add_user {user}        # then type the password\n"
         f"    rabbitmqctl set_permissions -p {vhost} {user} '.*' '.*' '.*'\n"
