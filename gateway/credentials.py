@@ -111,6 +111,7 @@ def _port_in_use(port: int) -> bool:
 def redis_config(home: Path, port: int, user: str, password: str, maxmemory: str) -> str:
     """The text of `var/redis.conf` for the stack's own Redis (the password only as its SHA-256)."""
     digest = hashlib.sha256(password.encode()).hexdigest()
+    data_dir = str(home / "var" / "redis").replace("\\", "\\\\").replace('"', '\\"')
     return "\n".join(
         [
             "# Written by `checkgate run` at every start (from CHECKGATE_REDIS_* and var/redis-credentials).",
@@ -118,7 +119,7 @@ def redis_config(home: Path, port: int, user: str, password: str, maxmemory: str
             f"port {port}",
             "daemonize no",
             'logfile ""',
-            f"dir {home / 'var' / 'redis'}",
+            f'dir "{data_dir}"',  # quoted: a checkout's path may hold spaces
             # Results live result_expires seconds and beat rebuilds its schedule from schedule.toml when it
             # starts: nothing here is worth a snapshot's fork or an append-only file's writes.
             'save ""',
@@ -157,10 +158,9 @@ def redis_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     maxmemory = env["CHECKGATE_REDIS_MAXMEMORY"]
     if not _VALID_MAXMEMORY_RE.fullmatch(maxmemory):
         raise ValueError(f"CHECKGATE_REDIS_MAXMEMORY: bytes or a size like 512mb, 2gb; got {maxmemory!r}")
-    try:
-        port = int(env["CHECKGATE_REDIS_PORT"])
-    except ValueError:
-        raise ValueError(f"CHECKGATE_REDIS_PORT: a port number, got {env['CHECKGATE_REDIS_PORT']!r}") from None
+    port = int(env["CHECKGATE_REDIS_PORT"]) if env["CHECKGATE_REDIS_PORT"].isdigit() else 0
+    if not 0 < port < 65536:
+        raise ValueError(f"CHECKGATE_REDIS_PORT: a port number, got {env['CHECKGATE_REDIS_PORT']!r}")
     if _port_in_use(port):
         raise SetupError(
             f"127.0.0.1:{port} is already in use (another checkgate node, or another Redis): the stack's own "

@@ -112,6 +112,9 @@ def test_redis_env_refuses_a_port_in_use_and_bad_values(tmp_path: Path) -> None:
             redis_env(tmp_path, {"CHECKGATE_REDIS_PORT": str(taken.getsockname()[1])})
     with pytest.raises(ValueError, match="CHECKGATE_REDIS_USER"):
         redis_env(tmp_path, {"CHECKGATE_REDIS_USER": "a b", "CHECKGATE_REDIS_PORT": str(free_port())})
+    for port in ("0", "65536", "6388x", ""):
+        with pytest.raises(ValueError, match="CHECKGATE_REDIS_PORT"):
+            redis_env(tmp_path, {"CHECKGATE_REDIS_PORT": port})
     with pytest.raises(ValueError, match="CHECKGATE_REDIS_MAXMEMORY"):
         redis_env(tmp_path, {"CHECKGATE_REDIS_MAXMEMORY": "1gb\nuser x on", "CHECKGATE_REDIS_PORT": "1"})
 
