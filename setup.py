@@ -32,6 +32,9 @@ setup(
         # Parses the result stream (gateway/resp_pubsub.py), and redis-py's replies.
         "hiredis>=2.3",
         "idna>=3.4",
+        # The target policy: this host's interface addresses, and its short-lived caches (tasks/checks/_guard.py).
+        "psutil>=5.9",
+        "cachetools>=5.3",
     ],
     extras_require={
         "dev": [
