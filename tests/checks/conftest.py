@@ -26,6 +26,8 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
+from tests.support.listener import Listener
+
 # --- certificates (openssl CLI: the `cryptography` package is not a dependency) --------------------
 
 _OPENSSL_CONF = """\
@@ -402,6 +404,18 @@ def dns_port() -> Iterator[int]:
     stop.set()
     thread.join()
     sock.close()
+
+
+# --- a protected endpoint that counts who reached it ----------------------------------------------
+
+
+@pytest.fixture
+def protected_listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
+    """A listener the operator declared a protected endpoint (CHECKGATE_PROTECTED_ENDPOINTS)."""
+    listener = Listener()
+    monkeypatch.setenv("CHECKGATE_PROTECTED_ENDPOINTS", f"127.0.0.1:{listener.port}")
+    yield listener
+    listener.close()
 
 
 # --- misc -----------------------------------------------------------------------------------------
