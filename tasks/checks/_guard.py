@@ -310,6 +310,14 @@ class TargetPolicy:
     allow_hosts: tuple[str, ...] = ()
     deny_hosts: tuple[str, ...] = ()
 
+    @functools.cached_property
+    def _rules_by_version(self) -> dict[int, tuple[NetworkRule, ...]]:
+        return {v: tuple(r for r in self.deny_rules if r.network.version == v) for v in (4, 6)}
+
+    @functools.cached_property
+    def _allow_by_version(self) -> dict[int, tuple[IPNetwork, ...]]:
+        return {v: tuple(n for n in self.allow_networks if n.version == v) for v in (4, 6)}
+
     def address_refusal(self, address: str | IPAddress) -> str | None:
         """Why `address` may not be reached, or None when it may.
 
@@ -327,9 +335,9 @@ class TargetPolicy:
         return None
 
     def _network_refusal(self, ip: IPAddress) -> str | None:
-        allow = max((n.prefixlen for n in self.allow_networks if ip in n), default=-1)
+        allow = max((n.prefixlen for n in self._allow_by_version[ip.version] if ip in n), default=-1)
         best: NetworkRule | None = None
-        for rule in self.deny_rules:
+        for rule in self._rules_by_version[ip.version]:
             if ip not in rule.network:
                 continue
             if best is None or rule.network.prefixlen > best.network.prefixlen:
@@ -404,15 +412,19 @@ def _policy_from(
 def current_policy() -> TargetPolicy:
     """The policy the environment and this host's interfaces describe now (built once per distinct state)."""
     env = os.environ.get
-    # Loopback addresses have their own rule (127.0.0.0/8, ::1), which CHECKGATE_ALLOW_NETWORKS opens whole.
-    own = frozenset(a for a in interface_addresses() if not a.is_loopback)
     return _policy_from(
         env("CHECKGATE_ALLOW_NETWORKS", ""),
         env("CHECKGATE_DENY_NETWORKS", ""),
         env("CHECKGATE_ALLOW_HOSTS", ""),
         env("CHECKGATE_DENY_HOSTS", ""),
-        own,
+        _own_addresses(interface_addresses()),
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _own_addresses(interfaces: frozenset[IPAddress]) -> frozenset[IPAddress]:
+    # Loopback addresses have their own rule (127.0.0.0/8, ::1), which CHECKGATE_ALLOW_NETWORKS opens whole.
+    return frozenset(a for a in interfaces if not a.is_loopback)
 
 
 # --- the deployment's own endpoints ---------------------------------------------------------------
@@ -478,7 +490,7 @@ def url_endpoints(url: str | Sequence[str]) -> list[ProtectedEndpoint]:
 def _port(env: Mapping[str, str], variable: str, default: int) -> int:
     raw = env.get(variable) or str(default)
     if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise PolicyConfigError(f"{variable}: {raw!r} is not a port (1..65535)")
+        raise PolicyConfigError(f"{variable} is not a port (1..65535)")
     return int(raw)
 
 
@@ -486,7 +498,7 @@ def parse_protected_endpoints(raw: str) -> list[ProtectedEndpoint]:
     """``CHECKGATE_PROTECTED_ENDPOINTS``: comma-separated ``host:port``, ``[v6]:port`` or URLs (``redis://h:6380``);
     ``0.0.0.0:port`` means that port on every local address."""
     found: list[ProtectedEndpoint] = []
-    for item in (part.strip() for part in raw.split(",") if part.strip()):
+    for number, item in enumerate((part.strip() for part in raw.split(",") if part.strip()), 1):
         try:
             if "://" in item:
                 found.extend(url_endpoints(item))
@@ -495,8 +507,9 @@ def parse_protected_endpoints(raw: str) -> list[ProtectedEndpoint]:
             if not parts.hostname or not parts.port:
                 raise ValueError("expected host:port, port 1..65535")
             found.append(ProtectedEndpoint(normalize_host(parts.hostname), parts.port))
-        except ValueError as exc:
-            raise PolicyConfigError(f"CHECKGATE_PROTECTED_ENDPOINTS: {item!r}: {exc}") from None
+        except ValueError:
+            # The value stays out of the message: a task that fails on it answers the caller with it.
+            raise PolicyConfigError(f"CHECKGATE_PROTECTED_ENDPOINTS: item {number} is not host:port or a URL") from None
     return found
 
 
@@ -540,8 +553,8 @@ def deployment_endpoints(urls: Iterable[str | Sequence[str]], env: Mapping[str, 
     found.append(ProtectedEndpoint(LOCAL, _port(env, "CHECKGATE_SUPERVISOR_PORT", DEFAULT_SUPERVISOR_PORT)))
     try:
         bind = normalize_host(env.get("CHECKGATE_BIND") or DEFAULT_GATEWAY_BIND)
-    except ValueError as exc:
-        raise PolicyConfigError(f"CHECKGATE_BIND: {exc}") from None
+    except ValueError:
+        raise PolicyConfigError("CHECKGATE_BIND is not a host name or IP address") from None
     found.append(ProtectedEndpoint(bind, _port(env, "CHECKGATE_PORT", DEFAULT_GATEWAY_PORT)))
     if env.get("CHECKGATE_CONSOLE_CONFIG"):
         found.extend(console_endpoints(env["CHECKGATE_CONSOLE_CONFIG"]))
@@ -603,7 +616,10 @@ _LAST_KNOWN: dict[str, frozenset[IPAddress]] = {}
 
 
 def lookup_protected_name(name: str) -> frozenset[IPAddress]:
-    """Every address of a protected endpoint's name (all of them, not only the first a check would use)."""
+    """Every address of a protected endpoint's name (all of them, not only the first a check would use).
+
+    A plain getaddrinfo: the names are the operator's, looked up once per `ENDPOINTS_TTL` per worker process.
+    """
     try:
         infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
     except OSError as exc:
@@ -614,6 +630,8 @@ def lookup_protected_name(name: str) -> frozenset[IPAddress]:
     return addresses
 
 
+# Reading them through Celery's settings costs ~50 us, and they do not change while a worker runs.
+@cachetools.cached(cachetools.TTLCache(maxsize=1, ttl=ENDPOINTS_TTL), lock=threading.Lock())
 def celery_urls() -> tuple[str, ...]:
     """The broker (and its read and write) URLs, the result backend and RedBeat's Redis, as the Celery app
     the worker runs has them (celeryconfig, ``CELERY_BROKER_URL``, ``celery worker -b`` alike)."""
@@ -661,6 +679,7 @@ def target_refusal(
     operator's, e.g. the system resolver on its own port). The message names the target as the caller
     gave it and never which endpoint of the deployment it is.
     """
+    address = _ip(address) if address is not None else None
     if (endpoints or deployment_table()).refuses(host, port, address):
         shown = f"[{host}]" if ":" in host else host
         return f"{shown}:{port} is refused: {PROTECTED}"

@@ -105,7 +105,7 @@ def test_durations_and_paths(tmp_path: Path) -> None:
 
 def test_the_command_line_validator(tmp_path: Path) -> None:
     good = subprocess.run([sys.executable, "-m", "tasks.schedule", str(ROOT / "schedule.example.toml")], **RUN)
-    assert good.returncode == 0 and "gateway-health: checkgate.http" in good.stdout
+    assert good.returncode == 0 and "app-health: checkgate.http" in good.stdout
     bad = write(tmp_path, '[checks.oops]\ntype = "sleep"\nevery = "1m"\n')
     result = subprocess.run([sys.executable, "-m", "tasks.schedule", str(bad)], **RUN)
     assert result.returncode == 1 and "entry 'oops': params.ms: is required" in result.stderr
