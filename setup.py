@@ -34,6 +34,9 @@ setup(
         "idna>=3.4",
         # X.509 decoding of every certificate a TLS peer presents (tasks/checks/_x509.py); the test PKI too.
         "cryptography>=42",
+        # The target policy: this host's interface addresses, and its short-lived caches (tasks/checks/_guard.py).
+        "psutil>=5.9",
+        "cachetools>=5.3",
     ],
     extras_require={
         "dev": [

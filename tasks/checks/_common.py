@@ -161,18 +161,25 @@ class Endpoint:
         return self.sockaddr[0]
 
 
-def resolve(host: str, port: int, probe: Probe, ip_version: str = "any", guard: bool = True) -> Endpoint:
-    """Resolve `host` and choose one address as blackbox_exporter does (the first one, no fallback).
+def resolve(host: str, port: int, probe: Probe, ip_version: str = "any", *, operator_chosen: bool = False) -> Endpoint:
+    """The one address of `host` a check may connect or send to on `port`: resolved, judged and pinned.
 
-    With `guard` the host name and the chosen address are checked against the target policy, after
-    resolution, so a DNS answer cannot lead a check to a refused address.
+    Every check, built-in or plugin, reaches the network through this function (TCP through `connect`,
+    which calls it; UDP or a client library with the returned `Endpoint`): the target policy
+    (`_guard.target_refusal`) judges the name and port before the lookup, then the chosen address after
+    it, so neither a DNS answer nor a redirect hop can lead a check to a refused target. Connect or send to
+    ``endpoint.sockaddr``, never to the name again: a second lookup may answer differently. The address is
+    chosen as blackbox_exporter does (the first one, no fallback).
+
+    `operator_chosen`: the host is the operator's, not the caller's (the system resolver on its own port),
+    so only the deployment's own endpoints are refused. Raises `ProbeFailure` with ``invalid_target``,
+    ``target_refused``, ``dns_error`` or ``timeout``.
     """
     try:
         host = _guard.normalize_host(host)
     except ValueError as exc:
         raise ProbeFailure("invalid_target", str(exc)) from None
-    policy = _guard.current_policy()
-    if guard and _guard.parse_ip(host) is None and (why := policy.host_refusal(host)):
+    if why := _guard.target_refusal(host, port, operator_chosen=operator_chosen):
         raise ProbeFailure("target_refused", why)
     family = _FAMILIES[ip_version]
     with probe.phase("dns"):
@@ -180,7 +187,7 @@ def resolve(host: str, port: int, probe: Probe, ip_version: str = "any", guard: 
     if not infos:
         raise ProbeFailure("dns_error", f"{host}: no address")
     chosen = Endpoint(host, infos[0][0], infos[0][4])
-    if guard and (why := policy.address_refusal(chosen.ip)):
+    if why := _guard.target_refusal(host, port, chosen.ip, operator_chosen=operator_chosen):
         raise ProbeFailure("target_refused", why)
     return chosen
 
@@ -198,7 +205,7 @@ def _getaddrinfo(host: str, port: int, family: int, probe: Probe) -> list[Any]:
 
 
 def connect(host: str, port: int, probe: Probe, ip_version: str = "any") -> tuple[socket.socket, Endpoint]:
-    """A TCP connection to an allowed address of `host` (phases ``dns`` and ``connect``)."""
+    """A TCP connection to the address `resolve` allows for `host` and `port` (phases ``dns`` and ``connect``)."""
     endpoint = resolve(host, port, probe, ip_version)
     sock = socket.socket(endpoint.family, socket.SOCK_STREAM)
     try:

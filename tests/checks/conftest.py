@@ -26,6 +26,7 @@ import dns.rrset
 import pytest
 
 from tests.support import pki
+from tests.support.listener import Listener
 
 # --- certificates (tests/support/pki.py) -----------------------------------------------------------
 
@@ -349,6 +350,18 @@ def dns_port() -> Iterator[int]:
     stop.set()
     thread.join()
     sock.close()
+
+
+# --- a protected endpoint that counts who reached it ----------------------------------------------
+
+
+@pytest.fixture
+def protected_listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
+    """A listener the operator declared a protected endpoint (CHECKGATE_PROTECTED_ENDPOINTS)."""
+    listener = Listener()
+    monkeypatch.setenv("CHECKGATE_PROTECTED_ENDPOINTS", f"127.0.0.1:{listener.port}")
+    yield listener
+    listener.close()
 
 
 # --- misc -----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 
 from tasks.checks.http import http_check
 from tasks.registry import REGISTRY
+from tests.support.listener import Listener
 
 
 def test_registry_binds_the_function_with_a_deadline() -> None:
@@ -80,6 +81,38 @@ def test_redirect_to_metadata_is_refused(http_base: str, location: str) -> None:
     assert (result["ok"], result["reason"]) == (False, "target_refused")
     assert result["redirects"] == 1
     assert result["duration_ms"] < 1000  # refused before any connection attempt
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://127.0.0.1:6379/",  # the tests' Redis, where results live
+        "http://[::1]:6379/",  # the same Redis, on the other loopback address
+        "http://localhost:5672/",  # the tests' RabbitMQ
+        "http://127.0.0.1:15672/api/queues",  # RabbitMQ's management API beside it
+    ],
+)
+def test_redirect_to_a_protected_endpoint_is_refused(http_base: str, location: str) -> None:
+    """Loopback is open for the tests (it is our machine), the stack's own endpoints are not."""
+    result = http_check(f"{http_base}/redirect-to?url={quote(location, safe='')}")
+    assert (result["ok"], result["reason"], result["redirects"]) == (False, "target_refused", 1)
+    assert "a protected endpoint of this deployment" in result["detail"]
+
+
+def test_the_gateways_own_port_is_refused_first_hand_and_after_a_redirect(
+    http_base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener = Listener()  # stands for the gateway: CHECKGATE_PORT is where it listens
+    monkeypatch.setenv("CHECKGATE_PORT", str(listener.port))
+    try:
+        result = http_check(f"http://127.0.0.1:{listener.port}/health")
+        assert (result["ok"], result["reason"]) == (False, "target_refused")
+        location = quote(f"http://localhost:{listener.port}/console", safe="")
+        result = http_check(f"{http_base}/redirect-to?url={location}&code=307")
+        assert (result["ok"], result["reason"], result["redirects"]) == (False, "target_refused", 1)
+        assert listener.accepted == 0
+    finally:
+        listener.close()
 
 
 def test_redirect_to_another_scheme_is_a_bad_redirect(http_base: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 from tasks.checks._common import Probe
 from tasks.checks._pattern import compile_pattern
 from tasks.checks.tcp import MAX_REPLY_BYTES, _read_lines, decode_escapes, tcp_check
+from tests.support.listener import Listener
 
 
 def test_connect_only(echo_port: int) -> None:
@@ -62,6 +63,22 @@ def test_metadata_address_is_refused_before_connecting() -> None:
     result = tcp_check("169.254.169.254", 80)
     assert (result["ok"], result["reason"]) == (False, "target_refused")
     assert "ip" not in result
+
+
+@pytest.mark.parametrize(("host", "port"), [("127.0.0.1", 6379), ("::1", 6379), ("localhost", 5672)])
+def test_the_stacks_redis_and_broker_are_refused(host: str, port: int) -> None:
+    """Loopback is open for the tests, and still the shared Redis and RabbitMQ the tests run on are not."""
+    result = tcp_check(host, port, send=r"SCAN 0 MATCH celery-task-meta-* COUNT 1000\r\n", expect=".")
+    assert (result["ok"], result["reason"]) == (False, "target_refused")
+    assert result["detail"].endswith("a protected endpoint of this deployment")
+    assert "ip" not in result and "reply" not in result
+
+
+def test_a_protected_endpoint_is_never_connected(protected_listener: Listener) -> None:
+    for host in ("127.0.0.1", "::ffff:127.0.0.1", "localhost", "127.0.0.2"):
+        result = tcp_check(host, protected_listener.port, send=r"PING\r\n")
+        assert (result["ok"], result["reason"]) == (False, "target_refused"), host
+    assert protected_listener.accepted == 0
 
 
 def test_tls(tls_port: Callable[[str], int], certs) -> None:
