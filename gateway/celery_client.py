@@ -97,6 +97,19 @@ def backend_error(exc: BaseException) -> BackendUnavailable:
     return BackendUnavailable(str(exc))
 
 
+def undecodable_meta(task_id: str) -> dict[str, Any]:
+    """What stands for a stored result this gateway cannot decode (the workers' result_serializer or
+    the accepted content differs from the gateway's, or something else wrote the key): a FAILURE that
+    says so — a 502, rather than a 500 on /result or a false 504 for a result that did arrive."""
+    message = "the task's stored result cannot be decoded by the gateway (result_serializer or accept_content differ?)"
+    return {
+        "status": states.FAILURE,
+        "result": {"exc_type": "UndecodableResult", "exc_message": [message], "exc_module": "gateway"},
+        "traceback": None,
+        "task_id": task_id,
+    }
+
+
 def pending_marker(task_id: str, name: str, deadline: float) -> dict[str, Any]:
     """The meta the gateway stores for an id it handed out before any result: PENDING, with the task's
     deadline (epoch seconds) so that `settled` can tell when waiting is over."""
@@ -459,22 +472,26 @@ class ResultListener:
         future = self._waiters.get(task_id)
         if future is None or future.done():
             return
-        try:
-            meta = self._decode(payload)
-        except Exception:
-            ratelog.log(logging.ERROR, "undecodable", "undecodable result for %s", task_id, exc_info=True)
-            return
+        meta = self._decode_or_failure(task_id, payload)
         if meta.get("status") in READY_STATES:
             self._arrived[task_id] = future.get_loop().time()
             future.set_result(meta)
 
+    def _decode_or_failure(self, task_id: str, payload: bytes) -> dict[str, Any]:
+        try:
+            return self._decode(payload)
+        except Exception:
+            ratelog.log(logging.ERROR, "undecodable", "undecodable result for %s", task_id, exc_info=True)
+            return undecodable_meta(task_id)
+
     async def fetch(self, task_id: str) -> dict[str, Any] | None:
-        """The stored meta of `task_id`, or None when Redis has no such key."""
+        """The stored meta of `task_id` (`undecodable_meta` if it cannot be decoded), or None when Redis
+        has no such key."""
         try:
             value = await self._redis.get(KEY_PREFIX + task_id)
         except (RedisError, OSError) as exc:
             raise backend_error(exc) from exc
-        return None if value is None else self._decode(value)
+        return None if value is None else self._decode_or_failure(task_id, value)
 
     async def latest_runs(self, pointer_prefix: str, limit: int = 1000) -> dict[str, dict[str, Any]]:
         """Name → stored meta of the latest finished run of each scheduled check (see tasks/schedule.py:
@@ -495,7 +512,7 @@ class ResultListener:
         runs = {}
         for (name, task_id), meta in zip(found, metas, strict=True):
             if meta is not None:
-                runs[name] = {**self._decode(meta), "task_id": task_id}
+                runs[name] = {**self._decode_or_failure(task_id, meta), "task_id": task_id}
         return runs
 
     async def mark_pending(self, task_id: str, name: str, deadline: float) -> None:

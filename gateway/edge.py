@@ -16,14 +16,15 @@ iostream.py, netutil.py):
 
 What changes, each as narrow as Tornado allows:
 
-* `_EdgeStream` (an ``IOStream``): a head read that reaches its limit returns what it read instead of
-  closing the stream, so the connection can still answer 414/431; once a head's first byte is in, the
-  rest must follow within ``head_timeout`` (408, then close: a slowloris head).
+* `_EdgeStream` (an ``IOStream``): a head read (or a chunk-size line) that reaches its limit returns
+  what it read instead of closing the stream, so the connection can still answer 414/431 (400); once a
+  head's first byte is in, the rest must follow within ``head_timeout`` (408, then close: slowloris).
 * `EdgeConnection` (an ``HTTP1Connection``): checks each head in ``_parse_headers`` (size, request
   line, URI length, parameter count, whether a body may follow) and turns every refusal — its own and
   Tornado's ``HTTPInputError`` — into a JSON answer with ``Connection: close``; a refused body is never
   read (only drained for ``linger`` seconds, discarded, so the answer is not lost to a TCP reset); an
-  accepted body must arrive within ``body_timeout`` (408).
+  accepted body must arrive within ``body_timeout`` (408); an answer the client does not take (it
+  stops reading) closes the connection after ``idle_timeout`` instead of holding it for ever.
 * `EdgeServer` (an ``HTTPServer``) puts them together and accepts connections with a loop that pauses
   (``ACCEPT_PAUSE_S``) instead of spinning when ``accept()`` fails, logging at a bounded rate.
 
@@ -42,6 +43,7 @@ import errno
 import functools
 import json
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -173,6 +175,13 @@ class _EdgeStream(IOStream):
         future.add_done_callback(self._head_read)  # type: ignore[attr-defined]
         return future
 
+    def read_until(self, delimiter: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
+        """With `max_bytes` (a chunked body's size line): like `read_until_regex` above, so that a line
+        too long is answered (400) instead of closing the stream."""
+        if max_bytes is None:
+            return super().read_until(delimiter)
+        return super().read_until_regex(_head_or_limit(re.escape(delimiter), max_bytes))
+
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
         count = super().read_from_fd(buf)
         if count and self._reading_head and self._head_timer is None:
@@ -239,6 +248,22 @@ class EdgeConnection(HTTP1Connection):
             await _drain_and_close(stream, self.edge.limits)
         else:
             stream.close()
+
+    def finish(self) -> None:
+        super().finish()
+        if not self._finish_future.done():
+            # The answer is written but the client has not taken it (it does not read): after idle_timeout
+            # the connection is closed rather than held for ever.
+            io_loop = self.stream.io_loop
+            timer = io_loop.call_later(self.edge.limits.idle_timeout, self._answer_not_taken)
+            self._finish_future.add_done_callback(lambda _: io_loop.remove_timeout(timer))
+
+    def _answer_not_taken(self) -> None:
+        if self.stream is not None and not self.stream.closed():
+            self.edge.ratelog.log(
+                logging.INFO, "answer not taken", "closed a connection whose client did not read its answer"
+            )
+            self.stream.close()
 
     def _parse_headers(self, data: bytes) -> tuple[str, httputil.HTTPHeaders]:
         limits = self.edge.limits

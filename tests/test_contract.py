@@ -43,6 +43,14 @@ class EchoHandler(tornado.web.RequestHandler):
         self.write({"bytes": len(self.request.body)})
 
 
+BIG_ANSWER = 32 * 1024 * 1024  # more than loopback socket buffers hold, so an unread answer stalls
+
+
+class BigHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write(b"x" * BIG_ANSWER)
+
+
 def parse(raw: bytes) -> tuple[int, dict[str, str], Any]:
     """Status, headers (lower-case names) and JSON body (or raw bytes) of one HTTP/1.1 answer."""
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -69,7 +77,7 @@ class ContractTest(AsyncHTTPTestCase):
             keys=self.keys,
         )
         app = make_app(self.gateway)
-        app.add_handlers(r".*", [(r"/echo/", EchoHandler)])
+        app.add_handlers(r".*", [(r"/echo/", EchoHandler), (r"/big", BigHandler)])
         return app
 
     def get_http_server(self) -> EdgeServer:
@@ -290,6 +298,12 @@ class TestEdge(ContractTest):
         assert "body" in body["error"]
 
     @gen_test
+    async def test_a_chunk_size_line_too_long_is_a_json_400_not_a_dropped_connection(self) -> None:
+        head = b"POST /echo/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        status, headers, body = parse(await self.raw(head + b"1" + b";ext" * 40 + b"\r\nx\r\n0\r\n\r\n"))
+        assert (status, body["field"], headers["connection"]) == (400, "body", "close")
+
+    @gen_test
     async def test_a_head_that_trickles_in_is_timed_out(self) -> None:
         started = time.monotonic()
         raw = await self.raw(b"GET /health HTTP/1.1\r\nHost: x\r\n", pause=LIMITS.head_timeout * 3, then=b"X: y\r\n")
@@ -308,6 +322,23 @@ class TestEdge(ContractTest):
         self.fetch("/health", method="POST", body=b"x", raise_error=False)
         response = self.fetch("/metrics")
         assert b'checkgate_http_responses_total{handler="edge",code="405"} 1' in response.body
+
+
+class TestAnswerNotTaken(ContractTest):
+    def get_http_server(self) -> EdgeServer:
+        limits = EdgeLimits(idle_timeout=0.5)
+        return EdgeServer(self._app, limits=limits, on_refusal=self.gateway.count_refusal)
+
+    @gen_test
+    async def test_a_client_that_does_not_read_its_answer_is_closed_after_the_idle_timeout(self) -> None:
+        stream = await TCPClient().connect("127.0.0.1", self.get_http_port())
+        try:
+            await stream.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            await self.sleep(2)  # not reading: the answer stalls in the socket buffers
+            received = await stream.read_until_close()
+        finally:
+            stream.close()
+        assert len(received) < BIG_ANSWER  # closed with most of the answer never taken
 
 
 class FailingSocket(socket.socket):

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.celery_client import EXPIRY_GRACE_S
 from tests.support.delay_proxy import DelayProxy
-from tests.support.env import BROKER_URL, RUN_PREFIX
+from tests.support.env import BACKEND_URL, BROKER_URL, RUN_PREFIX
 from tests.support.stack import Stack, free_port, http_get
 
 
@@ -233,6 +233,18 @@ def test_a_task_that_started_before_its_deadline_still_gives_its_result(gateway:
     time.sleep(max(0.0, 1 + EXPIRY_GRACE_S + 0.5 - 3))  # past the point where a marker reads EXPIRED
     status, still = http_get(f"{gateway}/result/{body['id']}")[:2]
     assert (status, still["state"]) == (200, "SUCCESS")  # a real result always wins
+
+
+def test_a_stored_result_the_gateway_cannot_decode_is_a_502_saying_so(gateway: str) -> None:
+    """Not a 500: the gateway works, the result is unreadable to it (a worker with another serializer)."""
+    import redis
+
+    task_id = f"{RUN_PREFIX}gw-undecodable"
+    client = redis.Redis.from_url(BACKEND_URL)
+    client.set(f"celery-task-meta-{task_id}", b"\xc1 not msgpack", ex=60)
+    client.close()
+    status, body, _ = http_get(f"{gateway}/result/{task_id}")
+    assert (status, body["state"], body["error"]["type"]) == (502, "FAILURE", "UndecodableResult")
 
 
 def test_a_publish_cut_short_by_its_own_deadline_is_504_not_503(new_stack: Stack) -> None:
