@@ -42,7 +42,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         idle_timeout=settings.idle_timeout, head_timeout=settings.head_timeout, body_timeout=settings.body_timeout
     )
     # Only the console's forms carry request bodies; the API refuses any body from the request head.
-    body_paths = (console.settings.base_path + "/",) if console is not None else ()
+    body_paths = (console.settings.base_path.rstrip("/") + "/",) if console is not None else ()
     server = EdgeServer(app, limits=limits, body_paths=body_paths, on_refusal=gateway.count_refusal)
     server.listen(settings.port, settings.bind, backlog=4096)
     log.info(

@@ -207,7 +207,8 @@ def check(
     """Register the decorated function as a check type (its docstring becomes the doc).
 
     `validator`, when given, checks rules that span parameters after each one was parsed, and raises
-    `ParamError` naming the field at fault.
+    `ParamError` naming the field at fault. A request's `timeout` must lie within `min_timeout` and
+    `max_timeout` (seconds); `default_timeout` is used when it gives none.
     """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
