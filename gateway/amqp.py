@@ -52,6 +52,11 @@ class ChannelClosed(AmqpError):
         self.code = code
 
 
+class Nacked(AmqpError):
+    """The broker refused a published message (Basic.Nack): it is up, but will not take it (a full
+    queue with `x-overflow: reject-publish`, an internal error)."""
+
+
 class Returned(Exception):
     """The broker returned a mandatory message: no queue is bound for its routing key."""
 
@@ -443,7 +448,7 @@ class AmqpConnection(asyncio.Protocol):
 
     def _on_frame(self, channel: int, value: Any) -> None:
         if isinstance(value, commands.Basic.Nack):
-            self._confirm(value.delivery_tag, value.multiple, AmqpError("the broker refused the message (nack)"))
+            self._confirm(value.delivery_tag, value.multiple, Nacked("the broker refused the message (nack)"))
         elif isinstance(value, commands.Basic.Return):
             self._returning[channel] = value
         elif isinstance(value, header.ContentHeader):

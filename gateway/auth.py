@@ -52,6 +52,10 @@ class ApiKey:
             self.burst = 2 * self.rate
         self.tokens = self.burst
 
+    def may_run(self, check_name: str) -> bool:
+        """Whether this key may run (and read results of) checks of type `check_name`."""
+        return self.checks is None or check_name in self.checks
+
     def take(self) -> float:
         """Spend one token; return 0 when allowed, else the seconds until a token is back."""
         if self.rate is None:
@@ -123,7 +127,7 @@ class KeyRing:
                 match = key
         if match is None:
             raise AuthError(401, "invalid API key")
-        if check_name is not None and match.checks is not None and check_name not in match.checks:
+        if check_name is not None and not match.may_run(check_name):
             raise AuthError(403, f"this API key may not run {check_name!r} checks")
         wait = match.take()
         if wait:

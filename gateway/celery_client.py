@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,27 +37,114 @@ from kombu.serialization import dumps
 from pamqp import commands
 from redis.exceptions import RedisError
 
-from gateway.amqp import PUBLISH_CHANNEL, AmqpConnection, AmqpError, AmqpParams, Returned
+from gateway.amqp import PUBLISH_CHANNEL, AmqpConnection, AmqpError, AmqpParams, Nacked, Returned
+from gateway.ratelog import RateLimitedLog
 from gateway.resp_pubsub import Endpoint, PatternSubscription, SubscriptionError
 from tasks.registry import CheckType
 
 log = logging.getLogger("checkgate.gateway")
+ratelog = RateLimitedLog(log)
 
 KEY_PREFIX = "celery-task-meta-"
 READY_STATES = frozenset(states.READY_STATES)
 _GLOB_SPECIAL = frozenset("*?[]\\")
+# The final state `/result` reports for a task whose deadline (plus EXPIRY_GRACE_S) passed without a
+# result: it expired in the queue (the broker drops it unrun, storing nothing), or a worker got it
+# after its deadline (Celery stores REVOKED "expired"), or it ran out of its time without a word.
+EXPIRED = "EXPIRED"
+# Seconds after a task's deadline before its PENDING marker reads EXPIRED. A task that started before
+# its deadline stops at it (every check bounds its own I/O by the deadline) and then needs only to
+# store its result; this covers that last step, a worker's clock running a little behind the
+# gateway's, and a Redis write retried once. A real result stored later still replaces the marker.
+EXPIRY_GRACE_S = 5.0
+# Errors that mean this process is out of file descriptors, not that a service is down.
+_OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 class BrokerUnavailable(ConnectionError):
-    """RabbitMQ cannot take the task now (down, reconnecting, or too slow to confirm)."""
+    """RabbitMQ cannot take the task now (down, reconnecting, refusing, or too slow to confirm)."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """RabbitMQ is up but refused the task (nack): shed load, do not report an outage."""
 
 
 class BackendUnavailable(ConnectionError):
     """Redis cannot deliver results now (down or reconnecting)."""
 
 
+class OutOfDescriptors(BackendUnavailable):
+    """This gateway process has no file descriptor left for a new connection (EMFILE/ENFILE): the
+    gateway is overloaded, the service it wanted to reach may be fine."""
+
+
 class Unroutable(RuntimeError):
     """The broker returned the message: no queue is bound for its routing key."""
+
+
+class DeadlinePassed(TimeoutError):
+    """The request's own deadline passed before the broker confirmed the publish. The message carries
+    the same expiry, so if it reached the queue it is dropped there, or run only before that deadline."""
+
+
+def backend_error(exc: BaseException) -> BackendUnavailable:
+    """The BackendUnavailable for a Redis/OS error: `OutOfDescriptors` when that is the cause."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in _OUT_OF_FDS:
+            return OutOfDescriptors(f"out of file descriptors: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    return BackendUnavailable(str(exc))
+
+
+def undecodable_meta(task_id: str) -> dict[str, Any]:
+    """What stands for a stored result this gateway cannot decode (the workers' result_serializer or
+    the accepted content differs from the gateway's, or something else wrote the key): a FAILURE that
+    says so — a 502, rather than a 500 on /result or a false 504 for a result that did arrive."""
+    message = "the task's stored result cannot be decoded by the gateway (result_serializer or accept_content differ?)"
+    return {
+        "status": states.FAILURE,
+        "result": {"exc_type": "UndecodableResult", "exc_message": [message], "exc_module": "gateway"},
+        "traceback": None,
+        "task_id": task_id,
+    }
+
+
+def pending_marker(task_id: str, name: str, deadline: float) -> dict[str, Any]:
+    """The meta the gateway stores for an id it handed out before any result: PENDING, with the task's
+    deadline (epoch seconds) so that `settled` can tell when waiting is over."""
+    return {
+        "status": states.PENDING,
+        "result": None,
+        "traceback": None,
+        "task_id": task_id,
+        "name": name,
+        "deadline": deadline,
+    }
+
+
+def settled(meta: dict[str, Any], now: float) -> dict[str, Any]:
+    """The meta as `/result` reports it: a PENDING marker whose deadline passed more than EXPIRY_GRACE_S
+    ago, and Celery's REVOKED "expired" (a worker got the task after its deadline), read EXPIRED."""
+    status = meta.get("status")
+    if status == states.PENDING:
+        deadline = meta.get("deadline")
+        if isinstance(deadline, int | float) and now > deadline + EXPIRY_GRACE_S:
+            return {**meta, "status": EXPIRED}
+    elif status == states.REVOKED:
+        exc = meta.get("result")
+        if (
+            isinstance(exc, dict)
+            and exc.get("exc_type") == "TaskRevokedError"
+            and exc.get("exc_message")
+            in (
+                ["expired"],
+                ("expired",),
+                "expired",
+            )
+        ):
+            return {**meta, "status": EXPIRED}
+    return meta
 
 
 def glob_escape(text: str) -> str:
@@ -216,9 +305,10 @@ class BrokerPublisher:
     async def publish(self, msg: OutgoingMessage) -> None:
         """Publish and wait for the broker's confirm; raise `BrokerUnavailable` or `Unroutable`."""
         connection = self._open_connection()
+        # A burst of thousands of publishes queues in the socket; each may wait for its confirm as long
+        # as its own deadline allows, up to the configured cap.
+        cut_by_deadline = msg.expiration <= self._publish_timeout
         try:
-            # A burst of thousands of publishes queues in the socket; each may wait for its confirm as
-            # long as its own deadline allows, up to the configured cap.
             await connection.publish(
                 msg.exchange,
                 msg.routing_key,
@@ -232,8 +322,17 @@ class BrokerPublisher:
             )
         except Returned as exc:
             raise Unroutable(f"no queue bound for routing key {msg.routing_key!r}") from exc
-        except (TimeoutError, AmqpError) as exc:
-            log.warning("publish of %s failed: %r", msg.task_id, exc)
+        except TimeoutError as exc:
+            if cut_by_deadline:
+                # The caller's own deadline, not the broker's health, ended the wait.
+                raise DeadlinePassed(f"deadline of {msg.expiration:g}s passed before the broker confirmed") from exc
+            ratelog.log(logging.WARNING, "publish timeout", "publish of %s not confirmed: %r", msg.task_id, exc)
+            raise BrokerUnavailable(f"publish failed: {exc}") from exc
+        except Nacked as exc:
+            ratelog.log(logging.WARNING, "publish refused", "publish of %s refused: %r", msg.task_id, exc)
+            raise BrokerRefused(f"publish refused: {exc}") from exc
+        except AmqpError as exc:
+            ratelog.log(logging.WARNING, "publish failed", "publish of %s failed: %r", msg.task_id, exc)
             raise BrokerUnavailable(f"publish failed: {exc}") from exc
 
     async def queue_stats(self) -> dict[str, dict[str, int]]:
@@ -280,7 +379,9 @@ class ResultListener:
         decode: Callable[[bytes], dict[str, Any]],
         encode: Callable[[dict[str, Any]], bytes],
         ssl_options: dict[str, Any] | None = None,
+        result_expires: float = 3600.0,
     ) -> None:
+        self._result_expires = result_expires
         self._redis = aioredis.from_url(
             url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10, **(ssl_options or {})
         )
@@ -371,22 +472,26 @@ class ResultListener:
         future = self._waiters.get(task_id)
         if future is None or future.done():
             return
-        try:
-            meta = self._decode(payload)
-        except Exception:
-            log.exception("undecodable result for %s", task_id)
-            return
+        meta = self._decode_or_failure(task_id, payload)
         if meta.get("status") in READY_STATES:
             self._arrived[task_id] = future.get_loop().time()
             future.set_result(meta)
 
+    def _decode_or_failure(self, task_id: str, payload: bytes) -> dict[str, Any]:
+        try:
+            return self._decode(payload)
+        except Exception:
+            ratelog.log(logging.ERROR, "undecodable", "undecodable result for %s", task_id, exc_info=True)
+            return undecodable_meta(task_id)
+
     async def fetch(self, task_id: str) -> dict[str, Any] | None:
-        """The stored meta of `task_id`, or None when Redis has no such key."""
+        """The stored meta of `task_id` (`undecodable_meta` if it cannot be decoded), or None when Redis
+        has no such key."""
         try:
             value = await self._redis.get(KEY_PREFIX + task_id)
         except (RedisError, OSError) as exc:
-            raise BackendUnavailable(str(exc)) from exc
-        return None if value is None else self._decode(value)
+            raise backend_error(exc) from exc
+        return None if value is None else self._decode_or_failure(task_id, value)
 
     async def latest_runs(self, pointer_prefix: str, limit: int = 1000) -> dict[str, dict[str, Any]]:
         """Name → stored meta of the latest finished run of each scheduled check (see tasks/schedule.py:
@@ -403,23 +508,26 @@ class ResultListener:
             found = [(k.decode()[len(pointer_prefix) :], i.decode()) for k, i in zip(pointers, ids, strict=True) if i]
             metas = await self._redis.mget([KEY_PREFIX + task_id for _, task_id in found]) if found else []
         except (RedisError, OSError) as exc:
-            raise BackendUnavailable(str(exc)) from exc
+            raise backend_error(exc) from exc
         runs = {}
         for (name, task_id), meta in zip(found, metas, strict=True):
             if meta is not None:
-                runs[name] = {**self._decode(meta), "task_id": task_id}
+                runs[name] = {**self._decode_or_failure(task_id, meta), "task_id": task_id}
         return runs
 
-    async def mark_pending(self, task_id: str, name: str, ttl: float) -> None:
-        """Store a PENDING meta unless a result is there, so `/result/<id>` knows the id meanwhile.
+    async def mark_pending(self, task_id: str, name: str, deadline: float) -> None:
+        """Store a PENDING marker (see `pending_marker`) unless a result is there, so `/result/<id>` knows
+        the id meanwhile and reads EXPIRED once `deadline` (epoch seconds) is long past.
 
-        Workers overwrite it with the real result (a stored PENDING never blocks a write).
+        Workers overwrite it with the real result (a stored PENDING never blocks a write). It is kept
+        as long as a result would be (`result_expires`) after the deadline.
         """
-        meta = {"status": states.PENDING, "result": None, "traceback": None, "task_id": task_id, "name": name}
+        meta = pending_marker(task_id, name, deadline)
+        ttl = deadline - time.time() + EXPIRY_GRACE_S + self._result_expires
         try:
             await self._redis.set(KEY_PREFIX + task_id, self._encode(meta), ex=max(1, int(ttl)), nx=True)
         except (RedisError, OSError) as exc:
-            raise BackendUnavailable(str(exc)) from exc
+            raise backend_error(exc) from exc
 
     async def ping(self) -> bool:
         """Whether Redis answers a PING."""
@@ -456,7 +564,12 @@ class CeleryClient:
         self.broker = BrokerPublisher(amqp_url(conf.broker_url), list(conf.task_queues), publish_timeout, ssl_context)
         backend_ssl = conf.redis_backend_use_ssl if conf.result_backend.startswith("rediss://") else None
         self.results = ResultListener(
-            conf.result_backend, self.id_prefix, app.backend.decode, app.backend.encode, backend_ssl
+            conf.result_backend,
+            self.id_prefix,
+            app.backend.decode,
+            app.backend.encode,
+            backend_ssl,
+            result_expires=float(conf.result_expires or 86400),
         )
 
     async def start(self, wait: float = 0.0) -> None:
@@ -558,7 +671,10 @@ class CeleryClient:
         self, check: CheckType, kwargs: dict[str, Any], *, timeout: float, task_id: str | None = None
     ) -> tuple[str, dict | None, float]:
         """Run a check and wait up to `timeout` s: (task id, ready meta or None past the deadline, seconds
-        from the publish to the result's arrival — the time the task was out of the gateway's hands)."""
+        from the publish to the result's arrival — the time the task was out of the gateway's hands).
+
+        A deadline that passes while the broker has not yet confirmed the publish is a deadline like any
+        other (None), not a broker fault."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         task_id = task_id or self.new_id()
@@ -569,6 +685,8 @@ class CeleryClient:
         try:
             await self.publish(message)
             meta = await future
+        except DeadlinePassed:
+            meta = future.result() if future.done() else None
         finally:
             arrived = self.results.forget(task_id)
         away = arrived - publishing if meta is not None and arrived is not None else 0.0

@@ -40,11 +40,19 @@ class Settings:
     id_prefix: str = ""
     # TOML file of API keys (see gateway/auth.py); empty: no keys asked.
     api_keys_file: str = ""
+    # Seconds a connection may idle between requests; a head, once begun, must be complete within
+    # head_timeout and an accepted body within body_timeout (else 408 and close; see gateway/edge.py).
+    idle_timeout: float = 75.0
+    head_timeout: float = 10.0
+    body_timeout: float = 10.0
     debug: bool = False
 
     def __post_init__(self) -> None:
         if self.id_prefix and not _ID_PREFIX_RE.fullmatch(self.id_prefix):
             raise ValueError("CHECKGATE_ID_PREFIX: 1 to 40 of A-Z a-z 0-9 . _ : -")
+        for name in ("idle_timeout", "head_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"CHECKGATE_{name.upper()}: a number of seconds > 0")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,5 +67,8 @@ class Settings:
             retry_after=_int("CHECKGATE_RETRY_AFTER", cls.retry_after),
             id_prefix=os.environ.get("CHECKGATE_ID_PREFIX", ""),
             api_keys_file=os.environ.get("CHECKGATE_API_KEYS_FILE", ""),
+            idle_timeout=_float("CHECKGATE_IDLE_TIMEOUT", cls.idle_timeout),
+            head_timeout=_float("CHECKGATE_HEAD_TIMEOUT", cls.head_timeout),
+            body_timeout=_float("CHECKGATE_BODY_TIMEOUT", cls.body_timeout),
             debug=os.environ.get("CHECKGATE_DEBUG", "") in ("1", "true", "yes"),
         )

@@ -10,9 +10,12 @@
 
 Status codes: 200 done, 202 accepted/pending, 400 bad parameter (the body names it), 401/403/429 API
 key missing / not allowed (or a target refused by the address policy) / over its rate, 404 unknown
-type/id/path, 405 other methods, 502 the task raised, 503 + Retry-After when overloaded or when the
-broker/backend is down, 504 deadline passed (the body carries the id to poll).
-Every response is JSON (but /metrics); no error body carries a traceback unless debug is on.
+type/id/path (and ids of types the caller's key may not run), 405 other methods, 410 the task expired
+unrun (final), 502 the task raised, 503 + Retry-After when overloaded or when the broker/backend is
+down, 504 deadline passed (the body carries the id to poll). Requests that are malformed, too large or
+too slow never reach these handlers: gateway/edge.py answers them (400, 405, 408, 413, 414, 431).
+Every response is JSON (but /metrics); no error body carries a traceback unless debug is on. HEAD is
+answered like GET, without the body.
 """
 
 from __future__ import annotations
@@ -32,9 +35,20 @@ from typing import Any
 import tornado.web
 from celery import states
 
-from gateway.auth import AuthError, KeyRing
+from gateway.auth import ApiKey, AuthError, KeyRing
 from gateway.cache import SharedResults, cache_key
-from gateway.celery_client import BackendUnavailable, BrokerUnavailable, CeleryClient, Unroutable
+from gateway.celery_client import (
+    EXPIRED,
+    EXPIRY_GRACE_S,
+    BackendUnavailable,
+    BrokerRefused,
+    BrokerUnavailable,
+    CeleryClient,
+    DeadlinePassed,
+    OutOfDescriptors,
+    Unroutable,
+    settled,
+)
 from gateway.config import Settings
 from gateway.histogram import Histogram
 from gateway.openapi import openapi_document
@@ -50,14 +64,9 @@ MODES = ("sync", "async", "fire")
 # The result reason of a check whose target the SSRF guard refused (tasks/checks/_guard.py).
 REFUSED_TARGET = "target_refused"
 FORMATS = ("json", "prometheus")
-# Longest request URI answered (414 beyond); the HTTP server reads heads up to MAX_HEADER_BYTES.
-MAX_URI_BYTES = 16 * 1024
-MAX_HEADER_BYTES = 256 * 1024
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-# How long a PENDING marker outlives the request deadline: long enough for a task that started just
-# before its deadline to finish and overwrite it.
-PENDING_GRACE_S = 300
+UNKNOWN_ID = "unknown or expired id"
 
 
 @dataclass
@@ -79,6 +88,10 @@ class Gateway:
     queue_prefix: str = ""
     # Per check type: the gateway's own time per answered check (see CheckHandler._run).
     overhead: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
+
+    def count_refusal(self, status: int) -> None:
+        """Count a request the HTTP edge refused before any handler (gateway/edge.py)."""
+        self.responses[("edge", status)] += 1
 
     def refusal(self, check: CheckType) -> str | None:
         """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
@@ -121,6 +134,13 @@ def to_json(body: dict[str, Any]) -> str:
     return json.dumps(body, default=str, separators=(",", ":"))
 
 
+def backend_down(exc: BackendUnavailable) -> str:
+    """What a 503 says when results cannot be reached: the backend, or this process out of descriptors."""
+    if isinstance(exc, OutOfDescriptors):
+        return "gateway overloaded: out of file descriptors"
+    return "result backend unavailable"
+
+
 def bad_param(exc: ParamError) -> ApiError:
     """400 naming the field that is wrong and why."""
     return ApiError(400, {"error": f"invalid parameter {exc.field!r}: {exc.message}", "field": exc.field})
@@ -143,11 +163,14 @@ class JsonHandler(tornado.web.RequestHandler):
         # on the hot path.
         return None
 
-    def prepare(self) -> None:
-        # The server reads request heads up to MAX_HEADER_BYTES so that a long URI gets this answer
-        # instead of a dropped connection.
-        if len(self.request.uri or "") > MAX_URI_BYTES:
-            raise ApiError(414, {"error": f"request URI longer than {MAX_URI_BYTES} bytes", "field": "uri"})
+    async def head(self, *args: str) -> None:
+        """HEAD: the GET answer's status and headers (Tornado leaves the body out)."""
+        get = getattr(self, "get", None)
+        if get is None:
+            raise tornado.web.HTTPError(405)
+        answer = get(*args)
+        if answer is not None:
+            await answer
 
     def send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
         """Finish the request with `body` as JSON."""
@@ -161,15 +184,16 @@ class JsonHandler(tornado.web.RequestHandler):
         retry = str(self.gateway.settings.retry_after)
         return ApiError(503, {"error": reason, "retry_after": int(retry)}, {"Retry-After": retry})
 
-    def authorize(self, check_name: str | None) -> None:
-        """When API keys are configured: the caller's key must exist, allow `check_name`, have tokens."""
+    def authorize(self, check_name: str | None) -> ApiKey | None:
+        """When API keys are configured: the caller's key must exist, allow `check_name`, have tokens.
+        Returns the key (None when no keys are configured)."""
         keys = self.gateway.keys
         if keys is None:
-            return
+            return None
         header = self.request.headers.get("Authorization", "")
         presented = header[7:].strip() if header[:7].lower() == "bearer " else self.request.headers.get("X-API-Key")
         try:
-            keys.authorize(presented, check_name)
+            return keys.authorize(presented, check_name)
         except AuthError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
             if exc.status == 401:
@@ -203,7 +227,7 @@ class JsonHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         body: dict[str, Any] = {"error": self._reason}
         if status_code == 405:
-            self.set_header("Allow", "GET")
+            self.set_header("Allow", "GET, HEAD")
         exc_info = kwargs.get("exc_info")
         if exc_info and isinstance(exc_info[1], ApiError):
             body = exc_info[1].body
@@ -266,8 +290,9 @@ class CheckHandler(JsonHandler):
             timeout = float(raw_timeout)
         except ValueError:
             raise ParamError("timeout", f"must be a number of seconds, got {raw_timeout[:40]!r}") from None
-        if not 0 < timeout <= check.max_timeout:  # also rejects nan and inf
-            raise ParamError("timeout", f"must be > 0 and <= {check.max_timeout:g} seconds for check {check.name!r}")
+        if not check.min_timeout <= timeout <= check.max_timeout:  # also rejects nan and inf
+            bounds = f">= {check.min_timeout:g} and <= {check.max_timeout:g}"
+            raise ParamError("timeout", f"must be {bounds} seconds for check {check.name!r}")
         return mode, timeout, output
 
     async def _run(self, check: CheckType, kwargs: dict[str, Any], mode: str, timeout: float) -> None:
@@ -275,6 +300,8 @@ class CheckHandler(JsonHandler):
         if mode != "fire" and not client.results.available:
             raise self.unavailable("result backend unavailable")
         started = time.perf_counter()
+        deadline = time.time() + timeout  # the task's `expires`, as epoch seconds
+        task_id = ""
         try:
             if mode == "sync" and check.shares_results:
                 task_id, meta, shared = await self._shared_call(check, kwargs, timeout)
@@ -284,12 +311,19 @@ class CheckHandler(JsonHandler):
                 task_id = client.new_id()
                 message = client.build_message(task_id, check, kwargs, timeout=timeout, ignore_result=mode == "fire")
                 if mode == "async":
-                    await client.results.mark_pending(task_id, check.task_name, timeout + PENDING_GRACE_S)
+                    await client.results.mark_pending(task_id, check.task_name, deadline)
                 await client.publish(message)
+        except DeadlinePassed:
+            # Async and fire publish without waiting for a result, but still for the broker's confirm,
+            # which their own deadline cut short: that is this request's 504, not a broker outage.
+            await self._deadline_passed(check, task_id, timeout, deadline, "before the broker confirmed the task", mode)
+            return
+        except BrokerRefused:
+            raise self.unavailable("broker refused the task (queue full?)") from None
         except BrokerUnavailable:
             raise self.unavailable("broker unavailable") from None
-        except BackendUnavailable:
-            raise self.unavailable("result backend unavailable") from None
+        except BackendUnavailable as exc:
+            raise self.unavailable(backend_down(exc)) from None
         except Unroutable:
             raise self.unavailable(f"no queue for check type {check.name!r}") from None
         if mode == "fire":
@@ -299,7 +333,7 @@ class CheckHandler(JsonHandler):
             body = {"id": task_id, "type": check.name, "state": states.PENDING, "result_url": url}
             self.send(202, body, {"Location": url})
         elif meta is None:
-            await self._deadline_passed(check, task_id, timeout)
+            await self._deadline_passed(check, task_id, timeout, deadline)
         else:
             status, body = task_answer(meta, check.name, task_id, self.gateway.settings.debug, started)
             if check.shares_results:
@@ -357,15 +391,22 @@ class CheckHandler(JsonHandler):
         self.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
         self.finish(render_check(body["type"], body["state"], body.get("result"), body.get("duration_ms")))
 
-    async def _deadline_passed(self, check: CheckType, task_id: str, timeout: float) -> None:
-        # A task that started before its deadline may still finish: let /result/<id> know the id.
+    async def _deadline_passed(
+        self, check: CheckType, task_id: str, timeout: float, deadline: float, when: str = "", mode: str = "sync"
+    ) -> None:
+        """504 with the id: a task that started before its deadline may still store its result, and
+        /result/<id> knows the id meanwhile (PENDING, then EXPIRED once the deadline is long past)."""
+        error = f"deadline of {timeout:g}s passed" + (f" {when}" if when else "")
+        if mode == "fire":  # no result will be stored: nothing to poll
+            self.send(504, {"id": task_id, "type": check.name, "state": "SENT", "error": error})
+            return
         with contextlib.suppress(BackendUnavailable):
-            await self.gateway.client.results.mark_pending(task_id, check.task_name, PENDING_GRACE_S)
+            await self.gateway.client.results.mark_pending(task_id, check.task_name, deadline)
         body = {
             "id": task_id,
             "type": check.name,
             "state": states.PENDING,
-            "error": f"deadline of {timeout:g}s passed",
+            "error": error,
             "result_url": f"/result/{task_id}",
         }
         self.send(504, body)
@@ -396,6 +437,10 @@ def task_answer(
             body["error"] = f"target refused by the address policy: {result.get('detail', '')}".rstrip(": ")
             return 403, body
         return 200, body
+    if state == EXPIRED:
+        # Final: no worker ran it in time and none will (see celery_client.settled).
+        body["error"] = f"the task expired: no result within {EXPIRY_GRACE_S:g}s of its deadline; it will not run"
+        return 410, body
     if state == states.PENDING or state not in states.READY_STATES:
         body["result_url"] = f"/result/{task_id}"
         return 202, body
@@ -412,21 +457,26 @@ def task_answer(
 
 
 class ResultHandler(JsonHandler):
-    """GET /result/<id>: what became of an earlier check."""
+    """GET /result/<id>: what became of an earlier check.
+
+    With API keys, the key must be allowed the check's type (read from the stored meta's task name); an
+    id of a type the key may not run is answered exactly like an unknown id (404), so a key cannot even
+    learn that such an id exists. A PENDING id whose deadline is long past reads EXPIRED (410, final).
+    """
 
     async def get(self, task_id: str) -> None:
-        self.authorize(None)
+        key = self.authorize(None)
         if not TASK_ID_RE.fullmatch(task_id):
             message = "invalid parameter 'id': expected 1 to 128 of A-Z a-z 0-9 . _ : -"
             raise ApiError(400, {"error": message, "field": "id"})
         try:
             meta = await self.gateway.client.results.fetch(task_id)
-        except BackendUnavailable:
-            raise self.unavailable("result backend unavailable") from None
-        if meta is None:
-            raise ApiError(404, {"error": "unknown or expired id", "id": task_id})
-        type_name = str(meta.get("name") or "").removeprefix("checkgate.")
-        self.send(*task_answer(meta, type_name, task_id, self.gateway.settings.debug))
+        except BackendUnavailable as exc:
+            raise self.unavailable(backend_down(exc)) from None
+        type_name = scheduled_type(meta) if meta is not None else ""
+        if meta is None or (key is not None and not key.may_run(type_name)):
+            raise ApiError(404, {"error": UNKNOWN_ID, "id": task_id})
+        self.send(*task_answer(settled(meta, time.time()), type_name, task_id, self.gateway.settings.debug))
 
 
 class ChecksHandler(JsonHandler):
@@ -525,14 +575,20 @@ class MetricsHandler(JsonHandler):
 
 
 class ScheduleHandler(JsonHandler):
-    """GET /schedule[/<name>]: the latest finished run of every scheduled check (or of one)."""
+    """GET /schedule[/<name>]: the latest finished run of every scheduled check (or of one); with API
+    keys, only runs of the types the key may run (another type's name is a 404 like an unknown one)."""
 
     async def get(self, name: str | None = None) -> None:
-        self.authorize(None)
+        key = self.authorize(None)
         try:
             runs = await self.gateway.scheduled_runs()
-        except BackendUnavailable:
-            raise self.unavailable("result backend unavailable") from None
+        except BackendUnavailable as exc:
+            raise self.unavailable(backend_down(exc)) from None
+        if key is not None:
+            # Only runs of types the key may run, and no sign of the others (as /result does).
+            runs = {n: m for n, m in runs.items() if key.may_run(scheduled_type(m))}
+        now = time.time()
+        runs = {n: settled(m, now) for n, m in runs.items()}
         debug = self.gateway.settings.debug
         answers = {n: task_answer(m, scheduled_type(m), m["task_id"], debug)[1] for n, m in sorted(runs.items())}
         if name is None:
@@ -544,7 +600,7 @@ class ScheduleHandler(JsonHandler):
 
 
 def scheduled_type(meta: dict[str, Any]) -> str:
-    """The check type of a stored meta (its task name without the `checkgate.` prefix)."""
+    """The check type of a stored meta (its task name without the `checkgate.` prefix; "" unknown)."""
     return str(meta.get("name") or "").removeprefix("checkgate.")
 
 

@@ -15,7 +15,7 @@ _ANSWER = {
     "properties": {
         "id": {"type": "string"},
         "type": {"type": "string"},
-        "state": {"type": "string", "enum": ["SUCCESS", "FAILURE", "PENDING", "REVOKED", "SENT"]},
+        "state": {"type": "string", "enum": ["SUCCESS", "FAILURE", "PENDING", "REVOKED", "EXPIRED", "SENT"]},
         "result": {"description": "what the check returned"},
         "duration_ms": {"type": "number"},
         "worker": {"type": "string"},
@@ -37,6 +37,20 @@ _ERROR = {
 
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": schema_ref}}}}
+
+
+def _edge(responses: dict[str, Any]) -> dict[str, Any]:
+    """`responses` plus what the HTTP edge (gateway/edge.py) answers for any path before a handler runs."""
+    edge = {
+        "400": "malformed request line or header, or too many query parameters",
+        "413": "a request body (GET and HEAD take none)",
+        "414": "request URI too long",
+        "431": "request head too long",
+    }
+    out = dict(responses)
+    for status, description in edge.items():
+        out.setdefault(status, _json("#/components/schemas/Error", description))
+    return out
 
 
 def param_schema(param: Param) -> dict[str, Any]:
@@ -67,7 +81,7 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
             "name": "timeout",
             "in": "query",
             "description": "seconds to wait (sync) and after which the task expires",
-            "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": check.max_timeout},
+            "schema": {"type": "number", "minimum": check.min_timeout, "maximum": check.max_timeout},
         },
         {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "prometheus"]}},
     ]
@@ -76,32 +90,37 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
         "description": check.doc,
         "operationId": f"check_{check.name}",
         "parameters": params,
-        "responses": {
-            "200": {
-                "description": "the check ran (a target that is down is ok: false)",
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Answer"}},
-                    "text/plain": {"schema": {"type": "string"}},
+        "responses": _edge(
+            {
+                "200": {
+                    "description": "the check ran (a target that is down is ok: false)",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Answer"}},
+                        "text/plain": {"schema": {"type": "string"}},
+                    },
                 },
-            },
-            "202": _json("#/components/schemas/Answer", "accepted (async, fire)"),
-            "400": _json("#/components/schemas/Error", "bad parameter; `field` names it"),
-            "401": _json("#/components/schemas/Error", "API key missing or invalid (when keys are configured)"),
-            "403": {
-                "description": "target refused by the address policy (Answer), or the key may not run this type",
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "anyOf": [{"$ref": "#/components/schemas/Answer"}, {"$ref": "#/components/schemas/Error"}]
+                "202": _json("#/components/schemas/Answer", "accepted (async, fire)"),
+                "400": _json("#/components/schemas/Error", "bad parameter; `field` names it"),
+                "401": _json("#/components/schemas/Error", "API key missing or invalid (when keys are configured)"),
+                "403": {
+                    "description": "target refused by the address policy (Answer), or the key may not run this type",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "anyOf": [
+                                    {"$ref": "#/components/schemas/Answer"},
+                                    {"$ref": "#/components/schemas/Error"},
+                                ]
+                            }
                         }
-                    }
+                    },
                 },
-            },
-            "429": _json("#/components/schemas/Error", "API key over its rate; see Retry-After"),
-            "502": _json("#/components/schemas/Answer", "the task raised"),
-            "503": _json("#/components/schemas/Error", "overloaded or broker/backend down; see Retry-After"),
-            "504": _json("#/components/schemas/Answer", "deadline passed; poll result_url"),
-        },
+                "429": _json("#/components/schemas/Error", "API key over its rate; see Retry-After"),
+                "502": _json("#/components/schemas/Answer", "the task raised"),
+                "503": _json("#/components/schemas/Error", "overloaded or broker/backend down; see Retry-After"),
+                "504": _json("#/components/schemas/Answer", "deadline passed; poll result_url"),
+            }
+        ),
     }
 
 
@@ -123,20 +142,27 @@ def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
                     "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
                 }
             ],
-            "responses": {
-                "200": _json("#/components/schemas/Answer", "done"),
-                "202": _json("#/components/schemas/Answer", "pending"),
-                "400": _json("#/components/schemas/Error", "malformed id"),
-                "404": _json("#/components/schemas/Error", "unknown or expired id"),
-                "502": _json("#/components/schemas/Answer", "the task raised"),
-                "503": _json("#/components/schemas/Error", "backend down"),
-                "504": _json("#/components/schemas/Answer", "revoked or expired"),
-            },
+            "responses": _edge(
+                {
+                    "200": _json("#/components/schemas/Answer", "done"),
+                    "202": _json("#/components/schemas/Answer", "pending"),
+                    "400": _json("#/components/schemas/Error", "malformed id"),
+                    "401": _json("#/components/schemas/Error", "API key missing or invalid (when keys are configured)"),
+                    "404": _json(
+                        "#/components/schemas/Error", "unknown or expired id, or one of a type the API key may not run"
+                    ),
+                    "410": _json("#/components/schemas/Answer", "EXPIRED: no result came by the deadline; final"),
+                    "429": _json("#/components/schemas/Error", "API key over its rate; see Retry-After"),
+                    "502": _json("#/components/schemas/Answer", "the task raised"),
+                    "503": _json("#/components/schemas/Error", "backend down, or the gateway out of file descriptors"),
+                    "504": _json("#/components/schemas/Answer", "revoked"),
+                }
+            ),
         }
     }
     plain = {"type": "object"}
     for path, summary in (("/checks", "Declared check types"), ("/health", "Broker, backend, workers per queue")):
-        responses = {"200": {"description": summary, "content": {"application/json": {"schema": plain}}}}
+        responses = _edge({"200": {"description": summary, "content": {"application/json": {"schema": plain}}}})
         if path == "/health":
             responses["503"] = {
                 "description": "broker or backend down",
@@ -147,7 +173,9 @@ def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
         "get": {
             "operationId": "schedule",
             "summary": "The latest finished run of every scheduled check",
-            "responses": {"200": {"description": "name → answer", "content": {"application/json": {"schema": plain}}}},
+            "responses": _edge(
+                {"200": {"description": "name → answer", "content": {"application/json": {"schema": plain}}}}
+            ),
         }
     }
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -156,20 +184,27 @@ def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
             "operationId": "scheduled_run",
             "summary": "The latest finished run of one scheduled check",
             "parameters": [name_param],
-            "responses": {
-                "200": _json("#/components/schemas/Answer", "its latest run"),
-                "404": _json("#/components/schemas/Error", "no finished run of that name"),
-                "502": _json("#/components/schemas/Answer", "its latest run raised"),
-            },
+            "responses": _edge(
+                {
+                    "200": _json("#/components/schemas/Answer", "its latest run"),
+                    "404": _json(
+                        "#/components/schemas/Error", "no finished run of that name (of a type the key may run)"
+                    ),
+                    "410": _json("#/components/schemas/Answer", "its latest run expired unrun"),
+                    "502": _json("#/components/schemas/Answer", "its latest run raised"),
+                    "503": _json("#/components/schemas/Error", "backend down"),
+                    "504": _json("#/components/schemas/Answer", "its latest run was revoked"),
+                }
+            ),
         }
     }
     paths["/metrics"] = {
         "get": {
             "operationId": "metrics",
             "summary": "Prometheus metrics of the gateway",
-            "responses": {
-                "200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
-            },
+            "responses": _edge(
+                {"200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+            ),
         }
     }
     return {

@@ -6,13 +6,12 @@ import asyncio
 import logging
 import signal
 
-import tornado.httpserver
-
 from gateway.auth import KeyRing
 from gateway.celery_client import CeleryClient
 from gateway.config import Settings
 from gateway.console import Console, console_routes, start_console
-from gateway.http_api import MAX_HEADER_BYTES, Gateway, make_app
+from gateway.edge import EdgeLimits, EdgeServer
+from gateway.http_api import Gateway, make_app
 from tasks.registry import load_checks
 
 log = logging.getLogger("checkgate.gateway")
@@ -39,7 +38,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     if console is not None:
         app.add_handlers(r".*", console_routes(console))
         await start_console(console)
-    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=75, max_header_size=MAX_HEADER_BYTES)
+    limits = EdgeLimits(
+        idle_timeout=settings.idle_timeout, head_timeout=settings.head_timeout, body_timeout=settings.body_timeout
+    )
+    # Only the console's forms carry request bodies; the API refuses any body from the request head.
+    body_paths = (console.settings.base_path.rstrip("/") + "/",) if console is not None else ()
+    server = EdgeServer(app, limits=limits, body_paths=body_paths, on_refusal=gateway.count_refusal)
     server.listen(settings.port, settings.bind, backlog=4096)
     log.info(
         "checkgate gateway on http://%s:%d (broker %s, backend %s, id prefix %s)",

@@ -19,6 +19,10 @@ from typing import Any
 
 # Parameters the gateway itself consumes; a check may not declare them.
 RESERVED_PARAMS = frozenset({"mode", "timeout", "format"})
+# The shortest `timeout` a check accepts unless it declares its own: one trip through the broker, a
+# worker and Redis takes milliseconds on an idle machine and tens of them under load, so a deadline
+# below this could only ever expire (the task dropped unrun), which a 400 says more plainly.
+DEFAULT_MIN_TIMEOUT = 0.1
 
 _INT_RE = re.compile(r"[+-]?[0-9]{1,19}")
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -116,6 +120,8 @@ class CheckType:
     pool: str = "io"
     default_timeout: float = 30.0
     max_timeout: float = 300.0
+    # Shortest timeout a request may ask for (seconds); shorter is a 400 naming `timeout`.
+    min_timeout: float = DEFAULT_MIN_TIMEOUT
     # Rule across parameters, run on the parsed keyword arguments: raises ParamError naming the field.
     validator: Callable[[dict[str, Any]], None] | None = None
     # Whether running it twice is harmless. Idempotent checks are acknowledged after they ran, so a
@@ -172,6 +178,7 @@ class CheckType:
             "pool": self.pool,
             "doc": self.doc,
             "default_timeout": self.default_timeout,
+            "min_timeout": self.min_timeout,
             "max_timeout": self.max_timeout,
             "idempotent": self.idempotent,
             "cache_ttl": self.cache_ttl,
@@ -191,6 +198,7 @@ def check(
     pool: str = "io",
     default_timeout: float = 30.0,
     max_timeout: float = 300.0,
+    min_timeout: float = DEFAULT_MIN_TIMEOUT,
     validator: Callable[[dict[str, Any]], None] | None = None,
     idempotent: bool = True,
     cache_ttl: float = 0.0,
@@ -199,7 +207,8 @@ def check(
     """Register the decorated function as a check type (its docstring becomes the doc).
 
     `validator`, when given, checks rules that span parameters after each one was parsed, and raises
-    `ParamError` naming the field at fault.
+    `ParamError` naming the field at fault. A request's `timeout` must lie within `min_timeout` and
+    `max_timeout` (seconds); `default_timeout` is used when it gives none.
     """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -208,6 +217,8 @@ def check(
             raise ValueError(f"check {check_name}: pool must be 'io' or 'cpu'")
         if (cache_ttl or coalesce) and not idempotent:
             raise ValueError(f"check {check_name}: only an idempotent check may share or cache results")
+        if not 0 < min_timeout <= default_timeout <= max_timeout:
+            raise ValueError(f"check {check_name}: needs 0 < min_timeout <= default_timeout <= max_timeout")
         clash = RESERVED_PARAMS & {p.name for p in params}
         if clash:
             raise ValueError(f"check {check_name}: parameter names reserved by the gateway: {sorted(clash)}")
@@ -220,6 +231,7 @@ def check(
             pool=pool,
             default_timeout=default_timeout,
             max_timeout=max_timeout,
+            min_timeout=min_timeout,
             validator=validator,
             idempotent=idempotent,
             cache_ttl=cache_ttl,

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from email.message import Message
@@ -12,6 +13,8 @@ import pytest
 
 from gateway.auth import KeyRing, new_key
 from tests.support.stack import Stack, http_get
+
+RUN_ID_THAT_NEVER_WAS = "gw-0000000000-never"
 
 
 def get(url: str, key: str | None = None, header: str = "Authorization") -> tuple[int, dict, Message]:
@@ -52,6 +55,18 @@ def test_api_keys_end_to_end(new_stack: Stack, tmp_path: Path) -> None:
     codes = [get(f"{gateway}/check/sleep?ms=1", slow_key) for _ in range(3)]
     assert [c[0] for c in codes] == [200, 200, 429]
     assert int(codes[2][2]["Retry-After"]) >= 1
+
+    # /result applies the check's own authorization: the ops key may read add results, not sleep ones,
+    # and a sleep id looks to it exactly like an id that does not exist.
+    time.sleep(2.1)  # two tokens back for the slow key (rate 1, burst 2)
+    sleep_id = codes[0][1]["id"]
+    add_id = get(f"{gateway}/check/add?x=2&y=2", ops_key)[1]["id"]
+    assert get(f"{gateway}/result/{add_id}", ops_key)[:2] == (200, get(f"{gateway}/result/{add_id}", slow_key)[1])
+    status, hidden, _ = get(f"{gateway}/result/{sleep_id}", ops_key)
+    status_unknown, unknown, _ = get(f"{gateway}/result/{RUN_ID_THAT_NEVER_WAS}", ops_key)
+    assert (status, status_unknown) == (404, 404)
+    assert hidden == {**unknown, "id": sleep_id}
+    assert get(f"{gateway}/result/{sleep_id}", slow_key)[0] == 200
     # Health and the API description stay public (load balancers and Prometheus probe them).
     assert http_get(f"{gateway}/health")[0] == 200
     assert http_get(f"{gateway}/openapi.json")[0] == 200

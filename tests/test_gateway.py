@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.env import RUN_PREFIX
+from gateway.celery_client import EXPIRY_GRACE_S
+from tests.support.delay_proxy import DelayProxy
+from tests.support.env import BACKEND_URL, BROKER_URL, RUN_PREFIX
 from tests.support.stack import Stack, free_port, http_get
 
 
@@ -86,6 +88,7 @@ def test_results_are_per_request(gateway: str) -> None:
         ("/check/add?x=1&y=2&timeout=nan", "timeout"),
         ("/check/add?x=1&y=2&timeout=abc", "timeout"),
         ("/check/add?x=1&y=2&timeout=1e9", "timeout"),
+        ("/check/add?x=1&y=1&timeout=0.0001", "timeout"),  # below min_timeout: not a broker outage
         ("/check/sleep?ms=60001", "ms"),
         ("/check/http?url=file:///etc/passwd", "url"),
         ("/check/http?url=gopher://127.0.0.1:70/x", "url"),
@@ -196,11 +199,69 @@ def test_a_task_that_expires_in_the_queue_is_never_run(new_stack: Stack) -> None
     assert status == 504
     time.sleep(1)
     new_stack.start_worker("late", ["add"], concurrency=1)
-    time.sleep(2)
-    status, later, _ = http_get(f"{gateway}/result/{body['id']}")
-    assert (status, later["state"]) == (202, "PENDING")
+    status, later = poll_result(gateway, body["id"], until=410, timeout=EXPIRY_GRACE_S + 15)
+    assert (status, later["state"]) == (410, "EXPIRED")  # not run late, and not PENDING for ever
     status, fresh, _ = http_get(gateway + "/check/add?x=2&y=2")
     assert (status, fresh["result"]) == (200, 4)
+
+
+def test_a_task_that_never_reached_a_worker_ends_expired(new_stack: Stack) -> None:
+    """No consumer on `sleep`: the broker drops the task at its deadline and nothing is ever stored.
+    Both ids the gateway handed out (a 504's and an async 202's) end in the final EXPIRED state."""
+    gateway = new_stack.start_gateway("gw")
+    started = time.monotonic()
+    status, sync, _ = http_get(gateway + "/check/sleep?ms=1&timeout=1")
+    assert (status, sync["state"]) == (504, "PENDING")
+    status, queued, _ = http_get(gateway + "/check/sleep?ms=1&timeout=1&mode=async")
+    assert (status, queued["state"]) == (202, "PENDING")
+    for task_id in (sync["id"], queued["id"]):
+        assert http_get(f"{gateway}/result/{task_id}")[:2] == (
+            202,
+            {"id": task_id, "type": "sleep", "state": "PENDING", "result_url": f"/result/{task_id}"},
+        )
+    for task_id in (sync["id"], queued["id"]):
+        status, final = poll_result(gateway, task_id, until=410, timeout=EXPIRY_GRACE_S + 15)
+        assert (status, final["state"], final["type"]) == (410, "EXPIRED", "sleep")
+    assert time.monotonic() - started >= 1 + EXPIRY_GRACE_S  # not before the deadline and its grace
+
+
+def test_a_task_that_started_before_its_deadline_still_gives_its_result(gateway: str) -> None:
+    status, body, _ = http_get(gateway + "/check/sleep?ms=3000&timeout=1")
+    assert status == 504
+    status, done = poll_result(gateway, body["id"], until=200, timeout=EXPIRY_GRACE_S + 15)
+    assert (status, done["state"]) == (200, "SUCCESS")
+    time.sleep(max(0.0, 1 + EXPIRY_GRACE_S + 0.5 - 3))  # past the point where a marker reads EXPIRED
+    status, still = http_get(f"{gateway}/result/{body['id']}")[:2]
+    assert (status, still["state"]) == (200, "SUCCESS")  # a real result always wins
+
+
+def test_a_stored_result_the_gateway_cannot_decode_is_a_502_saying_so(gateway: str) -> None:
+    """Not a 500: the gateway works, the result is unreadable to it (a worker with another serializer)."""
+    import redis
+
+    task_id = f"{RUN_PREFIX}gw-undecodable"
+    client = redis.Redis.from_url(BACKEND_URL)
+    client.set(f"celery-task-meta-{task_id}", b"\xc1 not msgpack", ex=60)
+    client.close()
+    status, body, _ = http_get(f"{gateway}/result/{task_id}")
+    assert (status, body["state"], body["error"]["type"]) == (502, "FAILURE", "UndecodableResult")
+
+
+def test_a_publish_cut_short_by_its_own_deadline_is_504_not_503(new_stack: Stack) -> None:
+    """RabbitMQ up but slow to confirm (its answers held back 2 s by a proxy): a 0.5 s request's
+    deadline passes while it waits for the confirm. That is the request's 504, with the id."""
+    host, port = BROKER_URL.split("@", 1)[1].split("/", 1)[0].split(":")
+    with DelayProxy((host, int(port))) as proxy:
+        slow_broker = BROKER_URL.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+        gateway = new_stack.start_gateway("gw", CHECKGATE_BROKER_URL=slow_broker)
+        proxy.delay = 2.0
+        for mode in ("sync", "async"):
+            status, body, headers = http_get(f"{gateway}/check/sleep?ms=1&timeout=0.5&mode={mode}")
+            assert status == 504, body
+            assert "Retry-After" not in headers
+            assert body["result_url"] == f"/result/{body['id']}"
+            assert "deadline of 0.5s passed" in body["error"]
+        proxy.delay = 0.0
 
 
 def test_broker_down_is_fast_503_with_retry_after(new_stack: Stack) -> None:

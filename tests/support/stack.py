@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -75,10 +76,19 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str], nofile: int | None = None
+    ) -> subprocess.Popen[bytes]:
         log = self.workdir / f"{name}.log"
+
+        def limit_files() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         with log.open("ab") as out:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit_files
+            )
         self.procs[name], self.logs[name] = proc, log
         return proc
 
@@ -100,14 +110,17 @@ class Stack:
             time.sleep(0.1)
         raise TimeoutError(f"worker {name} not ready: {self.logs[name].read_text()[-2000:]}")
 
-    def start_gateway(self, name: str = "gateway", wait_up: bool = True, port: int | None = None, **env: str) -> str:
+    def start_gateway(
+        self, name: str = "gateway", wait_up: bool = True, port: int | None = None, nofile: int | None = None, **env: str
+    ) -> str:
         """Start the gateway process; return its base URL once it answers (and is connected if `wait_up`).
 
         `port`: where it listens (`gateway_port` for the deployment's own gateway); a free port by default.
+        `nofile`: its RLIMIT_NOFILE (how many file descriptors it may hold).
         """
         port = port or free_port()
         gateway_env = {**self.env, "CHECKGATE_PORT": str(port), "CHECKGATE_ID_PREFIX": f"{self.prefix}{name}-", **env}
-        proc = self._spawn(name, [sys.executable, "-m", "gateway"], gateway_env)
+        proc = self._spawn(name, [sys.executable, "-m", "gateway"], gateway_env, nofile)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
