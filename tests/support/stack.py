@@ -111,7 +111,12 @@ class Stack:
         raise TimeoutError(f"worker {name} not ready: {self.logs[name].read_text()[-2000:]}")
 
     def start_gateway(
-        self, name: str = "gateway", wait_up: bool = True, port: int | None = None, nofile: int | None = None, **env: str
+        self,
+        name: str = "gateway",
+        wait_up: bool = True,
+        port: int | None = None,
+        nofile: int | None = None,
+        **env: str,
     ) -> str:
         """Start the gateway process; return its base URL once it answers (and is connected if `wait_up`).
 
