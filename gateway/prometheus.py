@@ -17,7 +17,9 @@ from typing import Any
 BLACKBOX_FIELDS: dict[str, tuple[str, float]] = {
     "status_code": ("probe_http_status_code", 1),
     "redirects": ("probe_http_redirects", 1),
-    "body_bytes": ("probe_http_content_length", 1),
+    # The Content-Length header as sent, and the body's size once decoded (blackbox's names).
+    "content_length": ("probe_http_content_length", 1),
+    "body_bytes": ("probe_http_uncompressed_body_length", 1),
     "cert_expiry": ("probe_ssl_earliest_cert_expiry", 1),
     "not_after": ("probe_ssl_earliest_cert_expiry", 1),
     "days_left": ("probe_ssl_days_left", 1),
