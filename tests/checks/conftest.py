@@ -28,6 +28,7 @@ import dns.rrset
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import pytest
 
 # --- certificates (openssl CLI: the `cryptography` package is not a dependency) --------------------
@@ -407,8 +408,12 @@ def raw_http() -> Iterator[RawServer]:
     server.server_close()
 
 
-def _serve_h2(tls: ssl.SSLSocket, routes: dict[str, tuple[list[tuple[str, str]], bytes]]) -> None:
-    """One HTTP/2 connection: each request gets the headers and body scripted for its :path."""
+H2Routes = dict[str, tuple[list[tuple[str, str]], bytes]]
+
+
+def _serve_h2(tls: ssl.SSLSocket, routes: H2Routes) -> None:
+    """One HTTP/2 connection: each request gets the headers and body scripted for its :path; a
+    ``(":status", "1xx")`` pair among the headers starts a new header block (an informational answer)."""
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
     conn.initiate_connection()
     tls.sendall(conn.data_to_send())
@@ -420,22 +425,32 @@ def _serve_h2(tls: ssl.SSLSocket, routes: dict[str, tuple[list[tuple[str, str]],
             if isinstance(event, h2.events.RequestReceived):
                 path = dict((k.decode(), v.decode()) for k, v in event.headers)[":path"]
                 headers, body = routes.get(path, ([(":status", "404")], b""))
-                conn.send_headers(event.stream_id, [*headers, ("content-length", str(len(body)))])
+                blocks: list[list[tuple[str, str]]] = []
+                for name, value in headers:
+                    if name == ":status":
+                        blocks.append([])
+                    blocks[-1].append((name, value))
+                for block in blocks[:-1]:
+                    conn.send_headers(event.stream_id, block)
+                conn.send_headers(event.stream_id, [*blocks[-1], ("content-length", str(len(body)))])
                 conn.send_data(event.stream_id, body, end_stream=True)
         tls.sendall(conn.data_to_send())
 
 
 @pytest.fixture(scope="session")
-def h2_server(certs: Certs) -> Iterator[tuple[int, dict[str, tuple[list[tuple[str, str]], bytes]]]]:
+def h2_server(certs: Certs) -> Iterator[tuple[int, H2Routes]]:
     """An HTTPS server that speaks only HTTP/2 (ALPN h2), with the valid certificate: (port, routes)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(*certs.valid)
     ctx.set_alpn_protocols(["h2"])
-    routes: dict[str, tuple[list[tuple[str, str]], bytes]] = {}
+    routes: H2Routes = {}
 
     class Handler(socketserver.BaseRequestHandler):
         def handle(self) -> None:
-            with contextlib.suppress(OSError, ssl.SSLError), ctx.wrap_socket(self.request, server_side=True) as tls:
+            with (
+                contextlib.suppress(OSError, h2.exceptions.ProtocolError),
+                ctx.wrap_socket(self.request, server_side=True) as tls,
+            ):
                 tls.settimeout(5)
                 _serve_h2(tls, routes)
 

@@ -463,6 +463,65 @@ def test_head_with_content_length(raw_http) -> None:
     assert (result["ok"], result["body_truncated"]) == (True, False), result
 
 
+_GZ_HELLO = gzip.compress(b"hello")
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "reason", "body_bytes"),
+    [
+        (
+            "trailers",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+            None,
+            5,
+        ),
+        (
+            "te-over-cl",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            None,
+            5,
+        ),
+        ("lf-only", b"HTTP/1.1 200 OK\nContent-Length: 5\n\nhello", None, 5),  # as browsers accept
+        ("obs-fold", b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 5\r\n\r\nhello", None, 5),
+        ("gzip-empty", b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n", None, 0),
+        ("204-body", b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", None, 0),
+        (
+            "te-gzip",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+            % (len(_GZ_HELLO), _GZ_HELLO),
+            "protocol_error",
+            None,
+        ),
+        (
+            "six-codings",  # urllib3 refuses chains longer than 5 (CVE-2025-66418)
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip,gzip,gzip,gzip,gzip,gzip\r\nContent-Length: 5\r\n\r\nhello",
+            "protocol_error",
+            None,
+        ),
+        ("leading-crlf", b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "protocol_error", None),
+        ("space-before-colon", b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello", "protocol_error", None),
+        ("nul-in-header", b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 5\r\n\r\nhello", "protocol_error", None),
+        ("closed-silently", b"", "protocol_error", None),
+    ],
+)
+def test_framing_edge_cases(raw_http, name: str, answer: bytes, reason: str | None, body_bytes: int | None) -> None:
+    url = raw_http.answer(f"/framing/{name}", answer, hold=0.5)
+    result = http_check(url, status_codes="200-299", deadline=time.time() + 3)
+    assert (result["ok"], result.get("reason"), result.get("body_bytes")) == (reason is None, reason, body_bytes), (
+        result
+    )
+
+
+def test_no_body_codings_on_head_and_304(raw_http) -> None:
+    head = b"HTTP/1.1 %s\r\nContent-Encoding: gzip\r\nContent-Length: 25\r\n\r\n"
+    url = raw_http.answer("/head-gzip", head % b"200 OK")
+    result = http_check(url, method="HEAD", body_not_match="x")
+    assert (result["ok"], result["body_bytes"], result["content_length"]) == (True, 0, 25), result
+    url = raw_http.answer("/304-gzip", head % b"304 Not Modified")
+    result = http_check(url, status_codes="304", body_not_match="x")
+    assert (result["ok"], result["body_bytes"], result["body_truncated"]) == (True, 0, False), result
+
+
 @pytest.mark.parametrize("length", ["5, 6", "abc", "-1", "5\r\nContent-Length: 6"])
 def test_invalid_content_length_is_a_protocol_error(raw_http, length: str) -> None:
     url = raw_http.answer(
@@ -600,6 +659,10 @@ def test_http2_when_offered(h2_server, certs) -> None:
     assert (result["ok"], result["http_version"], result["status_code"]) == (True, "HTTP/2", 200), result
     assert result["body_bytes"] == len(DATABASE_DOWN)
     assert result["phases_ms"]["tls"] > 0 and result["phases_ms"]["first_byte"] > 0
+    # Informational answers are skipped in HTTP/2 too.
+    routes["/h2-hints"] = ([(":status", "103"), ("link", "</a.css>"), (":status", "200")], b"final")
+    result = http_check(f"https://localhost:{port}/h2-hints", http2=True, ca_bundle=str(certs.ca), body_match="^final$")
+    assert (result["ok"], result["status_code"]) == (True, 200), result
     # Not offered: this server speaks HTTP/2 only, so the HTTP/1.1 request goes unanswered.
     result = http_check(url, ca_bundle=str(certs.ca))
     assert (result["ok"], result["reason"]) == (False, "protocol_error"), result
