@@ -11,8 +11,8 @@ blocking call, bounded reads, and TLS facts.
   `_GuardedBackend`: the host is resolved and judged by the target policy (`_common.connect`) before
   any connection, the connection goes to that pinned address while Host and SNI stay the URL's, TLS is
   `_common.start_tls` with the shared `tls_context`, and every read and write is bounded by the
-  check's deadline. httpcore's own redirect following does not exist (httpx's is the one we do not
-  use); `http_check` follows redirects hop by hop, each through the same guard.
+  check's deadline. httpcore never follows redirects (that is httpx's layer, not used here):
+  `http_check` follows them hop by hop, each through the same guard.
 - **urllib3** (>= 2.7) decodes content codings (gzip, x-gzip, deflate, br, zstd, and chains of them)
   through its public streaming API, `HTTPResponse(body=…, preload_content=False).read(amt)`, which
   decodes at most `amt` bytes however small the input (its fixes for CVE-2025-66471 and
@@ -20,16 +20,18 @@ blocking call, bounded reads, and TLS facts.
   wire bytes of brotli into 1 GiB in 8 s (2 GiB RSS), 8,211 bytes of zstd into 256 MiB, and a 64 KiB
   read of gzip into 64 MiB. Wire bytes are capped too (`max_body_bytes` + 64 KiB).
 
-Why httpcore and not pycurl or httpx.Client (prototypes on the same 2-core VM, one local Tornado target,
-``GET /text`` with Connection: close, CPU of the checking process per check; serial / 60 threads, two
-interleaved 5 s rounds): http.client (the previous check) 362–390 / 428–479 us, httpcore with this
-backend 408–421 / 430–855 us, httpx.Client over the same backend 882 / 976–1,320 us (a Client per check:
-its URL and model layers), pycurl 242–312 / 310–334 us. pycurl (libcurl) is the cheapest and does
-framing and decoding in C, but it has no Python SSL object, so neither the shared `tls_context` (the
-`ca_bundle` policy) nor `tls_details` (certificate and chain facts, verify reasons) could be used:
-certificates would be re-parsed from CERTINFO text; its wheel also carries its own OpenSSL and libcurl,
-whose libcurl has no zstd. The chosen stack's figures in the same run as the old check are in the
-README (bench/http_cpu.py).
+Why httpcore, and what it costs. Measured on the 2-core VM (shared with other work: load 9 to 20),
+one local Tornado target in its own process answering ``GET /text`` (27 bytes, Connection: close), CPU
+of the checking process per check, medians of 3 interleaved rounds, serial / 60 threads: http.client
+(the previous check) 556 / 347 us; this check 671 / 563 us; httpx.Client over the same backend (a Client
+per check) 1,327 / 979 us; pycurl (RESOLVE-pinned, libcurl timings) 355 / 314 us. In a second run of
+``python -m bench.http_cpu --seconds 10 --rounds 3`` (60 threads): 413 us before, 672 us now (1.63x),
+i.e. about 0.25 ms of a core more per check: h11's and httpcore's pure-Python event handling, where
+http.client is leaner. pycurl is the cheapest, but libcurl owns the TLS connection: no Python SSL
+object, so neither the shared `tls_context` (the ``ca_bundle`` policy) nor `tls_details` (certificate
+facts, the chain's expiry, verify reasons) could serve it, certificates would be re-parsed from
+CERTINFO text, and its wheel carries its own OpenSSL and a libcurl without zstd. h11 without httpcore
+would save part of the cost but give up HTTP/2 and httpcore's tested connection handling.
 
 Result fields: see `http_check`. Body patterns see the decoded body as text in the charset of its
 Content-Type (a byte-order mark wins; UTF-8 otherwise), as browsers read it.
