@@ -270,17 +270,24 @@ class _GuardedBackend(httpcore.NetworkBackend):
 
 
 def _earliest_expiry(details: dict[str, Any]) -> float | None:
-    """The earliest expiry (epoch seconds) among the certificates `tls_details` describes: its expiry
-    fields (``not_after``, ``*_expiry``…) and the ``not_after`` of any list of chain certificates, so the
-    whole presented chain counts as soon as `tls_details` reports it (blackbox's earliest_cert_expiry)."""
+    """The earliest expiry (epoch seconds) among the certificates `tls_details` describes.
+
+    Taken from every expiry it reports, whatever the shape: numbers under a key ending in ``not_after``
+    or ``expiry`` (or lists of them), and the ``not_after`` of listed certificates, so the whole
+    presented chain counts as soon as `tls_details` reports it (blackbox's earliest_cert_expiry).
+    """
 
     def number(value: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
 
-    found = [v for k, v in details.items() if k.endswith(("not_after", "expiry")) and number(v)]
-    for value in details.values():
-        if isinstance(value, list | tuple):
-            found += [c["not_after"] for c in value if isinstance(c, dict) and number(c.get("not_after"))]
+    found = []
+    for key, value in details.items():
+        named = key.endswith(("not_after", "expiry", "expiries"))
+        for item in value if isinstance(value, list | tuple) else (value,):
+            if named and number(item):
+                found.append(item)
+            elif isinstance(item, dict) and number(item.get("not_after")):
+                found.append(item["not_after"])
     return min(found, default=None)
 
 
@@ -309,7 +316,7 @@ class _Request:
         given = {name.lower() for name, _ in self.headers}
         defaults = (("Host", target.netloc), ("User-Agent", USER_AGENT), ("Accept", "*/*"))
         out = [(name, value) for name, value in defaults if name.lower() not in given] + list(self.headers)
-        if not http2:  # a connection-specific header is an error in HTTP/2; the check closes after a hop anyway
+        if not (http2 and target.scheme == "https"):  # HTTP/2 forbids it; the check closes after a hop anyway
             out.append(("Connection", "close"))
         if self.body is not None or self.method == "POST":
             out.append(("Content-Length", str(len(self.body or b""))))

@@ -15,7 +15,7 @@ from backports import zstd
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.prometheus import render_check
-from tasks.checks.http import http_check
+from tasks.checks.http import _earliest_expiry, http_check
 from tasks.registry import REGISTRY
 
 
@@ -651,6 +651,20 @@ def test_cert_expiry_is_the_earliest_of_the_presented_chain(tls_port: Callable[[
     assert 9 < leaf_days < 11, result["cert_expiry"]
 
 
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"not_after": 300, "chain": [{"not_after": 300}, {"not_after": 100}]},
+        {"not_after": 300, "earliest_cert_expiry": 100},
+        {"not_after": 300, "chain_not_after": [300, 100, 200]},
+        {"not_after": 100, "days_left": 1.0},
+    ],
+)
+def test_cert_expiry_takes_the_earliest_tls_details_reports(details: dict) -> None:
+    """The shapes `_common.tls_details` may give the chain's expiries (extended in parallel)."""
+    assert _earliest_expiry({"tls_version": "TLSv1.3", **details}) == 100
+
+
 def test_http2_when_offered(h2_server, certs) -> None:
     port, routes = h2_server
     routes["/h2"] = ([(":status", "200"), ("content-encoding", "gzip")], gzip.compress(DATABASE_DOWN))
@@ -666,6 +680,13 @@ def test_http2_when_offered(h2_server, certs) -> None:
     # Not offered: this server speaks HTTP/2 only, so the HTTP/1.1 request goes unanswered.
     result = http_check(url, ca_bundle=str(certs.ca))
     assert (result["ok"], result["reason"]) == (False, "protocol_error"), result
+
+
+def test_http2_is_not_offered_to_plain_http(raw_http) -> None:
+    url = raw_http.answer("/h2-plain", _answer(body=b"ok"))
+    result = http_check(url, http2=True)
+    assert (result["ok"], result["http_version"]) == (True, "HTTP/1.1"), result
+    assert b"\r\nConnection: close\r\n" in raw_http.requests["/h2-plain"][-1]
 
 
 def test_prometheus_uses_blackbox_names_for_body_sizes() -> None:
