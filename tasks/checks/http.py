@@ -22,9 +22,10 @@ blocking call, bounded reads, and TLS facts.
 
 Why httpcore, and what it costs. Measured on the 2-core VM (shared with other work: load 9 to 20),
 one local Tornado target in its own process answering ``GET /text`` (27 bytes, Connection: close), CPU
-of the checking process per check, medians of 3 interleaved rounds, serial / 60 threads: http.client
-(the previous check) 556 / 347 us; this check 671 / 563 us; httpx.Client over the same backend (a Client
-per check) 1,327 / 979 us; pycurl (RESOLVE-pinned, libcurl timings) 355 / 314 us. In a second run of
+of the checking process per check, medians of 3 interleaved rounds, serial / 60 threads, two runs:
+http.client (the previous check) 556 / 347 and 442 / 448 us; this check 671 / 563 and 658 / 584 us;
+httpx.Client over the same backend (a Client per check) 1,327 / 979 and 1,380 / 1,123 us; pycurl
+(RESOLVE-pinned, libcurl timings) 355 / 314 and 378 / 343 us. In a third run, of
 ``python -m bench.http_cpu --seconds 10 --rounds 3`` (60 threads): 413 us before, 672 us now (1.63x),
 i.e. about 0.25 ms of a core more per check: h11's and httpcore's pure-Python event handling, where
 http.client is leaner. pycurl is the cheapest, but libcurl owns the TLS connection: no Python SSL
