@@ -48,5 +48,7 @@ bench-jmeter: bootstrap
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jmeter default-jdk-headless >/dev/null)
 	$(BIN)/python -m bench.jmeter_run --plan $(PLAN) --threads $(THREADS) --duration $(DURATION) --port $(PORT)
 
+# Keeps var/*-credentials: the RabbitMQ user made with that password would refuse a new one.
 clean:
-	rm -rf var .pytest_cache .ruff_cache *.egg-info
+	[ ! -d var ] || find var -mindepth 1 -maxdepth 1 ! -name '*-credentials' -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache *.egg-info

@@ -7,6 +7,7 @@ environment (`CHECKGATE_*`), so one file serves a laptop, CI and a fleet of work
 
 import os
 import ssl
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from kombu import Exchange, Queue
 
@@ -91,11 +92,18 @@ enable_utc = True
 beat_scheduler = "tasks.schedule:ScheduleFileScheduler"
 # Beat wakes at least this often and extends its lock each time: keep it well below the lock timeout.
 beat_max_loop_interval = 5
-redbeat_redis_url = os.environ.get("CHECKGATE_BEAT_REDIS_URL", result_backend)
+# The URL's user and password go to RedBeat's client as options: `celery inspect conf` (Flower's worker
+# page) masks a `password` key and the broker and *backend* URLs, but would show redbeat_redis_url whole.
+_beat_redis = urlsplit(os.environ.get("CHECKGATE_BEAT_REDIS_URL", result_backend))
+redbeat_redis_url = urlunsplit(_beat_redis._replace(netloc=_beat_redis.netloc.rpartition("@")[2]))
 redbeat_key_prefix = f"checkgate:{QUEUE_PREFIX}beat:"
 redbeat_lock_timeout = int(os.environ.get("CHECKGATE_BEAT_LOCK_TIMEOUT", "30"))
 # Options for RedBeat's Redis client (unset, RedBeat would fall back to the broker's transport options).
 redbeat_redis_options = {}
+if _beat_redis.username:
+    redbeat_redis_options["username"] = unquote(_beat_redis.username)
+if _beat_redis.password:
+    redbeat_redis_options["password"] = unquote(_beat_redis.password)
 if redbeat_redis_url.startswith("rediss://"):
     redbeat_redis_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     if os.environ.get("CHECKGATE_BACKEND_CA"):

@@ -32,6 +32,11 @@ setup(
         # Parses the result stream (gateway/resp_pubsub.py), and redis-py's replies.
         "hiredis>=2.3",
         "idna>=3.4",
+        # X.509 decoding of every certificate a TLS peer presents (tasks/checks/_x509.py); the test PKI too.
+        "cryptography>=42",
+        # The target policy: this host's interface addresses, and its short-lived caches (tasks/checks/_guard.py).
+        "psutil>=5.9",
+        "cachetools>=5.3",
         # The http check (tasks/checks/http.py): httpcore frames HTTP/1.1 (h11) and HTTP/2 (h2) over the
         # check's guarded connections; urllib3 >= 2.7 decodes content codings with bounded output (its
         # decompression-bomb fixes), br and zstd through brotli >= 1.2 and backports.zstd.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import urllib.error
 import urllib.parse
@@ -19,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from gateway import status as node_status  # aliased: cmd_check has a local named `status`
-from gateway.credentials import ensure_credentials, flower_env
+from gateway.credentials import SetupError, ensure_credentials, flower_env, rabbitmq_env, redis_env
 
 
 def project_home() -> Path:
@@ -40,12 +41,26 @@ def supervisor_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def node_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """Everything supervisord.conf at `home` needs: the console's, Flower's, the stack's own Redis and its
+    RabbitMQ account (each from the environment when given, else generated once under `home/var/`).
+    Raises SetupError or ValueError with a message for the operator."""
+    if not env.get("CHECKGATE_RESULT_BACKEND") and shutil.which("redis-server", path=env.get("PATH")) is None:
+        raise SetupError("redis-server not found: run scripts/bootstrap.sh, or set CHECKGATE_RESULT_BACKEND")
+    env = flower_env(home, supervisor_env(home, env))
+    return rabbitmq_env(home, redis_env(home, env))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Exec supervisord in the foreground with the node's programs."""
     home = project_home()
     conf = Path(args.config).resolve() if args.config else home / "supervisord.conf"
     (conf.parent / "var" / "log").mkdir(parents=True, exist_ok=True)
-    env = flower_env(conf.parent, supervisor_env(conf.parent, dict(os.environ)))
+    try:
+        env = node_env(conf.parent, dict(os.environ))
+    except (SetupError, ValueError) as exc:
+        print(f"\ncheckgate run: {exc}", file=sys.stderr)
+        return 1
     supervisord = str(Path(sys.executable).with_name("supervisord"))
     print(f"starting supervisord -n -c {conf}; gateway on http://127.0.0.1:{env.get('CHECKGATE_PORT', '8888')}/")
     sys.stdout.flush()

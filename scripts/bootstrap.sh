@@ -4,6 +4,10 @@
 #   rabbitmq-server and redis-server installed (apt-get, when missing and root) and running on 127.0.0.1.
 # Idempotent and quick when everything is already there. Brokers named by CHECKGATE_BROKER_URL /
 # CHECKGATE_RESULT_BACKEND on another host are left alone.
+# The machine's RabbitMQ and Redis on 5672/6379 serve the tests and the benchmark (and may be shared with
+# others). `make run` does not use them as they are: `checkgate run` makes the stack's own account (vhost
+# and user) on this RabbitMQ and runs the stack's own Redis under supervisord, with passwords generated
+# into var/ (gateway/credentials.py), so nothing here creates or changes an account.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,4 +76,4 @@ if is_local "${CHECKGATE_RESULT_BACKEND:-}" && ! port_open 6379; then
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no --dir /tmp >/dev/null
     wait_port Redis 6379 30
 fi
-say "ready: .venv, RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379"
+say "ready: .venv, RabbitMQ on 127.0.0.1:5672, Redis on 127.0.0.1:6379 (for the tests; make run starts its own)"

@@ -28,7 +28,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def gateway(stack: Stack) -> str:
     """Base URL of a gateway connected to the session's stack."""
-    return stack.start_gateway("gw")
+    return stack.start_gateway("gw", port=stack.gateway_port)
 
 
 @pytest.fixture

@@ -1,8 +1,13 @@
-"""The shipped supervisord.conf runs the whole node: every program RUNNING, a check answered, the console locked."""
+"""The shipped supervisord.conf runs the whole node: every program RUNNING, a check answered, the console locked,
+and the stack's own Redis and broker account behind credentials generated once (issue #11)."""
 
 import base64
+import contextlib
+import json
 import os
+import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -13,8 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from celery import Celery
 
-from gateway.cli import supervisor_env
+from gateway.cli import node_env, supervisor_env
+from tests.ops.helpers import BrokerAccounts, usable_rabbitmqctl
 from tests.support.env import BACKEND_URL, BROKER_URL
 from tests.support.stack import ROOT, Stack, free_port, http_get
 
@@ -26,69 +34,100 @@ def supervisorctl(conf: Path, *args: str) -> str:
     return result.stdout
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    """The repository's supervisord.conf, run from a copy so its var/ is the test's own."""
-    home = tmp_path / "node"
-    home.mkdir()
-    shutil.copy(ROOT / "supervisord.conf", home / "supervisord.conf")
-    (home / "supervisord.d").mkdir()
-    (home / ".venv").symlink_to(BIN.parent)
-    (home / "var" / "log").mkdir(parents=True)
-    cleanup = Stack(tmp_path, f"cgs{os.getpid()}_", BROKER_URL, BACKEND_URL)
-    empty_schedule = tmp_path / "schedule.toml"  # a developer's own schedule.toml must not fire here
-    empty_schedule.write_text("")
-    env = {
-        **os.environ,
-        "CHECKGATE_QUEUE_PREFIX": cleanup.prefix,
-        "CHECKGATE_PORT": str(free_port()),
-        "CHECKGATE_SUPERVISOR_PORT": str(free_port()),
-        "CHECKGATE_SUPERVISOR_USER": "operator",
-        "CHECKGATE_SUPERVISOR_PASSWORD": "s3cret-for-test",
-        "CHECKGATE_FLOWER_PORT": str(free_port()),
-        "CHECKGATE_FLOWER_USER": "operator",
-        "CHECKGATE_FLOWER_PASSWORD": "flower-for-test",
-        "CHECKGATE_SCHEDULE": str(empty_schedule),
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("CHECKGATE_CHECK_MODULES", None)  # the shipped check types only: each has its worker program
-    subprocess.run([str(BIN / "supervisord"), "-c", str(home / "supervisord.conf")], env=env, check=True)
-    try:
-        yield home / "supervisord.conf", env
-    finally:
-        supervisorctl(home / "supervisord.conf", "shutdown")
-        deadline = time.monotonic() + 60
-        while (home / "var" / "supervisord.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        cleanup.cleanup()
+class Node:
+    """The repository's supervisord.conf, run from a copy so its var/ is the test's own, with the
+    environment `checkgate run` makes (gateway.cli.node_env): the stack's own Redis on a free port and,
+    where rabbitmqctl can reach the local broker, the stack's own RANDOM vhost and user on it."""
 
+    def __init__(self, tmp_path: Path, accounts: BrokerAccounts | None) -> None:
+        self.home = tmp_path / "node"
+        self.home.mkdir()
+        shutil.copy(ROOT / "supervisord.conf", self.home / "supervisord.conf")
+        (self.home / "supervisord.d").mkdir()
+        (self.home / ".venv").symlink_to(BIN.parent)
+        (self.home / "var" / "log").mkdir(parents=True)
+        self.conf = self.home / "supervisord.conf"
+        self.cleanup = Stack(tmp_path, f"cgs{os.getpid()}_", BROKER_URL, BACKEND_URL)
+        empty_schedule = tmp_path / "schedule.toml"  # a developer's own schedule.toml must not fire here
+        empty_schedule.write_text("")
+        self.given = {
+            **os.environ,
+            "CHECKGATE_QUEUE_PREFIX": self.cleanup.prefix,
+            "CHECKGATE_PORT": str(free_port()),
+            "CHECKGATE_SUPERVISOR_PORT": str(free_port()),
+            "CHECKGATE_SUPERVISOR_USER": "operator",
+            "CHECKGATE_SUPERVISOR_PASSWORD": "s3cret-for-test",
+            "CHECKGATE_FLOWER_PORT": str(free_port()),
+            "CHECKGATE_REDIS_PORT": str(free_port()),
+            "CHECKGATE_SCHEDULE": str(empty_schedule),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.given.pop("CHECKGATE_CHECK_MODULES", None)  # the shipped check types only: each has its worker
+        self.given.pop("CHECKGATE_RESULT_BACKEND", None)  # the tests' shared Redis: the node runs its own
+        if accounts is not None:
+            vhost, user = accounts.new("node")
+            self.given.pop("CHECKGATE_BROKER_URL", None)
+            self.given.update(CHECKGATE_RABBITMQ_VHOST=vhost, CHECKGATE_RABBITMQ_USER=user)
+        self.env: dict[str, str] = {}
 
-def test_supervisord_runs_the_whole_node(node: tuple[Path, dict[str, str]]) -> None:
-    conf, env = node
-    programs = {
-        "gateway",
-        "workers:worker-add",
-        "workers:worker-sleep-0",
-        "workers:worker-sleep-1",
-        "workers:worker-http",
-        "workers:worker-tcp",
-        "workers:worker-dns",
-        "workers:worker-tls",
-        "alerts",
-        "monitor:flower",
-        "monitor:beat",
-    }
-    deadline = time.monotonic() + 90
-    states: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        states = dict(line.split()[:2] for line in supervisorctl(conf, "status").splitlines() if line.strip())
-        if set(states) == programs and set(states.values()) == {"RUNNING"}:
-            break
-        time.sleep(1)
-    else:
+    def start(self) -> dict[str, str]:
+        """`checkgate run` without the exec: the environment, then supervisord (daemonized)."""
+        self.env = node_env(self.home, self.given)
+        subprocess.run([str(BIN / "supervisord"), "-c", str(self.conf)], env=self.env, check=True)
+        return self.env
+
+    def wait_running(self, programs: set[str]) -> None:
+        deadline = time.monotonic() + 90
+        states: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            states = dict(line.split()[:2] for line in supervisorctl(self.conf, "status").splitlines() if line.strip())
+            if set(states) == programs and set(states.values()) == {"RUNNING"}:
+                return
+            time.sleep(1)
         pytest.fail(f"not all RUNNING: {states}")
 
-    gateway = f"http://127.0.0.1:{env['CHECKGATE_PORT']}"
+    def stop(self) -> None:
+        supervisorctl(self.conf, "shutdown")
+        deadline = time.monotonic() + 60
+        while (self.home / "var" / "supervisord.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    ctl = usable_rabbitmqctl()
+    if ctl is None and os.environ.get("CI"):
+        pytest.fail("CI must provide a rabbitmqctl that reaches the local broker (the node's own vhost)")
+    accounts = BrokerAccounts(ctl) if ctl else None
+    node = Node(tmp_path, accounts)
+    try:
+        yield node
+    finally:
+        node.stop()
+        try:
+            node.cleanup.cleanup()
+        finally:
+            if accounts is not None:
+                accounts.delete()
+
+
+PROGRAMS = {
+    "redis",
+    "gateway",
+    "workers:worker-add",
+    "workers:worker-sleep-0",
+    "workers:worker-sleep-1",
+    "workers:worker-http",
+    "workers:worker-tcp",
+    "workers:worker-dns",
+    "workers:worker-tls",
+    "alerts",
+    "monitor:flower",
+    "monitor:beat",
+}
+
+
+def wait_for_add(gateway: str) -> None:
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -99,6 +138,41 @@ def test_supervisord_runs_the_whole_node(node: tuple[Path, dict[str, str]]) -> N
             pass
         time.sleep(0.5)
     assert (code, body["result"]) == (200, 3)
+
+
+def raw_redis(port: int, command: bytes) -> bytes:
+    """One inline command to 127.0.0.1:`port` without logging in; the first reply line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(command + b"\r\n")
+        return sock.makefile("rb").readline()
+
+
+def command_lines() -> str:
+    """Every process's command line on this machine, as `ps` shows them to any user."""
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(lines)
+
+
+def inspect_replies(env: dict[str, str]) -> dict[str, dict]:
+    """`celery inspect conf / stats / report` on the node's broker: what Flower's worker pages show."""
+    app = Celery(broker=env["CHECKGATE_BROKER_URL"].replace("amqp://", "pyamqp://", 1))
+    prefix = env["CHECKGATE_QUEUE_PREFIX"]
+    app.conf.update(control_exchange=f"{prefix}celery", accept_content=["msgpack", "json"])
+    try:
+        inspect = app.control.inspect(timeout=5)
+        return {"conf": inspect.conf() or {}, "stats": inspect.stats() or {}, "report": inspect.report() or {}}
+    finally:
+        app.close()
+
+
+def test_supervisord_runs_the_whole_node(node: Node) -> None:
+    env = node.start()
+    node.wait_running(PROGRAMS)
+    gateway = f"http://127.0.0.1:{env['CHECKGATE_PORT']}"
+    wait_for_add(gateway)
     code, body, _ = http_get(gateway + "/check/sleep?ms=10")
     assert (code, body["result"]["slept_ms"]) == (200, 10)
     # Every queue of every declared check type has a worker consuming it.
@@ -117,6 +191,67 @@ def test_supervisord_runs_the_whole_node(node: tuple[Path, dict[str, str]]) -> N
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
         assert b"gateway" in response.read()
+
+    # Issue #11: the stack's Redis and broker answer no one without the generated credentials, which are
+    # private, nowhere on a command line, in a log or in the workers' settings, and the same next start.
+    port = int(env["CHECKGATE_REDIS_PORT"])
+    assert raw_redis(port, b"PING").startswith(b"-NOAUTH")
+    assert raw_redis(port, b"KEYS *").startswith(b"-NOAUTH")
+    # The answer came through it: workers stored the result there and the gateway read it from there;
+    # beat holds its lock there.
+    own = redis.Redis.from_url(env["CHECKGATE_RESULT_BACKEND"])
+    try:
+        assert own.keys("celery-task-meta-*")
+        assert own.exists(f"checkgate:{prefix}beat::lock")
+    finally:
+        own.close()
+
+    var = node.home / "var"
+    secrets_ = {"redis": env["CHECKGATE_REDIS_PASSWORD"], "flower": env["CHECKGATE_FLOWER_PASSWORD"]}
+    private = [var / "redis-credentials", var / "flower-credentials", var / "redis.conf"]
+    if "CHECKGATE_RABBITMQ_VHOST" in node.given:
+        vhost = node.given["CHECKGATE_RABBITMQ_VHOST"]
+        assert env["CHECKGATE_BROKER_URL"].endswith(f"@127.0.0.1:5672/{vhost}")
+        secrets_["rabbitmq"] = env["CHECKGATE_RABBITMQ_PASSWORD"]
+        private.append(var / "rabbitmq-credentials")
+    for path in private:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    everything_ps_shows = command_lines()
+    logs = "\n".join(p.read_text(errors="replace") for p in (var / "log").glob("*.log"))
+    answers = inspect_replies(env)
+    assert all(len(answers[kind]) == 7 for kind in answers), answers  # every worker answered each
+    replies = json.dumps(answers, default=str)
+    assert "redbeat_redis_url" in replies
+    for name, password in secrets_.items():
+        assert password not in everything_ps_shows, f"{name} password on a command line"
+        assert password not in logs, f"{name} password in a log"
+        assert password not in replies, f"{name} password in `celery inspect conf/stats/report`"
+
+    status = subprocess.run(
+        [str(BIN / "checkgate"), "status", "--socket", str(var / "supervisor.sock")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert re.search(r"^\S+\s+redis\s+RUNNING", status.stdout, re.MULTILINE), status.stdout
+
+    # A second start reuses every credential (and the broker account, which exists by now).
+    node.stop()
+    again = node.start()
+    for key in ("CHECKGATE_RESULT_BACKEND", "CHECKGATE_BROKER_URL", "CHECKGATE_FLOWER_PASSWORD"):
+        assert again[key] == env[key], key
+    node.wait_running(PROGRAMS)
+    wait_for_add(gateway)
+
+
+def test_the_operators_urls_win_and_the_node_runs_no_redis_of_its_own(tmp_path: Path) -> None:
+    given = {"CHECKGATE_BROKER_URL": BROKER_URL, "CHECKGATE_RESULT_BACKEND": BACKEND_URL, "PATH": os.environ["PATH"]}
+    env = node_env(tmp_path, given)
+    assert (env["CHECKGATE_BROKER_URL"], env["CHECKGATE_RESULT_BACKEND"]) == (BROKER_URL, BACKEND_URL)
+    assert env["CHECKGATE_REDIS_NUMPROCS"] == "0"
+    made = sorted(p.name for p in (tmp_path / "var").iterdir())
+    assert made == ["flower-credentials", "supervisor-credentials"]  # nothing for Redis or RabbitMQ
 
 
 def test_supervisor_password_is_generated_once_and_private(tmp_path: Path) -> None:

@@ -14,10 +14,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gateway.console.config import ConsoleSettings, NodeConfig
+from supervisor.xmlrpc import Faults
+
+from gateway.console.config import ConsoleSettings
 from gateway.console.health import HealthProbe
-from gateway.console.nodes import Poller
-from gateway.console.xmlrpc import ALREADY_STARTED, NOT_RUNNING, RpcClient, RpcError, RpcFault
+from gateway.console.poller import Poller
+from gateway.nodes import NodeConfig
+from gateway.supervisor_rpc import RpcClient, RpcError, RpcFault
 
 ACTIONS = ("start", "stop", "restart", "rolling")
 # Actions that take something down: the UI asks first, and the server wants `confirm=yes`.
@@ -89,7 +92,16 @@ class ActionRunner:
         self.busy: set[str] = set()
 
     async def run(self, action: str, targets: Iterable[tuple[str, str]]) -> Outcome:
-        """`action` on every (node, namespec) target; rolling goes node by node, the rest in parallel."""
+        """`action` on every (node, namespec) target; rolling goes node by node, the rest in parallel.
+
+        :arg action: one of ACTIONS (`start`, `stop`, `restart`, `rolling`).
+        :arg targets: (node name, namespec) pairs, e.g. from `views.resolve`.
+        :returns: the Outcome, per node and per process (a failed process is a result, not an error).
+        :raises ValueError: an unknown action. :raises Busy: another action is working on one of them.
+
+        Each start/stop waits up to `action_timeout` seconds; a rolling restart also waits up to
+        `health_timeout` seconds per node for its `health_url`.
+        """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
         by_node: dict[str, list[str]] = {}
@@ -155,10 +167,10 @@ class ActionRunner:
         async with self._limits[node.name]:
             try:
                 if action in ("stop", "restart"):
-                    stopped = await self._call(node, "supervisor.stopProcess", spec, NOT_RUNNING)
+                    stopped = await self._call(node, "supervisor.stopProcess", spec, Faults.NOT_RUNNING)
                     if action == "stop":
                         return ProcessResult(spec, True, "STOPPED" if stopped else "was not running")
-                started = await self._call(node, "supervisor.startProcess", spec, ALREADY_STARTED)
+                started = await self._call(node, "supervisor.startProcess", spec, Faults.ALREADY_STARTED)
             except RpcError as exc:
                 return ProcessResult(spec, False, str(exc))
         # An operator's start is not a crash: it must not count toward a restart loop.

@@ -10,12 +10,12 @@ import tornado.web
 
 from gateway.console.actions import ACTIONS, DESTRUCTIVE, Busy
 from gateway.console.auth import SESSION_COOKIE, check_login
-from gateway.console.nodes import NodeState
+from gateway.console.poller import NodeState
 from gateway.console.service import Console
 from gateway.console.streams import StateStreamHandler, TailStreamHandler
-from gateway.console.tail import STREAMS
 from gateway.console.views import SCOPES, ScopeError, groups, resolve
 from gateway.console.web import STATIC, ConsoleHandler
+from gateway.supervisor_rpc import LOG_STREAMS
 
 
 class RootHandler(ConsoleHandler):
@@ -167,7 +167,7 @@ class TailPageHandler(ConsoleHandler):
         self.require("viewer")
         node, process = self.get_argument("node"), self.get_argument("process")
         stream = self.get_argument("stream", "stdout")
-        if self.console.settings.node(node) is None or stream not in STREAMS:
+        if self.console.settings.node(node) is None or stream not in LOG_STREAMS:
             raise tornado.web.HTTPError(404, "no such node or stream")
         self.render("tail.html", node=node, process=process, stream=stream)
 

@@ -7,7 +7,6 @@ the gateway's /health says that, so the console fetches it on every poll of a no
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,6 @@ class Health:
     broker_ok: bool | None = None
     backend_ok: bool | None = None
     inflight: int | None = None
-    checked_at: float = 0.0
 
 
 class HealthProbe:
@@ -41,8 +39,10 @@ class HealthProbe:
         self._http = AsyncHTTPClient(force_instance=True, max_clients=50, max_body_size=MAX_HEALTH_BYTES)
 
     async def fetch(self, url: str, timeout: float) -> Health:
-        """GET `url`: healthy means HTTP 200 (the gateway answers 200 for ok and degraded, 503 for down)."""
-        health = Health(url=url, checked_at=time.time())
+        """GET `url` (an http(s) health endpoint), waiting at most `timeout` seconds to connect and again
+        for the whole answer; healthy means HTTP 200 (the gateway answers 200 for ok and degraded, 503
+        for down). Never raises: a failure is a Health with `ok` False and `error` set."""
+        health = Health(url=url)
         try:
             response = await self._http.fetch(
                 url, connect_timeout=timeout, request_timeout=timeout, raise_error=False, follow_redirects=False

@@ -11,8 +11,8 @@ from gateway.console.audit import AuditLog
 from gateway.console.auth import LoginThrottle, Sessions
 from gateway.console.config import ConsoleSettings, settings_from_env
 from gateway.console.health import HealthProbe
-from gateway.console.nodes import Poller
-from gateway.console.xmlrpc import RpcClient
+from gateway.console.poller import Poller
+from gateway.supervisor_rpc import RpcClient
 
 log = logging.getLogger("checkgate.console")
 
@@ -38,7 +38,7 @@ class Console:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Console | None:
         """The console configured by CHECKGATE_CONSOLE_CONFIG, or None when that is unset.
 
-        Raises ConsoleConfigError for a bad file or a missing secret: a console asked for but unsafe
+        Raises gateway.nodes.ConfigError for a bad file or a missing secret: a console asked for but unsafe
         must stop the process, not be skipped silently.
         """
         settings = settings_from_env(env)

@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 import tornado.web
+from supervisor.xmlrpc import Faults
 from tornado.iostream import StreamClosedError
 
-from gateway.console.tail import STREAMS, LogTail
+from gateway.console.tail import LogTail
 from gateway.console.web import ConsoleHandler
-from gateway.console.xmlrpc import RpcError, RpcFault
+from gateway.supervisor_rpc import LOG_STREAMS, RpcError, RpcFault
 
 TAIL_INTERVAL = 0.5
 TAIL_RETRY = 2.0
@@ -76,7 +77,7 @@ class TailStreamHandler(EventStream):
         node = console.settings.node(self.get_argument("node"))
         stream = self.get_argument("stream", "stdout")
         process = self.get_argument("process")
-        if node is None or stream not in STREAMS:
+        if node is None or stream not in LOG_STREAMS:
             raise tornado.web.HTTPError(404, "no such node or stream")
         if console.tails >= console.settings.max_tails:
             raise tornado.web.HTTPError(503, "too many live tails open; close one")
@@ -100,9 +101,9 @@ class TailStreamHandler(EventStream):
             try:
                 chunk = await tail.read()
             except RpcFault as fault:
-                final = fault.name in ("NO_FILE", "BAD_NAME")
+                final = fault.code in (Faults.NO_FILE, Faults.BAD_NAME)
                 message = str(fault)
-                if fault.name == "NO_FILE":
+                if fault.code == Faults.NO_FILE:
                     message = f"{tail.spec} has no {tail.stream} log file (redirect_stderr, or logging to none?)"
                 await self.send("problem", {"message": message, "final": final})
                 if final:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
-from gateway.console.config import NodeConfig
-from gateway.console.xmlrpc import RpcClient, RpcError, RpcFault
+from gateway.nodes import NodeConfig
+from gateway.supervisor_rpc import LOG_STREAMS, RpcClient
 
-STREAMS = {"stdout": "supervisor.tailProcessStdoutLog", "stderr": "supervisor.tailProcessStderrLog"}
 INITIAL_BYTES = 8 * 1024
 CHUNK_BYTES = 64 * 1024
 
@@ -30,21 +29,28 @@ class Chunk:
 
 
 class LogTail:
-    """Follows one log of one process; `read()` returns what was written since the last read."""
+    """Follows one log of one process; `read()` returns what was written since the last read.
+
+    `spec` is the process's namespec, `stream` `stdout` or `stderr` (ValueError otherwise), `timeout`
+    the seconds each read may take. `offset` is the log's size in bytes at the last read (None before
+    the first): a browser reconnecting with Last-Event-ID sets it to continue where it was.
+    """
 
     def __init__(self, rpc: RpcClient, node: NodeConfig, spec: str, stream: str, timeout: float) -> None:
-        if stream not in STREAMS:
+        if stream not in LOG_STREAMS:
             raise ValueError("stream must be stdout or stderr")
         self.rpc, self.node, self.spec, self.timeout = rpc, node, spec, timeout
         self.stream = stream
-        self.method = STREAMS[stream]
         self.offset: int | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     async def read(self) -> Chunk:
-        """The next piece of the log (the last INITIAL_BYTES on the first call)."""
-        first = self.offset is None
-        data, new_offset = await self._tail(0 if first else self.offset, INITIAL_BYTES if first else CHUNK_BYTES)
+        """The next piece of the log (the last INITIAL_BYTES on the first call).
+
+        Raises RpcFault (BAD_NAME: no such process) or RpcError (the node could not be asked).
+        """
+        offset, length = (0, INITIAL_BYTES) if self.offset is None else (self.offset, CHUNK_BYTES)
+        data, new_offset = await self.rpc.tail(self.node, self.spec, self.stream, offset, length, timeout=self.timeout)
         raw = data.encode("utf-8")  # supervisord decoded the bytes as UTF-8: this gets them back exactly
         old, self.offset = self.offset, new_offset
         if old is None:
@@ -57,19 +63,3 @@ class LogTail:
             return Chunk(self._decoder.decode(raw[len(raw) - delta :]))
         self._decoder.reset()
         return Chunk(self._decoder.decode(raw), skipped=delta - len(raw))
-
-    async def _tail(self, offset: int, length: int) -> tuple[str, int]:
-        # The window supervisord reads may begin inside a multi-byte character, which it fails to decode
-        # (HTTP 500); a window one to three bytes shorter starts on a character boundary.
-        for shorter in range(4):
-            try:
-                data, new_offset, _overflow = await self.rpc.call(
-                    self.node, self.method, self.spec, offset, length - shorter, timeout=self.timeout
-                )
-                return str(data), int(new_offset)
-            except RpcFault:
-                raise
-            except RpcError as exc:
-                if not str(exc).startswith("HTTP 500") or shorter == 3:
-                    raise
-        raise AssertionError("unreachable")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from gateway.console.config import ConsoleSettings, GroupConfig
-from gateway.console.nodes import NodeState, ProcessInfo
+from gateway.console.poller import NodeState, ProcessInfo
 
 SCOPES = ("process", "group", "node", "selection", "all")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import hashlib
 import http.client
 import os
 import socket
@@ -28,7 +29,7 @@ from typing import Any
 
 from tasks.checks import _guard
 from tasks.checks._pattern import MAX_PATTERN_CHARS, validate_pattern
-from tasks.checks._x509 import parse_certificate
+from tasks.checks._x509 import CertInfo, parse_certificate
 from tasks.registry import Param
 
 # How long a check may take when it is called without a deadline (tests, direct calls).
@@ -160,18 +161,25 @@ class Endpoint:
         return self.sockaddr[0]
 
 
-def resolve(host: str, port: int, probe: Probe, ip_version: str = "any", guard: bool = True) -> Endpoint:
-    """Resolve `host` and choose one address as blackbox_exporter does (the first one, no fallback).
+def resolve(host: str, port: int, probe: Probe, ip_version: str = "any", *, operator_chosen: bool = False) -> Endpoint:
+    """The one address of `host` a check may connect or send to on `port`: resolved, judged and pinned.
 
-    With `guard` the host name and the chosen address are checked against the target policy, after
-    resolution, so a DNS answer cannot lead a check to a refused address.
+    Every check, built-in or plugin, reaches the network through this function (TCP through `connect`,
+    which calls it; UDP or a client library with the returned `Endpoint`): the target policy
+    (`_guard.target_refusal`) judges the name and port before the lookup, then the chosen address after
+    it, so neither a DNS answer nor a redirect hop can lead a check to a refused target. Connect or send to
+    ``endpoint.sockaddr``, never to the name again: a second lookup may answer differently. The address is
+    chosen as blackbox_exporter does (the first one, no fallback).
+
+    `operator_chosen`: the host is the operator's, not the caller's (the system resolver on its own port),
+    so only the deployment's own endpoints are refused. Raises `ProbeFailure` with ``invalid_target``,
+    ``target_refused``, ``dns_error`` or ``timeout``.
     """
     try:
         host = _guard.normalize_host(host)
     except ValueError as exc:
         raise ProbeFailure("invalid_target", str(exc)) from None
-    policy = _guard.current_policy()
-    if guard and _guard.parse_ip(host) is None and (why := policy.host_refusal(host)):
+    if why := _guard.target_refusal(host, port, operator_chosen=operator_chosen):
         raise ProbeFailure("target_refused", why)
     family = _FAMILIES[ip_version]
     with probe.phase("dns"):
@@ -179,7 +187,7 @@ def resolve(host: str, port: int, probe: Probe, ip_version: str = "any", guard: 
     if not infos:
         raise ProbeFailure("dns_error", f"{host}: no address")
     chosen = Endpoint(host, infos[0][0], infos[0][4])
-    if guard and (why := policy.address_refusal(chosen.ip)):
+    if why := _guard.target_refusal(host, port, chosen.ip, operator_chosen=operator_chosen):
         raise ProbeFailure("target_refused", why)
     return chosen
 
@@ -197,7 +205,7 @@ def _getaddrinfo(host: str, port: int, family: int, probe: Probe) -> list[Any]:
 
 
 def connect(host: str, port: int, probe: Probe, ip_version: str = "any") -> tuple[socket.socket, Endpoint]:
-    """A TCP connection to an allowed address of `host` (phases ``dns`` and ``connect``)."""
+    """A TCP connection to the address `resolve` allows for `host` and `port` (phases ``dns`` and ``connect``)."""
     endpoint = resolve(host, port, probe, ip_version)
     sock = socket.socket(endpoint.family, socket.SOCK_STREAM)
     try:
@@ -262,28 +270,124 @@ def start_tls(sock: socket.socket, server_name: str, ctx: ssl.SSLContext, probe:
         return ctx.wrap_socket(sock, server_hostname=server_name)
 
 
-def tls_details(tls: ssl.SSLSocket) -> dict[str, Any]:
-    """Protocol, cipher and the peer certificate's facts (decoded even when it was not verified)."""
+def tls_details(tls: ssl.SSLSocket | ssl.SSLObject) -> dict[str, Any]:
+    """Protocol, cipher, and the certificates of a finished handshake (decoded even when not verified).
+
+    Works on an `ssl.SSLSocket` and on an `ssl.SSLObject` (asyncio, HTTP client libraries). Fields:
+
+    - ``tls_version``, ``cipher``: as `SSLSocket.version()` and `cipher()` name them.
+    - The leaf (the server's own certificate), unchanged from earlier releases: ``subject``, ``issuer``
+      (RFC 4514), ``sans``, ``serial`` (hex), ``fingerprint_sha256``, ``not_before``, ``not_after``
+      (epoch seconds), and ``leaf_days_left``.
+    - ``chain``: every certificate the server presented, in the order it sent them (0 = the leaf), each
+      ``{subject, issuer, serial, fingerprint_sha256, not_before, not_after}`` (an undecodable one is
+      ``{fingerprint_sha256, error}``). Not capped here: OpenSSL already refuses a certificate list over
+      100 KiB (its max_cert_list default), a few hundred certificates at the very most.
+    - ``verified_chain``: only when the handshake verified the peer: the chain OpenSSL built and trusted,
+      leaf to trust anchor (which may come from the local store rather than from the server), same shape.
+    - ``earliest_expiry``: the earliest ``not_after`` over ``chain`` and ``verified_chain`` together: the
+      first moment some client stops accepting the connection. ``earliest_expiry_subject`` names that
+      certificate; it is ``result[earliest_expiry_in][earliest_expiry_position]`` (``earliest_expiry_in``
+      is ``chain`` when the server sent it, else ``verified_chain``).
+    - ``days_left``: days until ``earliest_expiry`` (it was the leaf's until issue #12: an intermediate that
+      expires first now shows here, and checks judge expiry on it; ``leaf_days_left`` keeps the leaf's).
+    - ``last_chain_expiry``: only when verified: the earliest ``not_after`` of the verified chain, as
+      blackbox_exporter's ``probe_ssl_last_chain_expiry_timestamp_seconds`` (OpenSSL builds one chain,
+      so "the chain that lasts longest" is that chain).
+    """
     cipher = tls.cipher()
     out: dict[str, Any] = {"tls_version": tls.version(), "cipher": cipher[0] if cipher else None}
-    der = tls.getpeercert(binary_form=True)
-    if der:
-        try:
-            cert = parse_certificate(der)
-        except ValueError:
-            return out  # the handshake succeeded; a certificate we cannot decode is not the target's failure
-        now = time.time()
+    presented = _peer_chain(tls, "get_unverified_chain")
+    if presented is None:  # no chain API: the leaf is all this Python can give
+        leaf_der = tls.getpeercert(binary_form=True)
+        presented = [leaf_der] if leaf_der else []
+    if not presented:
+        return out
+    # Without verification OpenSSL's "verified" chain is just the presented one again: not a chain to report.
+    verified = _peer_chain(tls, "get_verified_chain") if tls.context.verify_mode == ssl.CERT_REQUIRED else None
+    now = time.time()
+    chain = [_decode(der) for der in presented]
+    leaf = chain[0]
+    if isinstance(leaf, CertInfo):
         out.update(
-            subject=cert.subject,
-            issuer=cert.issuer,
-            sans=list(cert.sans),
-            serial=cert.serial,
-            fingerprint_sha256=cert.sha256,
-            not_before=cert.not_before,
-            not_after=cert.not_after,
-            days_left=round((cert.not_after - now) / 86400, 3),
+            subject=leaf.subject,
+            issuer=leaf.issuer,
+            sans=list(leaf.sans),
+            serial=leaf.serial,
+            fingerprint_sha256=leaf.sha256,
+            not_before=leaf.not_before,
+            not_after=leaf.not_after,
+            leaf_days_left=_days(leaf.not_after, now),
         )
+    verified_chain = [_decode(der) for der in verified] if verified else []
+    earliest = _earliest(chain, verified_chain)
+    if earliest is not None:
+        where, position, cert = earliest
+        out.update(
+            days_left=_days(cert.not_after, now),
+            earliest_expiry=cert.not_after,
+            earliest_expiry_subject=cert.subject,
+            earliest_expiry_in=where,
+            earliest_expiry_position=position,
+        )
+    verified_expiries = [c.not_after for c in verified_chain if isinstance(c, CertInfo)]
+    if verified_expiries:
+        out["last_chain_expiry"] = min(verified_expiries)
+    out["chain"] = [_chain_entry(c, der) for c, der in zip(chain, presented, strict=True)]
+    if verified:
+        out["verified_chain"] = [_chain_entry(c, der) for c, der in zip(verified_chain, verified, strict=True)]
     return out
+
+
+def _peer_chain(tls: ssl.SSLSocket | ssl.SSLObject, method: str) -> list[bytes] | None:
+    """The DER certificates `method` (``get_unverified_chain`` or ``get_verified_chain``) returns.
+
+    Python 3.13 made both public (lists of DER bytes). Python 3.10 to 3.12 have the very same OpenSSL
+    calls (SSL_get_peer_cert_chain, SSL_get0_verified_chain) only on the private `_sslobj` of an
+    SSLSocket or SSLObject, returning `_ssl.Certificate` objects whose `public_bytes()` is PEM. We use
+    them because nothing public on 3.11 gives more than the leaf, and an expiry judged on the leaf alone
+    misses an expiring intermediate (issue #12). None when neither exists (the caller falls back to the
+    leaf).
+    """
+    public = getattr(tls, method, None)
+    if callable(public):
+        return list(public() or ())
+    private = getattr(getattr(tls, "_sslobj", None), method, None)
+    if not callable(private):
+        return None
+    return [ssl.PEM_cert_to_DER_cert(cert.public_bytes()) for cert in private() or ()]
+
+
+def _decode(der: bytes) -> CertInfo | None:
+    try:
+        return parse_certificate(der)
+    except ValueError:
+        return None  # the handshake succeeded; a certificate we cannot decode is not the target's failure
+
+
+def _days(when: float, now: float) -> float:
+    return round((when - now) / 86400, 3)
+
+
+def _earliest(chain: list[CertInfo | None], verified: list[CertInfo | None]) -> tuple[str, int, CertInfo] | None:
+    """(list name, position, certificate) of the earliest expiry; presented certificates win ties."""
+    sent = {c.sha256 for c in chain if c is not None}
+    candidates = [("chain", i, c) for i, c in enumerate(chain) if c is not None]
+    candidates += [("verified_chain", i, c) for i, c in enumerate(verified) if c is not None and c.sha256 not in sent]
+    return min(candidates, key=lambda item: item[2].not_after, default=None)
+
+
+def _chain_entry(cert: CertInfo | None, der: bytes) -> dict[str, Any]:
+    if cert is None:
+        return {"fingerprint_sha256": hashlib.sha256(der).hexdigest(), "error": "undecodable certificate"}
+    return {
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "serial": cert.serial,
+        "fingerprint_sha256": cert.sha256,
+        "not_before": cert.not_before,
+        "not_after": cert.not_after,
+    }
 
 
 # --- parameters several checks declare ------------------------------------------------------------

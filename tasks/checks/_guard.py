@@ -1,53 +1,68 @@
-"""Target safety (the SSRF guard): which hosts and addresses a check may reach, in one place.
+"""Target policy (the SSRF guard): which hosts, addresses and ports a check may reach, decided here only.
 
-Two layers apply one policy:
+No caller may turn checkgate against its own stack or the host it runs on. Two layers apply one policy:
 
-- the gateway validates parameters (`validate_url`, `validate_host`): scheme, credentials, control
-  characters, IDNA, and IP literals however spelled; it does no DNS, because the gateway never blocks;
-- the worker calls `address_refusal` on the address it is about to connect to, after its own DNS
-  resolution and again for every redirect hop, so neither a DNS answer nor a `Location` header can
-  smuggle a connection to a refused address.
+- the gateway validates parameters (`validate_url`, `validate_host`) without DNS, because it never blocks:
+  scheme, credentials, control characters, IDNA, IP literals however spelled, and host names (400 naming
+  the field);
+- the worker calls `target_refusal` through `_common.resolve` / `_common.connect` (built-in and plugin
+  checks alike) with the host, the port and the address it is about to connect or send to, after its own
+  DNS resolution and again on every redirect hop, so neither a DNS answer nor a ``Location`` header can
+  smuggle a connection to a refused target. That decision is the one that counts (``target_refused``).
 
-The policy comes from the environment (comma-separated lists, read when used):
+The rules, in order:
 
-- ``CHECKGATE_ALLOW_NETWORKS``: when set, only addresses in these networks may be reached;
-- ``CHECKGATE_DENY_NETWORKS``: refused on top of the built-in link-local and cloud-metadata ranges;
-- ``CHECKGATE_ALLOW_HOSTS`` / ``CHECKGATE_DENY_HOSTS``: host names; ``.example.com`` also matches every
-  subdomain;
-- ``CHECKGATE_CA_DIRS``: when set, a ``ca_bundle`` must lie under one of these directories.
+1. **The deployment's own endpoints** are refused for every check type, whatever the allow lists say
+   (`deployment_endpoints`): every broker of the Celery app (each host of a ``;`` failover list, the read
+   and write URLs) and, beside an AMQP broker, RabbitMQ's companion ports; the result backend (each host of
+   a ``sentinel://`` list); RedBeat's Redis; Flower and Supervisor's console on this host; the gateway (and
+   the console it serves); the console's nodes; ``CHECKGATE_PROTECTED_ENDPOINTS``. Their names are resolved
+   on the worker (`ENDPOINTS_TTL`) and judged as (address, port). An endpoint on a local address (loopback,
+   0.0.0.0 or ::, an address of this host) protects its port on every local address: whatever it is bound
+   to, the same service usually answers on all of them (Redis on 127.0.0.1 and ::1, a 0.0.0.0 bind).
+2. **Network rules**, judged on the address and on every IPv4 address it embeds (`address_forms`; refused
+   when any form is): built-in refusals that an operator's allow at least as specific opens (loopback, this
+   host's own addresses, unspecified, link-local, multicast); the cloud metadata addresses
+   (`METADATA_SERVICES`), which no allow opens; ``CHECKGATE_DENY_NETWORKS``. Among the networks that contain
+   an address the most specific decides, and on a tie only an operator's allow over a built-in default opens:
+   ``CHECKGATE_ALLOW_NETWORKS=169.254.10.0/24`` re-opens one link-local subnet while the metadata address
+   stays closed, ``127.0.0.0/8,::1`` opens loopback. When ``CHECKGATE_ALLOW_NETWORKS`` is set, only
+   addresses in it may be reached.
+3. **Host names**: the metadata names and ``CHECKGATE_DENY_HOSTS`` are refused; when
+   ``CHECKGATE_ALLOW_HOSTS`` is set only its names may be reached (``.example.com`` also matches every
+   subdomain); ``localhost`` names are judged as the loopback addresses they always mean (RFC 6761).
 
-Among the networks that contain an address, the most specific one (longest prefix) decides and a tie
-is a refusal, so ``CHECKGATE_ALLOW_NETWORKS=169.254.10.0/24`` re-opens one link-local subnet while the
-metadata address stays closed. Loopback is allowed by default (the unspecified addresses 0.0.0.0/8 and ::,
-which also reach the local host, are not: nobody means them as a target).
+Private networks (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) stay allowed: checking internal
+services is the point. ``CHECKGATE_CA_DIRS``: when set, a ``ca_bundle`` must lie under one of these
+directories. The environment is read when used; malformed values raise `PolicyConfigError`.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import json
+import logging
 import os
 import re
 import socket
+import threading
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import cachetools
 import idna
+import psutil
+from kombu import Connection
+from kombu.utils.url import url_to_parts
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Refused unless allowed more specifically: link-local (where every cloud's metadata service lives), AWS's
-# IPv6 metadata address, and the unspecified addresses, which connect to the local host and would otherwise
-# slip past an operator's deny of 127.0.0.0/8.
-DEFAULT_DENY_NETWORKS = {
-    "169.254.0.0/16": "link-local or cloud metadata address",
-    "fe80::/10": "link-local address",
-    "fd00:ec2::254/128": "cloud metadata address",
-    "0.0.0.0/8": "unspecified address (this host)",
-    "::/128": "unspecified address (this host)",
-}
-DEFAULT_DENY_HOSTS = ("metadata.google.internal", "metadata.goog")
+log = logging.getLogger(__name__)
 
 _LABEL_RE = re.compile(r"[a-z0-9_-]{1,63}")
 # Characters inet_aton accepts in the legacy IPv4 spellings (2852039166, 0xa9fea9fe, 0251.0376.0.1).
@@ -60,36 +75,281 @@ class PolicyConfigError(RuntimeError):
     """The operator's policy environment is malformed; deliberately not a ValueError (not the caller's fault)."""
 
 
+def _ip(address: str | IPAddress) -> IPAddress:
+    """An address from a socket or a literal, without an IPv6 zone (fe80::1%eth0)."""
+    return ipaddress.ip_address(address.split("%", 1)[0]) if isinstance(address, str) else address
+
+
+# --- IPv6 forms that embed an IPv4 address --------------------------------------------------------
+
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291 §2.5.5.1 (deprecated, still routed by some stacks)
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT, RFC 2765
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: operators carve /48../96 prefixes from it
+_RFC6052_PREFIXES = (48, 56, 64, 96)  # the RFC 6052 prefix lengths a 64:ff9b:1::/48 deployment may use
+_THIS_HOST_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # "this network": connecting to 0.0.0.0 reaches this host
+
+
+def _rfc6052_ipv4(packed: bytes, prefixlen: int) -> ipaddress.IPv4Address | None:
+    """The IPv4 address under an RFC 6052 prefix of `prefixlen` bits, or None when the layout cannot apply.
+
+    §2.2: the 32 bits follow the prefix, skipping bits 64..71 (the "u" octet), which like the suffix after
+    them must be zero; and a translator forwards nothing to 0.0.0.0/8, so such a reading is no target.
+    """
+    squeezed = packed[:8] + packed[9:]
+    start = prefixlen // 8 if prefixlen <= 64 else prefixlen // 8 - 1
+    if packed[8] or any(squeezed[start + 4 :]):
+        return None
+    ipv4 = ipaddress.IPv4Address(squeezed[start : start + 4])
+    return None if ipv4 in _THIS_HOST_NETWORK else ipv4
+
+
+def _isatap_ipv4(packed: bytes) -> ipaddress.IPv4Address | None:
+    # RFC 5214 §6.1: interface identifier 0000:5efe:a.b.c.d (0200:5efe when global), under any /64 prefix.
+    if packed[8] & 0xFC == 0 and packed[9] == 0 and packed[10:12] == b"\x5e\xfe":
+        return ipaddress.IPv4Address(packed[12:])
+    return None
+
+
+def address_forms(address: str | IPAddress) -> tuple[IPAddress, ...]:
+    """`address`, then every IPv4 address it embeds: the forms the policy judges (any refused refuses all).
+
+    IPv4-mapped ``::ffff:a.b.c.d``, IPv4-translated ``::ffff:0:a.b.c.d``, IPv4-compatible ``::a.b.c.d``
+    (``::`` and ``::1`` are not), NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48`` (each RFC 6052 layout),
+    6to4 ``2002::/16``, Teredo ``2001::/32`` (server and de-XORed client) and ISATAP interface identifiers.
+    """
+    ip = _ip(address)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return (ip,)
+    packed = ip.packed
+    forms: list[IPAddress] = [ip]
+    if ip.ipv4_mapped is not None:
+        forms.append(ip.ipv4_mapped)
+    if ip in _IPV4_TRANSLATED or ip in _NAT64_WELL_KNOWN or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        forms.append(ipaddress.IPv4Address(packed[12:]))
+    if ip in _NAT64_LOCAL_USE:
+        forms.extend(v4 for plen in _RFC6052_PREFIXES if (v4 := _rfc6052_ipv4(packed, plen)) is not None)
+    if ip.sixtofour is not None:
+        forms.append(ip.sixtofour)
+    if ip.teredo is not None:
+        forms.extend(ip.teredo)
+    if (isatap := _isatap_ipv4(packed)) is not None:
+        forms.append(isatap)
+    return tuple(dict.fromkeys(forms))
+
+
+# --- cloud metadata services ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetadataService:
+    """A cloud's instance metadata (or credentials) service: its addresses, its names, where that is documented."""
+
+    provider: str
+    addresses: tuple[str, ...]
+    names: tuple[str, ...] = ()
+    source: str = ""
+
+
+# Refused whatever the allow lists say (a /32 or /128 is never outdone by a more specific allow, and a tie
+# refuses). The whole of 169.254.0.0/16 and fe80::/10 is refused by default on top of these.
+METADATA_SERVICES: tuple[MetadataService, ...] = (
+    MetadataService(
+        "AWS EC2 instance metadata (IMDS)",
+        ("169.254.169.254", "fd00:ec2::254"),
+        ("instance-data", "instance-data.ec2.internal"),
+        "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-data-retrieval.html",
+    ),
+    MetadataService(
+        "AWS ECS task metadata and credentials",
+        ("169.254.170.2",),
+        (),
+        "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-iam-roles.html",
+    ),
+    MetadataService(
+        "AWS EKS Pod Identity agent",
+        ("169.254.170.23", "fd00:ec2::23"),
+        (),
+        "https://docs.aws.amazon.com/eks/latest/userguide/pod-id-agent-setup.html",
+    ),
+    MetadataService(
+        "Google Cloud metadata server",
+        ("169.254.169.254", "fd20:ce::254"),
+        ("metadata.google.internal", "metadata.goog"),
+        "https://cloud.google.com/compute/docs/metadata/querying-metadata",
+    ),
+    MetadataService(
+        "Azure Instance Metadata Service",
+        ("169.254.169.254",),
+        (),
+        "https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service",
+    ),
+    MetadataService(
+        "Azure WireServer (host agent, also the VNet's DNS: the system resolver may still use it)",
+        ("168.63.129.16",),
+        (),
+        "https://learn.microsoft.com/azure/virtual-network/what-is-ip-address-168-63-129-16",
+    ),
+    MetadataService(
+        "Alibaba Cloud ECS metadata",
+        ("100.100.100.200",),
+        (),
+        "https://www.alibabacloud.com/help/en/ecs/user-guide/view-instance-metadata",
+    ),
+    MetadataService(
+        "Oracle Cloud Infrastructure IMDS, and Oracle Cloud Classic",
+        ("169.254.169.254", "192.0.0.192"),
+        (),
+        "https://docs.oracle.com/en-us/iaas/Content/Compute/Tasks/gettingmetadata.htm",
+    ),
+    MetadataService(
+        "DigitalOcean droplet metadata",
+        ("169.254.169.254",),
+        (),
+        "https://docs.digitalocean.com/reference/api/metadata/",
+    ),
+    MetadataService(
+        "OpenStack Nova metadata (IPv6: fe80::a9fe:a9fe)",
+        ("169.254.169.254", "fe80::a9fe:a9fe"),
+        (),
+        "https://docs.openstack.org/nova/latest/user/metadata.html",
+    ),
+    MetadataService(
+        "Tencent Cloud CVM metadata",
+        ("169.254.0.23",),
+        ("metadata.tencentyun.com",),
+        "https://www.tencentcloud.com/document/product/213/4934",
+    ),
+    MetadataService(
+        "Hetzner Cloud server metadata",
+        ("169.254.169.254",),
+        (),
+        "https://docs.hetzner.cloud/reference/cloud#server-metadata",
+    ),
+    MetadataService(
+        "Scaleway instance metadata",
+        ("169.254.42.42", "fd00:42::42"),
+        (),
+        "https://www.scaleway.com/en/developers/api/instance/user-data",
+    ),
+    MetadataService(
+        "IBM Cloud VPC metadata",
+        ("169.254.169.254",),
+        ("api.metadata.cloud.ibm.com",),
+        "https://cloud.ibm.com/docs/vpc?topic=vpc-imd-about",
+    ),
+    MetadataService(
+        "Akamai (Linode), Vultr, Exoscale, Huawei Cloud metadata",
+        ("169.254.169.254",),
+        (),
+        "https://techdocs.akamai.com/cloud-computing/docs/overview-of-the-metadata-service",
+    ),
+)
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for s in METADATA_SERVICES for a in s.addresses)
+METADATA_NAMES = tuple(sorted({name for s in METADATA_SERVICES for name in s.names}))
+
+
+# --- this host's addresses ------------------------------------------------------------------------
+
+# Interfaces come and go (DHCP, containers, VPNs): read them again this often (seconds).
+HOST_ADDRESSES_TTL = 10.0
+
+
+@cachetools.cached(cachetools.TTLCache(maxsize=1, ttl=HOST_ADDRESSES_TTL), lock=threading.Lock())
+def interface_addresses() -> frozenset[IPAddress]:
+    """Every address on this host's interfaces, loopback included (psutil's `net_if_addrs`)."""
+    return frozenset(
+        _ip(nic.address)
+        for nics in psutil.net_if_addrs().values()
+        for nic in nics
+        if nic.family in (socket.AF_INET, socket.AF_INET6)
+    )
+
+
+def is_local(ip: IPAddress, interfaces: frozenset[IPAddress] | None = None) -> bool:
+    """Whether a connection to `ip` reaches this host: loopback, unspecified, or an interface's address."""
+    if ip.is_loopback or ip.is_unspecified or ip in _THIS_HOST_NETWORK:
+        return True
+    return ip in (interface_addresses() if interfaces is None else interfaces)
+
+
+# --- network and host-name rules ------------------------------------------------------------------
+
+# Refused unless an operator's allow at least as specific opens them. The unspecified addresses connect to
+# this host too, so they would otherwise slip past a refusal of 127.0.0.0/8.
+DEFAULT_DENY_NETWORKS = {
+    "127.0.0.0/8": "loopback address",
+    "::1/128": "loopback address",
+    "0.0.0.0/8": "unspecified address (this host)",
+    "::/128": "unspecified address (this host)",
+    "169.254.0.0/16": "link-local address",
+    "fe80::/10": "link-local address",
+    "224.0.0.0/4": "multicast address",
+    "ff00::/8": "multicast address",
+    "255.255.255.255/32": "broadcast address",
+}
+METADATA_LABEL = "cloud metadata address"
+HOST_ADDRESS_LABEL = "an address of this host"
+
+
+@dataclass(frozen=True)
+class NetworkRule:
+    """A refused network and why; `default` when it is a built-in default an operator's allow may open."""
+
+    network: IPNetwork
+    label: str
+    default: bool = False
+
+
 @dataclass(frozen=True)
 class TargetPolicy:
-    """Allow and deny lists for networks and host names (see the module docstring)."""
+    """Network and host-name rules (rules 2 and 3 of the module docstring); no port, no DNS."""
 
     allow_networks: tuple[IPNetwork, ...] = ()
-    deny_networks: tuple[IPNetwork, ...] = ()
+    deny_rules: tuple[NetworkRule, ...] = ()
     allow_hosts: tuple[str, ...] = ()
     deny_hosts: tuple[str, ...] = ()
 
+    @functools.cached_property
+    def _rules_by_version(self) -> dict[int, tuple[NetworkRule, ...]]:
+        return {v: tuple(r for r in self.deny_rules if r.network.version == v) for v in (4, 6)}
+
+    @functools.cached_property
+    def _allow_by_version(self) -> dict[int, tuple[IPNetwork, ...]]:
+        return {v: tuple(n for n in self.allow_networks if n.version == v) for v in (4, 6)}
+
     def address_refusal(self, address: str | IPAddress) -> str | None:
-        """Why `address` may not be reached, or None when it may."""
-        ip = ipaddress.ip_address(address.split("%", 1)[0]) if isinstance(address, str) else address
-        # ::ffff:169.254.169.254 reaches the IPv4 address: judge it as that address too.
-        candidates = [ip, ip.ipv4_mapped] if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else [ip]
-        for candidate in candidates:
-            why = self._network_refusal(candidate)
+        """Why `address` may not be reached, or None when it may.
+
+        Each of its `address_forms` is judged against the refused networks, and one refused form refuses
+        the address; with an allow list, one form inside it is enough (they reach the same host).
+        """
+        ip = _ip(address)
+        forms = address_forms(ip)
+        for form in forms:
+            why = self._network_refusal(form)
             if why:
-                return why
+                return f"{ip} is refused: {why}" if form == ip else f"{ip} is refused: it embeds {form}, {why}"
+        if self.allow_networks and not any(form in n for form in forms for n in self.allow_networks):
+            return f"{ip} is refused: not in CHECKGATE_ALLOW_NETWORKS"
         return None
 
     def _network_refusal(self, ip: IPAddress) -> str | None:
-        allow = max((n.prefixlen for n in self.allow_networks if ip in n), default=-1)
-        deny = [n for n in self.deny_networks if ip in n]
-        best_deny = max(deny, key=lambda n: n.prefixlen, default=None)
-        if best_deny is not None and best_deny.prefixlen >= allow:
-            label = _DEFAULT_LABELS.get(best_deny, "denied network")
-            return f"{ip} is refused: {label} ({best_deny})"
-        if self.allow_networks and allow < 0:
-            return f"{ip} is refused: not in CHECKGATE_ALLOW_NETWORKS"
-        return None
+        allow = max((n.prefixlen for n in self._allow_by_version[ip.version] if ip in n), default=-1)
+        best: NetworkRule | None = None
+        for rule in self._rules_by_version[ip.version]:
+            if ip not in rule.network:
+                continue
+            if best is None or rule.network.prefixlen > best.network.prefixlen:
+                best = rule
+            elif rule.network.prefixlen == best.network.prefixlen and best.default and not rule.default:
+                best = rule  # an operator's deny or a metadata address outranks a built-in default
+        if best is None:
+            return None
+        prefixlen = best.network.prefixlen
+        if allow > prefixlen or (best.default and allow == prefixlen):
+            return None
+        return f"{best.label} ({best.network})"
 
     def host_refusal(self, host: str) -> str | None:
         """Why the (normalized, ASCII) host name may not be reached, or None when it may."""
@@ -98,7 +358,17 @@ class TargetPolicy:
             return f"host {host} is refused: denied host name"
         if self.allow_hosts and not any(_host_matches(host, pattern) for pattern in self.allow_hosts):
             return f"host {host} is refused: not in CHECKGATE_ALLOW_HOSTS"
+        if is_localhost_name(host):
+            # Always the loopback addresses (RFC 6761 §6.3): refused unless one of them is open.
+            whys = [self.address_refusal(loopback) for loopback in ("127.0.0.1", "::1")]
+            if all(whys):
+                return f"host {host}: {whys[0]}"
         return None
+
+
+def is_localhost_name(host: str) -> bool:
+    """Whether a normalized name is ``localhost`` or under it: always a loopback address (RFC 6761 §6.3)."""
+    return host == "localhost" or host.endswith(".localhost")
 
 
 def _host_matches(host: str, pattern: str) -> bool:
@@ -118,29 +388,309 @@ def _items(raw: str) -> list[str]:
     return [item.strip().lower() for item in raw.split(",") if item.strip()]
 
 
-_DEFAULT_LABELS = {ipaddress.ip_network(net): label for net, label in DEFAULT_DENY_NETWORKS.items()}
-_DEFAULT_NETWORKS = tuple(_DEFAULT_LABELS)
+DEFAULT_RULES = tuple(NetworkRule(ipaddress.ip_network(n), label, True) for n, label in DEFAULT_DENY_NETWORKS.items())
+METADATA_RULES = tuple(
+    NetworkRule(ipaddress.ip_network(a), METADATA_LABEL) for a in sorted(METADATA_ADDRESSES, key=str)
+)
+DEFAULT_DENY_HOSTS = METADATA_NAMES
 
 
 @functools.lru_cache(maxsize=8)
-def _policy_from(allow_nets: str, deny_nets: str, allow_hosts: str, deny_hosts: str) -> TargetPolicy:
+def _policy_from(
+    allow_nets: str, deny_nets: str, allow_hosts: str, deny_hosts: str, own: frozenset[IPAddress]
+) -> TargetPolicy:
+    own_rules = tuple(NetworkRule(ipaddress.ip_network(a), HOST_ADDRESS_LABEL, True) for a in sorted(own, key=str))
+    operator_rules = tuple(NetworkRule(n, "denied network") for n in _networks(deny_nets, "CHECKGATE_DENY_NETWORKS"))
     return TargetPolicy(
         allow_networks=_networks(allow_nets, "CHECKGATE_ALLOW_NETWORKS"),
-        deny_networks=_DEFAULT_NETWORKS + _networks(deny_nets, "CHECKGATE_DENY_NETWORKS"),
+        deny_rules=DEFAULT_RULES + METADATA_RULES + own_rules + operator_rules,
         allow_hosts=tuple(_items(allow_hosts)),
         deny_hosts=DEFAULT_DENY_HOSTS + tuple(_items(deny_hosts)),
     )
 
 
 def current_policy() -> TargetPolicy:
-    """The policy the environment describes now (parsed once per distinct environment)."""
+    """The policy the environment and this host's interfaces describe now (built once per distinct state)."""
     env = os.environ.get
     return _policy_from(
         env("CHECKGATE_ALLOW_NETWORKS", ""),
         env("CHECKGATE_DENY_NETWORKS", ""),
         env("CHECKGATE_ALLOW_HOSTS", ""),
         env("CHECKGATE_DENY_HOSTS", ""),
+        _own_addresses(interface_addresses()),
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _own_addresses(interfaces: frozenset[IPAddress]) -> frozenset[IPAddress]:
+    # Loopback addresses have their own rule (127.0.0.0/8, ::1), which CHECKGATE_ALLOW_NETWORKS opens whole.
+    return frozenset(a for a in interfaces if not a.is_loopback)
+
+
+# --- the deployment's own endpoints ---------------------------------------------------------------
+
+# Seconds the table of protected endpoints (their names resolved) is kept before it is built again.
+ENDPOINTS_TTL = 30.0
+DEFAULT_FLOWER_PORT = 5555
+DEFAULT_SUPERVISOR_PORT = 9001
+DEFAULT_GATEWAY_BIND = "127.0.0.1"
+DEFAULT_GATEWAY_PORT = 8888
+# What RabbitMQ listens on beside AMQP (https://www.rabbitmq.com/docs/networking#ports): epmd, Erlang
+# distribution (clustering and the CLI tools), the management plugin's HTTP API over http and https (it
+# publishes and reads messages: another way to forge or steal tasks), and the Prometheus endpoint.
+AMQP_COMPANION_PORTS = (4369, 25672, 15672, 15671, 15692)
+_AMQP_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
+# Schemes naming a Unix socket: no TCP or UDP target reaches those.
+_SOCKET_SCHEMES = frozenset({"unix", "socket", "redis+socket", "rediss+socket"})
+# Environment variables the endpoints come from (besides the Celery app's URLs).
+ENDPOINT_VARIABLES = (
+    "CHECKGATE_BIND",
+    "CHECKGATE_PORT",
+    "CHECKGATE_FLOWER_PORT",
+    "CHECKGATE_SUPERVISOR_PORT",
+    "CHECKGATE_CONSOLE_CONFIG",
+    "CHECKGATE_PROTECTED_ENDPOINTS",
+)
+# Stands for every local address of the worker's host.
+LOCAL = ""
+
+
+@dataclass(frozen=True)
+class ProtectedEndpoint:
+    """A host and port of this deployment: a normalized name, an IP literal, or `LOCAL`; port None = every port."""
+
+    host: str
+    port: int | None
+
+
+def url_endpoints(url: str | Sequence[str]) -> list[ProtectedEndpoint]:
+    """The endpoints a Celery/kombu URL names: each host of a ``;`` failover (or sentinel) list, default ports
+    filled in by kombu's transport; an unknown scheme without a port protects every port of its host."""
+    found: list[ProtectedEndpoint] = []
+    for item in [url] if isinstance(url, str) else list(url):
+        for alternate in Connection(item).alt or [item]:
+            scheme = alternate.partition("://")[0].lower()
+            if scheme in _SOCKET_SCHEMES:
+                continue
+            try:
+                info = Connection(alternate).info()
+                transport, host, port = info["transport"], info["hostname"], info["port"]
+            except (KeyError, ImportError):  # a scheme kombu has no transport for (db+postgresql://…)
+                parts = url_to_parts(alternate)
+                transport, host, port = scheme, parts.hostname, parts.port
+            if not host:
+                continue
+            host = normalize_host(host)
+            found.append(ProtectedEndpoint(host, int(port) if port else None))
+            if transport in _AMQP_TRANSPORTS:
+                found.extend(ProtectedEndpoint(host, extra) for extra in AMQP_COMPANION_PORTS)
+    return found
+
+
+def _port(env: Mapping[str, str], variable: str, default: int) -> int:
+    raw = env.get(variable) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise PolicyConfigError(f"{variable} is not a port (1..65535)")
+    return int(raw)
+
+
+def parse_protected_endpoints(raw: str) -> list[ProtectedEndpoint]:
+    """``CHECKGATE_PROTECTED_ENDPOINTS``: comma-separated ``host:port``, ``[v6]:port`` or URLs (``redis://h:6380``);
+    ``0.0.0.0:port`` means that port on every local address."""
+    found: list[ProtectedEndpoint] = []
+    for number, item in enumerate((part.strip() for part in raw.split(",") if part.strip()), 1):
+        try:
+            if "://" in item:
+                found.extend(url_endpoints(item))
+                continue
+            parts = urlsplit(f"//{item}")
+            if not parts.hostname or not parts.port:
+                raise ValueError("expected host:port, port 1..65535")
+            found.append(ProtectedEndpoint(normalize_host(parts.hostname), parts.port))
+        except ValueError:
+            # The value stays out of the message: a task that fails on it answers the caller with it.
+            raise PolicyConfigError(f"CHECKGATE_PROTECTED_ENDPOINTS: item {number} is not host:port or a URL") from None
+    return found
+
+
+def console_endpoints(path: str) -> list[ProtectedEndpoint]:
+    """The Supervisor consoles and health URLs of the nodes the operations console drives (its config file).
+
+    Only the addresses are read here; the console validates the rest. An unreadable file is logged, not fatal:
+    the worker may not be given the console's file at all.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        raw = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
+    except (OSError, ValueError) as exc:
+        log.warning("target policy: cannot read the console's nodes from %s: %s", path, exc)
+        return []
+    found = []
+    for node in raw.get("nodes", []) if isinstance(raw.get("nodes"), list) else []:
+        for key in ("url", "health_url"):
+            value = node.get(key) if isinstance(node, dict) else None
+            try:
+                parts = urlsplit(value) if isinstance(value, str) else None
+                if parts and parts.hostname:
+                    port = parts.port or (443 if parts.scheme == "https" else 80)
+                    found.append(ProtectedEndpoint(normalize_host(parts.hostname), port))
+            except ValueError:
+                continue  # the console refuses such a file itself
+    return found
+
+
+def deployment_endpoints(urls: Iterable[str | Sequence[str]], env: Mapping[str, str]) -> tuple[ProtectedEndpoint, ...]:
+    """Every endpoint of this deployment: from the Celery app's URLs (`celery_urls`) and the environment.
+
+    Flower and Supervisor's console are protected on every local address (supervisord.conf binds them to
+    127.0.0.1, an operator may bind them elsewhere); the gateway where ``CHECKGATE_BIND`` puts it.
+    """
+    found: list[ProtectedEndpoint] = []
+    for url in urls:
+        if url:
+            found.extend(url_endpoints(url))
+    found.append(ProtectedEndpoint(LOCAL, _port(env, "CHECKGATE_FLOWER_PORT", DEFAULT_FLOWER_PORT)))
+    found.append(ProtectedEndpoint(LOCAL, _port(env, "CHECKGATE_SUPERVISOR_PORT", DEFAULT_SUPERVISOR_PORT)))
+    try:
+        bind = normalize_host(env.get("CHECKGATE_BIND") or DEFAULT_GATEWAY_BIND)
+    except ValueError:
+        raise PolicyConfigError("CHECKGATE_BIND is not a host name or IP address") from None
+    found.append(ProtectedEndpoint(bind, _port(env, "CHECKGATE_PORT", DEFAULT_GATEWAY_PORT)))
+    if env.get("CHECKGATE_CONSOLE_CONFIG"):
+        found.extend(console_endpoints(env["CHECKGATE_CONSOLE_CONFIG"]))
+    found.extend(parse_protected_endpoints(env.get("CHECKGATE_PROTECTED_ENDPOINTS", "")))
+    return tuple(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class EndpointTable:
+    """The protected endpoints with their names resolved: what `refuses` looks up on every connect."""
+
+    names: frozenset[tuple[str, int | None]]
+    addresses: frozenset[tuple[IPAddress, int | None]]
+    local_ports: frozenset[int | None]
+    interfaces: frozenset[IPAddress]
+
+    @classmethod
+    def build(
+        cls,
+        endpoints: Iterable[ProtectedEndpoint],
+        lookup: Callable[[str], frozenset[IPAddress]],
+        interfaces: frozenset[IPAddress],
+    ) -> EndpointTable:
+        names, addresses, local_ports = set(), set(), set()
+        for endpoint in endpoints:
+            if endpoint.host == LOCAL:
+                local_ports.add(endpoint.port)
+                continue
+            literal = parse_ip(endpoint.host)
+            if literal is None:
+                names.add((endpoint.host, endpoint.port))
+            for ip in (literal,) if literal is not None else lookup(endpoint.host):
+                if any(is_local(form, interfaces) for form in address_forms(ip)):
+                    local_ports.add(endpoint.port)
+                else:
+                    addresses.update((form, endpoint.port) for form in address_forms(ip))
+        return cls(frozenset(names), frozenset(addresses), frozenset(local_ports), interfaces)
+
+    def refuses(self, host: str, port: int, address: str | IPAddress | None = None) -> bool:
+        """Whether (`host`, `port`) — or (`address`, `port`) once resolved — is an endpoint of this deployment."""
+        if (host, port) in self.names or (host, None) in self.names:
+            return True
+        local = port in self.local_ports or None in self.local_ports
+        if local and is_localhost_name(host):
+            return True
+        ip = _ip(address) if address is not None else parse_ip(host)
+        if ip is None:
+            return False
+        for form in address_forms(ip):
+            if local and is_local(form, self.interfaces):
+                return True
+            if (form, port) in self.addresses or (form, None) in self.addresses:
+                return True
+        return False
+
+
+# Last addresses each protected name resolved to: a failed lookup keeps them rather than forget the endpoint.
+_LAST_KNOWN: dict[str, frozenset[IPAddress]] = {}
+
+
+def lookup_protected_name(name: str) -> frozenset[IPAddress]:
+    """Every address of a protected endpoint's name (all of them, not only the first a check would use).
+
+    A plain getaddrinfo: the names are the operator's, looked up once per `ENDPOINTS_TTL` per worker process.
+    """
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        log.warning("target policy: cannot resolve protected endpoint %s (%s); using its last addresses", name, exc)
+        return _LAST_KNOWN.get(name, frozenset())
+    addresses = frozenset(_ip(info[4][0]) for info in infos)
+    _LAST_KNOWN[name] = addresses
+    return addresses
+
+
+# Reading them through Celery's settings costs ~50 us, and they do not change while a worker runs.
+@cachetools.cached(cachetools.TTLCache(maxsize=1, ttl=ENDPOINTS_TTL), lock=threading.Lock())
+def celery_urls() -> tuple[str, ...]:
+    """The broker (and its read and write) URLs, the result backend and RedBeat's Redis, as the Celery app
+    the worker runs has them (celeryconfig, ``CELERY_BROKER_URL``, ``celery worker -b`` alike)."""
+    from tasks import app  # here: the app imports the checks, which import this module
+
+    conf = app.conf
+    values = (conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.result_backend)
+    values += (conf.get("redbeat_redis_url"),)
+    flat = [item for value in values if value for item in ([value] if isinstance(value, str) else value)]
+    return tuple(dict.fromkeys(flat))
+
+
+@cachetools.cached(cachetools.TTLCache(maxsize=4, ttl=ENDPOINTS_TTL), lock=threading.Lock())
+def _endpoint_table(
+    urls: tuple[str, ...], env: tuple[tuple[str, str], ...], interfaces: frozenset[IPAddress]
+) -> EndpointTable:
+    return EndpointTable.build(deployment_endpoints(urls, dict(env)), lookup_protected_name, interfaces)
+
+
+def deployment_table() -> EndpointTable:
+    """The protected endpoints of this deployment now (rebuilt, names resolved again, every `ENDPOINTS_TTL` s)."""
+    env = tuple((name, os.environ.get(name, "")) for name in ENDPOINT_VARIABLES)
+    return _endpoint_table(celery_urls(), env, interface_addresses())
+
+
+# --- the decision ---------------------------------------------------------------------------------
+
+PROTECTED = "a protected endpoint of this deployment"
+
+
+def target_refusal(
+    host: str,
+    port: int,
+    address: str | IPAddress | None = None,
+    *,
+    operator_chosen: bool = False,
+    policy: TargetPolicy | None = None,
+    endpoints: EndpointTable | None = None,
+) -> str | None:
+    """Why a check may not reach `host` on `port` (at `address` once resolved), or None when it may.
+
+    `host` is normalized (`normalize_host`). Without `address` only what the name or literal tells is
+    judged, before any DNS; with it, the address the check is about to use. The deployment's endpoints
+    are refused always; the network and host-name rules too unless `operator_chosen` (the host is the
+    operator's, e.g. the system resolver on its own port). The message names the target as the caller
+    gave it and never which endpoint of the deployment it is.
+    """
+    address = _ip(address) if address is not None else None
+    if (endpoints or deployment_table()).refuses(host, port, address):
+        shown = f"[{host}]" if ":" in host else host
+        return f"{shown}:{port} is refused: {PROTECTED}"
+    if operator_chosen:
+        return None
+    policy = policy or current_policy()
+    literal = parse_ip(host)
+    if literal is None and (why := policy.host_refusal(host)):
+        return why
+    target = address if address is not None else literal
+    return policy.address_refusal(target) if target is not None else None
 
 
 # --- host names and IP literals -------------------------------------------------------------------

@@ -1,11 +1,15 @@
 """Caller-supplied regular expressions, matched in linear time with RE2 (the `google-re2` package).
 
 Every parameter that takes a pattern (`body_match`, `body_not_match`, `expect`, `answer_match`, and a
-plugin's `regex_param`) is compiled here, never with Python's `re`: a backtracking engine lets one
-request such as ``(a+)+$`` against ``'a' * 30 + '!'`` hold a worker thread (and the GIL) for minutes,
-because `re` runs in C without releasing the GIL or looking at signals, so no deadline can stop it.
-RE2 guarantees time linear in the text and memory bounded by `MAX_PROGRAM_BYTES`, which is what
-blackbox_exporter relies on for the same parameters (Go's regexp is RE2).
+plugin's `regex_param`) is compiled here. What text a pattern meets is each check's business, following
+blackbox_exporter's conventions and stated in the parameter's doc (`/checks`): `body_match` and
+`body_not_match` the whole body text, `expect` each line of the reply, `answer_match` each answer.
+
+Never with Python's `re`: a backtracking engine lets one request such as ``(a+)+$`` against
+``'a' * 30 + '!'`` hold a worker thread (and the GIL) for minutes, because `re` runs in C without
+releasing the GIL or looking at signals, so no deadline can stop it. RE2 guarantees time linear in
+the text and memory bounded by `MAX_PROGRAM_BYTES`, which is what blackbox_exporter relies on for the
+same parameters (Go's regexp is RE2).
 
 RE2's syntax is Perl's without backreferences and lookaround; a pattern RE2 cannot compile is refused
 by the gateway with a 400 naming the parameter, before anything is published. Texts are bounded by the

@@ -2,7 +2,8 @@
 
 Modeled on blackbox_exporter's prober/dns.go: the server is queried directly (no cache, no search
 list), so the answer is that server's. The default server is the first nameserver of the worker's
-/etc/resolv.conf; a server the caller names goes through the target policy like any other target.
+/etc/resolv.conf; a server the caller names goes through the target policy like any other target, over
+UDP and TCP alike.
 """
 
 from __future__ import annotations
@@ -104,7 +105,13 @@ def _query(message: dns.message.Message, ip: str, port: int, protocol: str, time
             doc="comma-separated values that must all be among the answers, as shown in `answers` (case and "
             "trailing dots ignored), e.g. 192.0.2.1 or 10 mail.example.com",
         ),
-        regex_param("answer_match", "regex at least one answer must match"),
+        regex_param(
+            "answer_match",
+            "regex at least one answer must match, as blackbox_exporter's fail_if_none_matches_regexp: matched "
+            "against each answer on its own, as `answers` shows it (the record's data: 192.0.2.1, "
+            "10 mail.example.com., a TXT record's strings joined), not against blackbox's whole "
+            "'name TTL IN type data' line; case-sensitive unless (?i)",
+        ),
     ),
     default_timeout=15.0,
     max_timeout=60.0,
@@ -131,7 +138,6 @@ def dns_check(
     except (ValueError, dns.exception.DNSException) as exc:
         return probe.result("invalid_target", str(exc), **facts)
     try:
-        # The system resolver is the operator's choice, not the caller's: the policy judges named servers only.
         endpoint = resolve(server, port, probe) if server else _system_endpoint(port, probe)
         facts["server"] = endpoint.ip
         message = dns.message.make_query(qname, dns.rdatatype.from_text(record_type))
@@ -158,4 +164,6 @@ def _system_endpoint(port: int, probe: Probe) -> Endpoint:
     nameserver = system_nameserver()
     if nameserver is None:
         raise ProbeFailure("dns_error", f"no nameserver in {RESOLV_CONF}")
-    return resolve(nameserver, port, probe, guard=False)
+    # The system resolver is the operator's choice, on its own port: only the deployment's endpoints are
+    # refused there. On any other port the caller chose the target, and the whole policy judges it.
+    return resolve(nameserver, port, probe, operator_chosen=port == 53)

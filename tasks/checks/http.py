@@ -240,7 +240,7 @@ class _GuardedStream(httpcore.NetworkStream):
         assert hop.tls is not None, "httpcore shakes hands only for https origins"
         tls = start_tls(self._sock, hop.target.host, hop.tls, hop.probe)
         details = tls_details(tls)
-        hop.facts.update(tls_version=details["tls_version"], cert_expiry=_earliest_expiry(details))
+        hop.facts.update(tls_version=details["tls_version"], cert_expiry=details.get("earliest_expiry"))
         return _GuardedStream(tls, hop)
 
     def get_extra_info(self, info: str) -> Any:
@@ -268,28 +268,6 @@ class _GuardedBackend(httpcore.NetworkBackend):
         sock, endpoint = connect(hop.target.host, hop.target.port, hop.probe, hop.ip_version)
         hop.facts["ip"] = endpoint.ip
         return _GuardedStream(sock, hop)
-
-
-def _earliest_expiry(details: dict[str, Any]) -> float | None:
-    """The earliest expiry (epoch seconds) among the certificates `tls_details` describes.
-
-    Taken from every expiry it reports, whatever the shape: numbers under a key ending in ``not_after``
-    or ``expiry`` (or lists of them), and the ``not_after`` of listed certificates, so the whole
-    presented chain counts as soon as `tls_details` reports it (blackbox's earliest_cert_expiry).
-    """
-
-    def number(value: Any) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-
-    found = []
-    for key, value in details.items():
-        named = key.endswith(("not_after", "expiry", "expiries"))
-        for item in value if isinstance(value, list | tuple) else (value,):
-            if named and number(item):
-                found.append(item)
-            elif isinstance(item, dict) and number(item.get("not_after")):
-                found.append(item["not_after"])
-    return min(found, default=None)
 
 
 # --- one exchange ---------------------------------------------------------------------------------
@@ -588,10 +566,16 @@ def _judge(
         ),
         regex_param(
             "body_match",
-            "regex the body must match (its first max_body_bytes, decoded from gzip/deflate/br/zstd, as text "
-            "in its charset)",
+            "regex the body must match somewhere, as blackbox_exporter's fail_if_body_not_matches_regexp: matched "
+            "once against the whole body text (its first max_body_bytes, decoded from gzip/deflate/br/zstd, read "
+            "in the charset of its Content-Type, else UTF-8), so ^ and $ anchor at the body's start and end; (?m) "
+            "makes them anchor at each line",
         ),
-        regex_param("body_not_match", "regex the body must not match (read as for body_match)"),
+        regex_param(
+            "body_not_match",
+            "regex the body must not match anywhere, as blackbox_exporter's fail_if_body_matches_regexp: matched "
+            "once against the whole body text (read as for body_match), ^ and $ as in body_match",
+        ),
         Param("follow_redirects", bool, default=True, doc="follow 301/302/303/307/308 (each hop is re-checked)"),
         Param("max_redirects", int, default=10, min=0, max=20, doc="redirects to follow before failing"),
         verify_tls_param(),
@@ -635,7 +619,7 @@ def http_check(
     max_body_bytes), body_wire_bytes (the body bytes those took on the wire, content-coded), body_truncated,
     phases_ms (dns, connect, tls, first_byte = request sent until response head, transfer, total; summed
     over redirect hops) and, for https, tls_version and cert_expiry (epoch seconds: the earliest expiry
-    `tls_details` reports for the presented certificates).
+    over the certificate chain, see `_common.tls_details`).
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"url": url, "final_url": url, "redirects": 0}

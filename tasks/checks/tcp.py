@@ -1,7 +1,21 @@
-"""`tcp`: does a port accept connections, and does it say what it should?
+r"""`tcp`: does a port accept connections, and does it say what it should?
 
 Modeled on blackbox_exporter's prober/tcp.go with one query/response step: connect (optionally over
-TLS), send an optional string, and read until the reply matches an optional regex.
+TLS), send an optional string, and read the reply line by line until a line matches an optional regex.
+
+`expect` is applied as blackbox_exporter's query_response applies it (its users' patterns assume that):
+each line of the reply is matched on its own, without its ending (``\n``, or ``\r\n``: a ``\r`` before
+the ``\n`` is dropped), so ``^`` and ``$`` anchor at the line's start and end. The first matching line
+ends the wait at once, whether or not the peer closes. A line also ends where the peer closes, where
+`MAX_REPLY_BYTES` have been read (the reply's cap, not just the line's), or at the deadline. A line that
+has not ended yet (a ``login: `` prompt, a binary greeting) is tried as it arrives, and a match counts
+at once when it ends before the text received so far, so the rest of the line cannot undo it
+(`_read_lines`); blackbox_exporter waits for the line's end there, and fails at its deadline.
+
+Multi-line patterns: a line never contains a line break, so a pattern that needs one (``hello\r\n220``)
+never matches, as in blackbox_exporter; the failure's detail then says why. Such patterns are not
+refused up front: a line break in an optional or negated part (``ready\r?$``, ``[^\n]+``) is harmless,
+and telling those apart would mean parsing RE2's syntax ourselves.
 """
 
 from __future__ import annotations
@@ -31,10 +45,12 @@ from tasks.checks._common import (
 from tasks.checks._pattern import compile_pattern
 from tasks.registry import Param, check
 
-MAX_REPLY_BYTES = 64 * 1024
+MAX_REPLY_BYTES = 64 * 1024  # read at most this much of a reply, all its lines together
 EXCERPT_CHARS = 256
 _ESCAPE_RE = re.compile(r"\\(x[0-9a-fA-F]{2}|[rnt0\\])")
 _ESCAPES = {"r": b"\r", "n": b"\n", "t": b"\t", "0": b"\0", "\\": b"\\"}
+# A pattern that spells a line break: it cannot match inside one line (the failure's detail says so).
+_LINE_BREAK_RE = re.compile(r"[\r\n]|\\[nr]|\\x0[aAdD]|\\x\{0*[aAdD]\}")
 
 
 def decode_escapes(text: str) -> bytes:
@@ -49,10 +65,40 @@ def decode_escapes(text: str) -> bytes:
     return b"".join(out)
 
 
-def _read_until(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, bool]:
-    """Read until the reply matches, the peer closes, `MAX_REPLY_BYTES` arrive or the deadline passes."""
-    received = b""
-    while len(received) < MAX_REPLY_BYTES:
+def _line_text(raw: bytes) -> str:
+    r"""A line as its pattern sees it: UTF-8 (bad bytes replaced), without its ``\r\n`` or ``\n``."""
+    return raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", "replace")
+
+
+def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, str | None]:
+    """Read the reply until one of its lines matches; returns (the reply read, the matching line or None).
+
+    Stops at the first matching line, when the peer closes, after `MAX_REPLY_BYTES`, or at the deadline;
+    the last, unterminated line is matched then. A line still arriving is also tried as it grows (a prompt
+    or a binary greeting may never end its line) and its match counts only if it ends before the text
+    received so far does: RE2's assertions look one character ahead at most, so such a match is also a
+    match of the finished line, while one that reaches the end (``ready$`` on ``220 ready`` of
+    ``220 ready for more``) waits for the rest. Complete lines are matched once and an unfinished line
+    only when it has doubled, so matching stays linear in the reply however it is cut into segments.
+    """
+    received = bytearray()
+    start = 0  # where the line being read begins
+    tried = 0  # how long the unfinished line was when it was last tried
+    while True:
+        while (end := received.find(b"\n", start)) >= 0:
+            line = _line_text(received[start : end + 1])
+            start, tried = end + 1, 0
+            if pattern.search(line):
+                return received.decode("utf-8", "replace"), line
+        unfinished = len(received) - start
+        if unfinished and unfinished >= 2 * tried:
+            tried = unfinished
+            line = received[start:].decode("utf-8", "replace")
+            match = pattern.search(line)
+            if match is not None and match.end() < len(line):
+                return received.decode("utf-8", "replace"), line.removesuffix("\r")
+        if len(received) >= MAX_REPLY_BYTES:
+            break
         try:
             sock.settimeout(probe.deadline.remaining())
             chunk = sock.recv(MAX_REPLY_BYTES - len(received))
@@ -63,9 +109,9 @@ def _read_until(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, b
         if not chunk:
             break
         received += chunk
-        if pattern.search(received.decode("utf-8", "replace")):
-            return received.decode("utf-8", "replace"), True
-    return received.decode("utf-8", "replace"), False
+    line = _line_text(received[start:])
+    matched = line if start < len(received) and pattern.search(line) else None
+    return received.decode("utf-8", "replace"), matched
 
 
 @check(
@@ -74,8 +120,19 @@ def _read_until(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, b
         host_param(),
         port_param(),
         Param("send", str, doc=r"text to send after connecting, UTF-8; \r \n \t \0 \\ \xHH are decoded"),
-        regex_param("expect", "regex the reply must match (read until it does, the peer closes, or the deadline)"),
-        Param("tls", bool, default=False, doc="speak TLS after connecting"),
+        regex_param(
+            "expect",
+            "regex one line of the reply must match, as blackbox_exporter's query_response: each line is matched "
+            "on its own, without its \\n or \\r\\n, so ^ and $ anchor at the line; the first matching line ends "
+            "the wait, else the check reads until the peer closes, 64 KiB or the deadline; a line still "
+            "arriving (a prompt) matches at once when its match ends before the text received so far",
+        ),
+        Param(
+            "tls",
+            bool,
+            default=False,
+            doc="speak TLS after connecting; the result then describes the certificate chain as the tls check does",
+        ),
         server_name_param(),
         verify_tls_param(),
         ca_bundle_param(),
@@ -96,9 +153,11 @@ def tcp_check(
     ip_version: str = "any",
     deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Connect to host:port (optionally TLS), send `send`, and check the reply against `expect`.
+    """Connect to host:port (optionally TLS), send `send`, and check the reply's lines against `expect`.
 
-    Result: ip, port, connect_ms, tls_ms and tls_version with tls, and reply (an excerpt) with expect.
+    Result: ip, port, connect_ms; with expect, reply (the first 256 characters read) and matched_line
+    (the line that matched, 256 characters at most); with tls, tls_ms and what `_common.tls_details`
+    says (tls_version, cipher, the leaf's fields, chain, verified_chain, earliest_expiry, days_left…).
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"host": host, "port": port}
@@ -109,20 +168,28 @@ def tcp_check(
             if tls:
                 ctx = tls_context(verify_tls, ca_bundle)
                 sock = start_tls(sock, server_name_for(endpoint, server_name), ctx, probe)
-                facts["tls_version"] = tls_details(sock)["tls_version"]
+                facts.update(tls_details(sock))
             if send:
                 sock.settimeout(probe.deadline.remaining())
                 sock.sendall(decode_escapes(send))
             if expect is not None:
-                reply, matched = _read_until(sock, compile_pattern(expect), probe)
+                reply, matched = _read_lines(sock, compile_pattern(expect), probe)
                 facts["reply"] = reply[:EXCERPT_CHARS]
-                if not matched:
-                    return _answer(probe, facts, "expect", f"reply does not match {expect!r}")
+                if matched is None:
+                    return _answer(probe, facts, "expect", _no_match_detail(expect))
+                facts["matched_line"] = matched[:EXCERPT_CHARS]
         finally:
             sock.close()
     except NETWORK_ERRORS as exc:
         return _answer(probe, facts, *classify(exc))
     return _answer(probe, facts)
+
+
+def _no_match_detail(expect: str) -> str:
+    detail = "no line of the reply matches"
+    if _LINE_BREAK_RE.search(expect):  # first: the detail is cut at 200 characters, a pattern may be long
+        detail += " (lines are matched one by one, without their endings: a pattern cannot span two)"
+    return f"{detail}: {expect!r}"
 
 
 def _answer(probe: Probe, facts: dict[str, Any], reason: str | None = None, detail: str = "") -> dict[str, Any]:

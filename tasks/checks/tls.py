@@ -1,8 +1,11 @@
-"""`tls`: is the certificate on host:port trusted, for the right name, and far from expiry?
+"""`tls`: is the certificate chain on host:port trusted, for the right name, and far from expiry?
 
 blackbox_exporter reports these through `probe_ssl_*` on its http and tcp probers; a check of its own
-keeps certificate monitoring one request. A certificate that fails verification is a valid probe with
-``ok: false`` (e.g. ``untrusted_certificate``) that still describes the certificate: the check then
+keeps certificate monitoring one request. Expiry is judged on the whole chain, not the leaf alone: the
+earliest ``not_after`` of every certificate the server presented and of the chain verification built
+(`_common.tls_details`), because a connection fails as soon as any of them expires (issue #12).
+A certificate that fails verification is a valid probe with ``ok: false`` (e.g.
+``untrusted_certificate``) that still describes the chain the server presented: the check then
 connects a second time without verification, only to read it.
 """
 
@@ -48,7 +51,15 @@ def _handshake(
         host_param(),
         port_param(default=443),
         server_name_param(),
-        Param("warn_days", float, default=14.0, min=0, max=3650, doc="not ok when fewer days than this are left"),
+        Param(
+            "warn_days",
+            float,
+            default=14.0,
+            min=0,
+            max=3650,
+            doc="not ok when fewer days than this are left before the first certificate of the chain expires "
+            "(the leaf, an intermediate or the trust anchor: days_left, earliest_expiry_subject)",
+        ),
         ca_bundle_param(),
         ip_version_param(),
     ),
@@ -66,10 +77,14 @@ def tls_check(
     ip_version: str = "any",
     deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Verify the certificate of host:port; ok when trusted, valid for the name, and `warn_days` from expiry.
+    """Verify the chain of host:port; ok when trusted, valid for the name, and `warn_days` from expiry.
 
-    Result: verified, protocol, cipher, subject, issuer, sans, serial, fingerprint_sha256, not_before,
-    not_after (epoch seconds), days_left, and verify_error when it was not verified.
+    Result: verified, protocol, cipher; the leaf's subject, issuer, sans, serial, fingerprint_sha256,
+    not_before, not_after (epoch seconds) and leaf_days_left; the chain's earliest_expiry (epoch
+    seconds), earliest_expiry_subject / _in / _position (which certificate expires first), days_left
+    (until earliest_expiry: what `warn_days` is judged on), chain (as presented), and when verified
+    verified_chain and last_chain_expiry; verify_error when it was not verified (see
+    `_common.tls_details`). Reasons: certificate_expiring, certificate_expired, and the shared ones.
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"host": host, "port": port}
@@ -86,10 +101,18 @@ def tls_check(
         return probe.result(*(failure or classify(exc)), **facts)
     facts["protocol"] = details.pop("tls_version")
     facts.update(details)
+    if failure is not None and failure[0] == "certificate_expired" and facts.get("days_left", 0) < 0:
+        # OpenSSL says "certificate has expired" without saying which: the chain says it.
+        failure = (failure[0], f"{failure[1]}: {_first_to_expire(facts)} expired {-facts['days_left']:.1f} days ago")
     days_left = facts.get("days_left")
     if failure is None and days_left is not None and days_left < warn_days:
         failure = (
             "certificate_expiring" if days_left >= 0 else "certificate_expired",
-            f"{days_left:.1f} days left, fewer than {warn_days:g}",
+            f"{days_left:.1f} days left, fewer than {warn_days:g}: {_first_to_expire(facts)} expires first",
         )
     return probe.result(*failure, **facts) if failure else probe.result(**facts)
+
+
+def _first_to_expire(facts: dict[str, Any]) -> str:
+    """Which certificate expires first, e.g. ``chain[1] CN=R11,O=Let's Encrypt``."""
+    return f"{facts['earliest_expiry_in']}[{facts['earliest_expiry_position']}] {facts['earliest_expiry_subject']}"

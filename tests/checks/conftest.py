@@ -11,7 +11,6 @@ import json
 import socket
 import socketserver
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,146 +30,75 @@ import h2.events
 import h2.exceptions
 import pytest
 
-# --- certificates (openssl CLI: the `cryptography` package is not a dependency) --------------------
+from tests.support import pki
+from tests.support.listener import Listener
 
-_OPENSSL_CONF = """\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-[ca_ext]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[leaf_ext]
-basicConstraints = CA:FALSE
-keyUsage = critical,digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[self_ext]
-basicConstraints = CA:FALSE
-subjectAltName = DNS:localhost,IP:127.0.0.1
-"""
-_EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+# --- certificates (tests/support/pki.py) -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Certs:
-    """PEM files: a local CA, leaves it signed (30 days, 5 days), a self-signed leaf, and `chained`: a
-    30-day leaf presented with the 10-day intermediate CA that signed it (so the chain expires first)."""
+    """PEM files: a local CA (60 days) and servers' (certificate chain, key) pairs.
+
+    valid / expiring: leaves of the CA (30 and 5 days); self_signed: a self-signed leaf (30 days).
+    The chains, each served as leaf + what follows it in the file, under the same CA unless said:
+    short_intermediate: a 200-day leaf under an intermediate that expires in 5 days (issue #12 item 5);
+    expired_intermediate: a 200-day leaf under an intermediate that expired yesterday;
+    extra_expiring: a 200-day leaf and its 300-day intermediate, plus an unrelated CA certificate that
+    expires in 3 days and is no part of the verified chain (blackbox_exporter #340's shape);
+    short_root: a 200-day leaf and 300-day intermediate under another root, `short_root_ca`, that
+    expires in 10 days and is not sent (it is only in the verified chain).
+    `subjects` names each certificate of the chains: root, short_root, extra, and <chain>.<position>.
+    """
 
     ca: Path
     valid: tuple[Path, Path]
     expiring: tuple[Path, Path]
     self_signed: tuple[Path, Path]
-    chained: tuple[Path, Path]
-    intermediate: Path
-
-
-def _openssl(*args: str | Path, cwd: Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], cwd=cwd, check=True, capture_output=True)
-
-
-def _leaf(
-    d: Path,
-    name: str,
-    days: int,
-    serial: int,
-    issuer: str = "ca",
-    extensions: str = "leaf_ext",
-    subject: str = "/CN=localhost/O=checkgate tests",
-) -> tuple[Path, Path]:
-    _openssl(
-        "req",
-        "-new",
-        "-config",
-        "openssl.cnf",
-        *_EC_KEY,
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        subject,
-        cwd=d,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        f"{name}.csr",
-        "-CA",
-        f"{issuer}.pem",
-        "-CAkey",
-        f"{issuer}.key",
-        "-set_serial",
-        str(serial),
-        "-days",
-        str(days),
-        "-extfile",
-        "openssl.cnf",
-        "-extensions",
-        extensions,
-        "-out",
-        f"{name}.pem",
-        cwd=d,
-    )
-    return d / f"{name}.pem", d / f"{name}.key"
+    short_intermediate: tuple[Path, Path]
+    expired_intermediate: tuple[Path, Path]
+    extra_expiring: tuple[Path, Path]
+    short_root: tuple[Path, Path]
+    short_root_ca: Path
+    expiries: dict[str, float]
+    subjects: dict[str, str]
 
 
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     d = tmp_path_factory.mktemp("certs")
-    (d / "openssl.cnf").write_text(_OPENSSL_CONF)
-    _openssl(
-        "req",
-        "-x509",
-        "-config",
-        "openssl.cnf",
-        "-extensions",
-        "ca_ext",
-        *_EC_KEY,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "60",
-        "-subj",
-        "/CN=checkgate test CA",
-        cwd=d,
-    )
-    _openssl(
-        "req",
-        "-x509",
-        "-config",
-        "openssl.cnf",
-        "-extensions",
-        "self_ext",
-        *_EC_KEY,
-        "-keyout",
-        "self.key",
-        "-out",
-        "self.pem",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=localhost",
-        cwd=d,
-    )
-    intermediate, _ = _leaf(d, "inter", 10, 1003, extensions="ca_ext", subject="/CN=checkgate test intermediate")
-    leaf, key = _leaf(d, "chained", 30, 1004, issuer="inter")
-    chain = d / "chained-chain.pem"
-    chain.write_bytes(leaf.read_bytes() + intermediate.read_bytes())
+    root = pki.authority("checkgate test CA", days=60)
+    short_root = pki.authority("checkgate short root", days=10)
+    expiries: dict[str, float] = {"root": root.not_after, "short_root": short_root.not_after}
+    subjects: dict[str, str] = {"root": root.subject, "short_root": short_root.subject}
+
+    def served(name: str, *chain: pki.Issued) -> tuple[Path, Path]:
+        for position, cert in enumerate(chain):
+            expiries[f"{name}.{position}"] = cert.not_after
+            subjects[f"{name}.{position}"] = cert.subject
+        return pki.write_chain(d / f"{name}.pem", *chain), pki.write_key(d / f"{name}.key", chain[0])
+
+    def under(issuer: pki.Issued, days: float, serial: int | None = None) -> pki.Issued:
+        return pki.leaf(issuer, days, organization="checkgate tests", serial=serial)
+
+    short = pki.authority("checkgate short intermediate", days=5, issuer=root)
+    expired = pki.authority("checkgate expired intermediate", days=-1, since=30, issuer=root)
+    long_ = pki.authority("checkgate long intermediate", days=300, issuer=root)
+    other = pki.authority("checkgate other intermediate", days=300, issuer=short_root)
+    extra = pki.authority("checkgate old cross-sign", days=3)
+    expiries["extra"], subjects["extra"] = extra.not_after, extra.subject
     return Certs(
-        d / "ca.pem",
-        _leaf(d, "valid", 30, 1001),
-        _leaf(d, "expiring", 5, 1002),
-        (d / "self.pem", d / "self.key"),
-        (chain, key),
-        intermediate,
+        ca=pki.write_chain(d / "ca.pem", root),
+        valid=served("valid", under(root, 30, serial=1001)),
+        expiring=served("expiring", under(root, 5, serial=1002)),
+        self_signed=served("self_signed", pki.leaf(None, 30)),
+        short_intermediate=served("short_intermediate", under(short, 200), short),
+        expired_intermediate=served("expired_intermediate", under(expired, 200), expired),
+        extra_expiring=served("extra_expiring", under(long_, 200), long_, extra),
+        short_root=served("short_root", under(other, 200), other),
+        short_root_ca=pki.write_chain(d / "short_root_ca.pem", short_root),
+        expiries=expiries,
+        subjects=subjects,
     )
 
 
@@ -551,6 +479,18 @@ def dns_port() -> Iterator[int]:
     stop.set()
     thread.join()
     sock.close()
+
+
+# --- a protected endpoint that counts who reached it ----------------------------------------------
+
+
+@pytest.fixture
+def protected_listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
+    """A listener the operator declared a protected endpoint (CHECKGATE_PROTECTED_ENDPOINTS)."""
+    listener = Listener()
+    monkeypatch.setenv("CHECKGATE_PROTECTED_ENDPOINTS", f"127.0.0.1:{listener.port}")
+    yield listener
+    listener.close()
 
 
 # --- misc -----------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tasks.checks import dns as dns_module
 from tasks.checks.dns import dns_check, system_nameserver
+from tests.support.listener import Listener
 
 
 def _ask(port: int, name: str = "example.test", **kwargs) -> dict:
@@ -77,6 +79,30 @@ def test_server_is_guarded() -> None:
     assert (result["ok"], result["reason"]) == (False, "target_refused")
 
 
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+def test_a_server_on_a_protected_endpoint_is_refused(protocol: str, protected_listener: Listener) -> None:
+    for server in ("127.0.0.1", "localhost"):
+        result = dns_check("example.test", server=server, port=protected_listener.port, protocol=protocol)
+        assert (result["ok"], result["reason"]) == (False, "target_refused"), server
+    result = dns_check("example.test", server="::1", port=6379, protocol=protocol)  # the tests' Redis
+    assert (result["ok"], result["reason"]) == (False, "target_refused")
+    assert protected_listener.accepted == 0
+
+
+def test_the_system_nameserver_on_another_port_is_the_callers_target(
+    protected_listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resolver is the operator's choice on port 53; with the caller's port it is the caller's target."""
+    monkeypatch.setattr(dns_module, "system_nameserver", lambda filename=None: "127.0.0.1")
+    result = dns_check("example.test", port=protected_listener.port, protocol="tcp")
+    assert (result["ok"], result["reason"]) == (False, "target_refused")
+    assert protected_listener.accepted == 0
+    monkeypatch.delenv("CHECKGATE_ALLOW_NETWORKS")
+    result = dns_check("example.test", port=8053, protocol="tcp")
+    assert (result["ok"], result["reason"]) == (False, "target_refused")
+    assert "loopback" in result["detail"]
+
+
 def test_system_nameserver(tmp_path: Path) -> None:
     conf = tmp_path / "resolv.conf"
     conf.write_text("search example.test\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n")
@@ -84,3 +110,18 @@ def test_system_nameserver(tmp_path: Path) -> None:
     conf.write_text("search example.test\n")
     assert system_nameserver(str(conf)) is None
     assert system_nameserver(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize(
+    ("record_type", "pattern", "ok"),
+    [
+        ("A", r"^192\.0\.2\.11$", True),  # the second record, anchored on its own
+        ("TXT", "^hello world$", True),  # a TXT record's strings ("hello" " world") joined, then matched
+        ("MX", r"^20 backup\.example\.test\.$", True),
+        ("A", r"192\.0\.2\.10.*192\.0\.2\.11", False),  # no pattern spans two answers
+        ("A", r"\tIN\tA\t", False),  # not blackbox's whole "name TTL IN A data" line: the data alone
+    ],
+)
+def test_answer_match_meets_each_answer_alone(dns_port: int, record_type: str, pattern: str, ok: bool) -> None:
+    result = _ask(dns_port, record_type=record_type, answer_match=pattern)
+    assert result["ok"] is ok, result

@@ -15,8 +15,9 @@ from backports import zstd
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.prometheus import render_check
-from tasks.checks.http import _earliest_expiry, http_check
+from tasks.checks.http import http_check
 from tasks.registry import REGISTRY
+from tests.support.listener import Listener
 
 
 def test_registry_binds_the_function_with_a_deadline() -> None:
@@ -87,6 +88,38 @@ def test_redirect_to_metadata_is_refused(http_base: str, location: str) -> None:
     assert (result["ok"], result["reason"]) == (False, "target_refused")
     assert result["redirects"] == 1
     assert result["duration_ms"] < 1000  # refused before any connection attempt
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://127.0.0.1:6379/",  # the tests' Redis, where results live
+        "http://[::1]:6379/",  # the same Redis, on the other loopback address
+        "http://localhost:5672/",  # the tests' RabbitMQ
+        "http://127.0.0.1:15672/api/queues",  # RabbitMQ's management API beside it
+    ],
+)
+def test_redirect_to_a_protected_endpoint_is_refused(http_base: str, location: str) -> None:
+    """Loopback is open for the tests (it is our machine), the stack's own endpoints are not."""
+    result = http_check(f"{http_base}/redirect-to?url={quote(location, safe='')}")
+    assert (result["ok"], result["reason"], result["redirects"]) == (False, "target_refused", 1)
+    assert "a protected endpoint of this deployment" in result["detail"]
+
+
+def test_the_gateways_own_port_is_refused_first_hand_and_after_a_redirect(
+    http_base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener = Listener()  # stands for the gateway: CHECKGATE_PORT is where it listens
+    monkeypatch.setenv("CHECKGATE_PORT", str(listener.port))
+    try:
+        result = http_check(f"http://127.0.0.1:{listener.port}/health")
+        assert (result["ok"], result["reason"]) == (False, "target_refused")
+        location = quote(f"http://localhost:{listener.port}/console", safe="")
+        result = http_check(f"{http_base}/redirect-to?url={location}&code=307")
+        assert (result["ok"], result["reason"], result["redirects"]) == (False, "target_refused", 1)
+        assert listener.accepted == 0
+    finally:
+        listener.close()
 
 
 def test_redirect_to_another_scheme_is_a_bad_redirect(http_base: str) -> None:
@@ -257,6 +290,13 @@ def test_bad_ca_bundle_is_reported(tls_port: Callable[[str], int], tmp_path) -> 
     assert (result["ok"], result["reason"]) == (False, "bad_ca_bundle")
 
 
+def test_cert_expiry_is_the_chains_earliest(tls_port: Callable[[str], int], certs) -> None:
+    # A 200-day leaf under an intermediate that expires in 5 days: cert_expiry is the intermediate's.
+    result = http_check(f"https://127.0.0.1:{tls_port('short_intermediate')}/text", ca_bundle=str(certs.ca))
+    assert result["ok"] is True, result
+    assert result["cert_expiry"] == int(certs.expiries["short_intermediate.1"])
+
+
 # --- issue #12: what a real HTTP client does right, replayed byte for byte (conftest's raw_http) ---
 
 
@@ -271,12 +311,6 @@ def _answer(
     if length:
         lines.append(b"Content-Length: " + str(len(body)).encode())
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-@pytest.fixture(autouse=True)
-def _loopback_targets_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The targets live on loopback: open it explicitly, whatever the policy's default for it becomes."""
-    monkeypatch.setenv("CHECKGATE_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")
 
 
 DATABASE_DOWN = b"<html><body><h1>Error</h1><p>Could not connect to database</p></body></html>\n"
@@ -639,30 +673,6 @@ def test_connection_goes_to_the_checked_address_with_the_urls_host(raw_http) -> 
     head = raw_http.requests["/pinned"][-1]
     assert f"\r\nHost: localhost:{raw_http.port}\r\n".encode() in head
     assert b"Accept-Encoding" not in head
-
-
-def test_cert_expiry_is_the_earliest_of_the_presented_chain(tls_port: Callable[[str], int], certs) -> None:
-    """blackbox's probe_ssl_earliest_cert_expiry: the 10-day intermediate expires before the 30-day leaf."""
-    result = http_check(f"https://localhost:{tls_port('chained')}/text", ca_bundle=str(certs.ca))
-    assert result["ok"] is True, result
-    leaf_days = (result["cert_expiry"] - time.time()) / 86400
-    if 29 < leaf_days < 31:
-        pytest.xfail("_common.tls_details reports the leaf only; the chain's expiry is a parallel change")
-    assert 9 < leaf_days < 11, result["cert_expiry"]
-
-
-@pytest.mark.parametrize(
-    "details",
-    [
-        {"not_after": 300, "chain": [{"not_after": 300}, {"not_after": 100}]},
-        {"not_after": 300, "earliest_cert_expiry": 100},
-        {"not_after": 300, "chain_not_after": [300, 100, 200]},
-        {"not_after": 100, "days_left": 1.0},
-    ],
-)
-def test_cert_expiry_takes_the_earliest_tls_details_reports(details: dict) -> None:
-    """The shapes `_common.tls_details` may give the chain's expiries (extended in parallel)."""
-    assert _earliest_expiry({"tls_version": "TLSv1.3", **details}) == 100
 
 
 def test_http2_when_offered(h2_server, certs) -> None:

@@ -1,5 +1,7 @@
 """Each check type end to end: gateway → RabbitMQ → a real worker → Redis → gateway, against local targets."""
 
+import socket
+import threading
 from urllib.parse import urlencode
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -97,3 +99,42 @@ def test_dns_end_to_end(gateway: str, dns_port: int) -> None:
     assert any("mail.example.test" in a for a in result["answers"])
     status, body = check(gateway, "dns", name="nope.test", server="127.0.0.1", port=dns_port)
     assert (body["result"]["ok"], body["result"]["rcode"], body["result"]["reason"]) == (False, "NXDOMAIN", "rcode")
+
+
+def test_chain_expiry_end_to_end(gateway: str, tls_port, certs) -> None:
+    # Issue #12 item 5 through the whole stack: the intermediate expires in 5 days, the leaf in 200.
+    params = {"host": "127.0.0.1", "port": tls_port("short_intermediate"), "ca_bundle": certs.ca, "warn_days": 14}
+    status, body = check(gateway, "tls", **params)
+    assert status == 200, body
+    result = body["result"]
+    assert (result["ok"], result["reason"]) == (False, "certificate_expiring"), result
+    assert 4.9 < result["days_left"] < 5.1
+    assert result["earliest_expiry_subject"] == "CN=checkgate short intermediate"
+    status, text, _ = http_get(f"{gateway}/check/tls?{urlencode(params)}&format=prometheus")
+    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples["probe_ssl_earliest_cert_expiry"] == int(certs.expiries["short_intermediate.1"])
+
+
+def test_tcp_expect_line_by_line_end_to_end(gateway: str) -> None:
+    # Issue #12 item 6: the matching line is the second, and the server keeps the connection open.
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"220-hello\r\n220 ready\r\n")
+            done.wait(30)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        status, body = check(
+            gateway, "tcp", host="127.0.0.1", port=server.getsockname()[1], expect="^220 ready$", timeout=20
+        )
+        assert status == 200, body
+        assert (body["result"]["ok"], body["result"]["matched_line"]) == (True, "220 ready"), body
+    finally:
+        done.set()
+        thread.join(5)
+        server.close()

@@ -1,11 +1,77 @@
-"""The target policy and host normalization on their own (tasks/checks/_guard.py)."""
+"""The target policy on its own (tasks/checks/_guard.py): resolution and verdict, never a connection.
+
+Every address below is only judged. Nothing is sent anywhere, so these tests stay on the machine even when the
+guard is broken (metadata and cloud addresses are tested here and nowhere else).
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import psutil
 import pytest
 
 from tasks.checks import _guard
-from tasks.checks._guard import PolicyConfigError, TargetPolicy, current_policy, normalize_host, parse_url
+from tasks.checks._common import Probe, ProbeFailure, resolve
+from tasks.checks._guard import (
+    METADATA_ADDRESSES,
+    METADATA_NAMES,
+    METADATA_SERVICES,
+    PROTECTED,
+    EndpointTable,
+    PolicyConfigError,
+    TargetPolicy,
+    address_forms,
+    current_policy,
+    deployment_endpoints,
+    deployment_table,
+    normalize_host,
+    parse_protected_endpoints,
+    parse_url,
+    target_refusal,
+    validate_url,
+)
+
+POLICY_VARIABLES = (
+    "CHECKGATE_ALLOW_NETWORKS",
+    "CHECKGATE_DENY_NETWORKS",
+    "CHECKGATE_ALLOW_HOSTS",
+    "CHECKGATE_DENY_HOSTS",
+)
+
+
+@pytest.fixture
+def default_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No operator policy: the test run opens loopback for its targets, these tests judge the defaults."""
+    for name in POLICY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+# A fake interface set, so the own-address rules are tested the same on every machine.
+FAKE_NICS = {
+    "lo": [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)],
+    "eth9": [("10.77.0.5", socket.AF_INET), ("fd77::5", socket.AF_INET6), ("fe80::77%eth9", socket.AF_INET6)],
+    "docker0": [("172.17.0.1", socket.AF_INET)],
+}
+
+
+@pytest.fixture
+def fake_nics(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    nics = {
+        name: [SimpleNamespace(family=family, address=address) for address, family in addresses]
+        for name, addresses in FAKE_NICS.items()
+    }
+    monkeypatch.setattr(_guard.psutil, "net_if_addrs", lambda: nics)
+    _guard.interface_addresses.cache_clear()
+    yield
+    _guard.interface_addresses.cache_clear()
+
+
+# --- host normalization ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -35,27 +101,108 @@ def test_normalize_host_refuses(host: str) -> None:
         normalize_host(host)
 
 
-def test_default_policy_refuses_link_local_and_metadata_only() -> None:
+def test_parse_url() -> None:
+    target = parse_url("HTTPS://Bücher.DE/straße?q=ü&x=%20#frag")
+    assert (target.scheme, target.host, target.port) == ("https", "xn--bcher-kva.de", 443)
+    assert target.target == "/stra%C3%9Fe?q=%C3%BC&x=%20"
+    assert target.url == "https://xn--bcher-kva.de/stra%C3%9Fe?q=%C3%BC&x=%20"
+    ipv6 = parse_url("http://[::1]:8080")
+    assert (ipv6.netloc, ipv6.target, ipv6.url) == ("[::1]:8080", "/", "http://[::1]:8080/")
+
+
+# --- defaults -------------------------------------------------------------------------------------
+
+
+def test_default_policy(default_env: pytest.MonkeyPatch, fake_nics: None) -> None:
     policy = current_policy()
-    refused = ("169.254.169.254", "169.254.0.1", "fe80::1", "fd00:ec2::254", "::ffff:169.254.169.254", "0.0.0.0", "::")
-    for address in refused:
-        assert policy.address_refusal(address), address
-    for address in ("127.0.0.1", "::1", "10.0.0.1", "192.168.1.1", "fd00:ec2::253", "8.8.8.8"):
+    refused = {
+        "169.254.169.254": "cloud metadata",
+        "169.254.0.1": "link-local",
+        "fe80::1": "link-local",
+        "fd00:ec2::254": "cloud metadata",
+        "0.0.0.0": "unspecified",
+        "::": "unspecified",
+        "127.0.0.1": "loopback",
+        "127.9.9.9": "loopback",
+        "::1": "loopback",
+        "224.0.0.251": "multicast",
+        "ff02::1": "multicast",
+        "255.255.255.255": "broadcast",
+        "10.77.0.5": "an address of this host",
+        "fd77::5": "an address of this host",
+        "172.17.0.1": "an address of this host",  # a docker bridge: the host's services, by a private address
+    }
+    for address, label in refused.items():
+        assert label in (policy.address_refusal(address) or ""), address
+    # Private networks stay allowed: checking internal services is the point.
+    for address in ("10.0.0.1", "10.77.0.6", "172.16.0.1", "192.168.1.1", "100.64.0.1", "fd12::1", "fd00:ec2::253"):
         assert policy.address_refusal(address) is None, address
-    assert policy.host_refusal("metadata.google.internal.")
+    for address in ("8.8.8.8", "2001:db8::1"):
+        assert policy.address_refusal(address) is None, address
+    assert "denied host" in policy.host_refusal("metadata.google.internal.")
+    assert "loopback" in policy.host_refusal("localhost")
+    assert "loopback" in policy.host_refusal("api.localhost")
     assert policy.host_refusal("example.com") is None
 
 
-def test_most_specific_network_decides() -> None:
-    policy = TargetPolicy(
-        allow_networks=_guard._networks("169.254.10.0/24,fd00:ec2::254/128", "test"),
-        deny_networks=_guard._DEFAULT_NETWORKS,
-    )
-    assert policy.address_refusal("169.254.10.5") is None  # the /24 allow beats the /16 deny
-    assert "metadata" in policy.address_refusal("169.254.169.254")
+def test_this_machines_own_addresses_are_refused_by_default(default_env: pytest.MonkeyPatch) -> None:
+    _guard.interface_addresses.cache_clear()
+    policy = current_policy()
+    own = [a for a in _guard.interface_addresses() if not a.is_loopback]
+    for address in own:
+        assert policy.address_refusal(address), address
+    # psutil, not /proc: every interface psutil reports is there.
+    reported = {
+        ipaddress.ip_address(nic.address.split("%")[0])
+        for nics in psutil.net_if_addrs().values()
+        for nic in nics
+        if nic.family in (socket.AF_INET, socket.AF_INET6)
+    }
+    assert reported == set(_guard.interface_addresses())
+
+
+# --- opening by CHECKGATE_ALLOW_NETWORKS ----------------------------------------------------------
+
+
+def test_loopback_is_refused_by_default_and_opened_explicitly(default_env: pytest.MonkeyPatch, fake_nics: None) -> None:
+    assert "loopback" in current_policy().address_refusal("127.0.0.1")
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "0.0.0.0/0,::/0")  # everything, but nothing explicitly
+    assert "loopback" in current_policy().address_refusal("127.0.0.1")
+    assert "loopback" in current_policy().address_refusal("::1")
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "0.0.0.0/0,::/0,127.0.0.0/8,::1")
+    policy = current_policy()
+    for address in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "10.0.0.1"):
+        assert policy.address_refusal(address) is None, address
+    assert policy.host_refusal("localhost") is None
+    # Opening loopback opens neither the unspecified addresses nor this host's other addresses.
+    for address in ("0.0.0.0", "::", "10.77.0.5"):
+        assert policy.address_refusal(address), address
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "127.0.0.1/32")
+    assert current_policy().address_refusal("127.0.0.1") is None
+    assert "loopback" in current_policy().address_refusal("127.0.0.2")
+
+
+def test_own_addresses_are_opened_only_explicitly(default_env: pytest.MonkeyPatch, fake_nics: None) -> None:
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "10.0.0.0/8,172.16.0.0/12")
+    policy = current_policy()
+    assert "an address of this host" in policy.address_refusal("10.77.0.5")
+    assert "an address of this host" in policy.address_refusal("172.17.0.1")
+    assert policy.address_refusal("10.77.0.6") is None
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "10.0.0.0/8,10.77.0.5/32")
+    assert current_policy().address_refusal("10.77.0.5") is None
+
+
+def test_most_specific_network_decides(default_env: pytest.MonkeyPatch, fake_nics: None) -> None:
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "169.254.10.0/24,fd00:ec2::254/128,169.254.169.254/32")
+    policy = current_policy()
+    assert policy.address_refusal("169.254.10.5") is None  # the /24 allow beats the /16 default
+    assert "metadata" in policy.address_refusal("169.254.169.254")  # a tie with a metadata address refuses
+    assert "metadata" in policy.address_refusal("fd00:ec2::254")
     assert "link-local" in policy.address_refusal("fe80::1")
-    assert policy.address_refusal("fd00:ec2::254")  # a tie is a refusal
-    assert "not in CHECKGATE_ALLOW_NETWORKS" in policy.address_refusal("127.0.0.1")
+    assert "not in CHECKGATE_ALLOW_NETWORKS" in policy.address_refusal("10.0.0.1")
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "10.0.0.0/8")
+    default_env.setenv("CHECKGATE_DENY_NETWORKS", "10.0.0.0/8")
+    assert "denied network" in current_policy().address_refusal("10.1.2.3")  # an operator's tie refuses
 
 
 def test_host_lists() -> None:
@@ -74,10 +221,294 @@ def test_malformed_environment_is_an_operator_error(monkeypatch: pytest.MonkeyPa
         current_policy()
 
 
-def test_parse_url() -> None:
-    target = parse_url("HTTPS://Bücher.DE/straße?q=ü&x=%20#frag")
-    assert (target.scheme, target.host, target.port) == ("https", "xn--bcher-kva.de", 443)
-    assert target.target == "/stra%C3%9Fe?q=%C3%BC&x=%20"
-    assert target.url == "https://xn--bcher-kva.de/stra%C3%9Fe?q=%C3%BC&x=%20"
-    ipv6 = parse_url("http://[::1]:8080")
-    assert (ipv6.netloc, ipv6.target, ipv6.url) == ("[::1]:8080", "/", "http://[::1]:8080/")
+# --- IPv6 forms that embed an IPv4 address --------------------------------------------------------
+
+
+def nat64(prefix: str, prefixlen: int, ipv4: str) -> str:
+    """`ipv4` embedded under an RFC 6052 prefix: the octets after the prefix, skipping byte 8 (the "u" octet)."""
+    address = bytearray(ipaddress.IPv6Address(prefix).packed[: prefixlen // 8].ljust(16, b"\0"))
+    positions = [i for i in range(prefixlen // 8, 16) if i != 8][:4]
+    for position, octet in zip(positions, ipaddress.IPv4Address(ipv4).packed, strict=True):
+        address[position] = octet
+    return str(ipaddress.IPv6Address(bytes(address)))
+
+
+def teredo_client(ipv4: str) -> str:
+    """A Teredo address whose client part is `ipv4` (stored XOR-ed with ones), server 65.54.227.120."""
+    obscured = int(ipaddress.IPv4Address(ipv4)) ^ 0xFFFFFFFF
+    return str(ipaddress.IPv6Address((0x20010000 << 96) | (0x4136E378 << 64) | (0x800063BF << 32) | obscured))
+
+
+def embedded_forms(ipv4: str) -> dict[str, str]:
+    """Every IPv6 spelling of `ipv4` the policy knows, by name."""
+    hexed = ipaddress.IPv4Address(ipv4).packed.hex()
+    h1, h2 = hexed[:4], hexed[4:]
+    forms = {
+        "mapped": f"::ffff:{ipv4}",
+        "translated": f"::ffff:0:{h1}:{h2}",
+        "compatible": f"::{h1}:{h2}",
+        "nat64": f"64:ff9b::{h1}:{h2}",
+        "6to4": f"2002:{h1}:{h2}::1",
+        "teredo-server": f"2001:0:{h1}:{h2}::1",
+        "teredo-client": teredo_client(ipv4),
+        "isatap": f"2001:db8::5efe:{h1}:{h2}",
+        "isatap-global": f"2001:db8::200:5efe:{h1}:{h2}",
+    }
+    for prefixlen in (48, 56, 64, 96):
+        forms[f"nat64-local-/{prefixlen}"] = nat64("64:ff9b:1::", prefixlen, ipv4)
+    return forms
+
+
+METADATA_FORMS = embedded_forms("169.254.169.254")
+
+
+@pytest.mark.parametrize("form", sorted(METADATA_FORMS))
+def test_embedded_ipv4_forms_are_judged_as_ipv4(form: str, default_env: pytest.MonkeyPatch) -> None:
+    address = METADATA_FORMS[form]
+    assert ipaddress.IPv4Address("169.254.169.254") in address_forms(address)
+    why = current_policy().address_refusal(address)
+    assert why and "embeds 169.254.169.254" in why and "metadata" in why
+    # The gateway's DNS-free pre-check, and the worker's decision after resolution, say the same.
+    with pytest.raises(ValueError, match="metadata"):
+        validate_url(f"http://[{address}]/latest/meta-data/")
+    assert "metadata" in target_refusal("meta.example", 80, address, endpoints=EMPTY_TABLE)
+
+
+@pytest.mark.parametrize("form", sorted(METADATA_FORMS))
+def test_embedded_loopback_is_loopback(form: str, default_env: pytest.MonkeyPatch, fake_nics: None) -> None:
+    address = embedded_forms("127.0.0.1")[form]
+    assert "loopback" in current_policy().address_refusal(address)
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "0.0.0.0/0,::/0,127.0.0.0/8,::1")
+    assert current_policy().address_refusal(address) is None  # the IPv4 form is opened, so is the address
+
+
+def test_embedded_private_addresses_stay_allowed(default_env: pytest.MonkeyPatch) -> None:
+    for form, address in embedded_forms("10.1.2.3").items():
+        assert current_policy().address_refusal(address) is None, form
+
+
+def test_loopback_and_unspecified_are_no_ipv4_compatible_forms() -> None:
+    assert address_forms("::1") == (ipaddress.IPv6Address("::1"),)
+    assert address_forms("::") == (ipaddress.IPv6Address("::"),)
+    assert address_forms("2001:db8::1") == (ipaddress.IPv6Address("2001:db8::1"),)
+
+
+# --- cloud metadata -------------------------------------------------------------------------------
+
+
+def test_metadata_list_has_the_documented_endpoints() -> None:
+    expected = {
+        "169.254.169.254",  # AWS, GCP, Azure, Oracle, DigitalOcean, OpenStack, Hetzner…
+        "fd00:ec2::254",  # AWS IPv6
+        "169.254.170.2",  # AWS ECS task metadata
+        "168.63.129.16",  # Azure WireServer
+        "100.100.100.200",  # Alibaba
+        "192.0.0.192",  # Oracle
+        "169.254.0.23",  # Tencent
+    }
+    assert {ipaddress.ip_address(a) for a in expected} <= METADATA_ADDRESSES
+    assert {"metadata.google.internal", "metadata.tencentyun.com"} <= set(METADATA_NAMES)
+    assert all(service.source.startswith("https://") for service in METADATA_SERVICES)
+
+
+@pytest.mark.parametrize("address", sorted(map(str, METADATA_ADDRESSES)))
+def test_every_metadata_address_is_refused_whatever_is_allowed(address: str, default_env: pytest.MonkeyPatch) -> None:
+    assert "metadata" in current_policy().address_refusal(address)
+    with pytest.raises(ValueError, match="metadata"):
+        validate_url(f"http://[{address}]/" if ":" in address else f"http://{address}/")
+    host = f"{address}/{128 if ':' in address else 32}"
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", f"0.0.0.0/0,::/0,169.254.0.0/16,fe80::/10,{host}")
+    assert "metadata" in current_policy().address_refusal(address)
+    if ":" not in address:
+        for form, spelled in embedded_forms(address).items():
+            assert "metadata" in (current_policy().address_refusal(spelled) or ""), form
+
+
+@pytest.mark.parametrize("name", METADATA_NAMES)
+def test_every_metadata_name_is_refused(name: str, default_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="denied host"):
+        validate_url(f"http://{name}/")
+    assert "denied host" in target_refusal(name, 80, endpoints=EMPTY_TABLE)
+
+
+# --- the deployment's own endpoints ---------------------------------------------------------------
+
+EMPTY_TABLE = EndpointTable(frozenset(), frozenset(), frozenset(), frozenset())
+INTERFACES = frozenset(ipaddress.ip_address(a) for a in ("127.0.0.1", "::1", "10.77.0.5", "fd77::5"))
+NAMES = {
+    "rabbit-a.internal": ["10.20.0.1"],
+    "rabbit-b.internal": ["10.20.0.2", "fd20::2"],
+    "s1.internal": ["10.30.0.1"],
+    "redis.internal": ["10.40.0.1"],
+    "cache.internal": ["10.50.0.1"],
+    "pg.internal": ["10.60.0.1"],
+    "localhost": ["127.0.0.1", "::1"],
+    "node-a.internal": ["10.80.0.1"],
+}
+URLS = (
+    "amqp://user:secret@rabbit-a.internal:5672//;amqp://rabbit-b.internal//;amqps://10.20.0.3//",
+    "sentinel://:pw@s1.internal:26379;sentinel://10.30.0.2:26380/0",
+    "rediss://:pw@redis.internal/0",
+    "redis+socket:///run/redis/redis.sock",
+)
+
+
+def table(urls: tuple = URLS, **env: str) -> EndpointTable:
+    """The endpoint table of a fictitious deployment, names resolved from `NAMES` (no DNS)."""
+    lookup = lambda name: frozenset(ipaddress.ip_address(a) for a in NAMES[name])  # noqa: E731
+    return EndpointTable.build(deployment_endpoints(urls, env), lookup, INTERFACES)
+
+
+def refused(endpoints: EndpointTable, host: str, port: int, address: str | None = None) -> bool:
+    why = target_refusal(host, port, address, endpoints=endpoints, policy=TargetPolicy())
+    return why is not None and why.endswith(PROTECTED)
+
+
+def test_every_broker_and_backend_endpoint_by_name_and_by_address() -> None:
+    t = table()
+    # By name, before any lookup (the caller's DNS cannot matter), and by every address the name has.
+    assert refused(t, "rabbit-a.internal", 5672)
+    assert refused(t, "other.example", 5672, "10.20.0.1")
+    assert refused(t, "other.example", 5672, "10.20.0.2")  # the failover broker, default port filled in
+    assert refused(t, "other.example", 5672, "fd20::2")
+    assert refused(t, "other.example", 5672, "::ffff:10.20.0.2")  # an embedded form of it
+    assert refused(t, "10.20.0.3", 5671)  # amqps' default port
+    for port in (4369, 25672, 15672, 15671, 15692):  # epmd, distribution, management API, Prometheus
+        assert refused(t, "10.20.0.1", port), port
+    assert refused(t, "s1.internal", 26379)  # each sentinel of the list
+    assert refused(t, "10.30.0.2", 26380)
+    assert refused(t, "other.example", 6379, "10.40.0.1")  # rediss:// without a port: 6379
+    # Other ports of the same hosts, and other hosts on the same ports, are checks like any other.
+    assert not refused(t, "10.20.0.1", 22)
+    assert not refused(t, "10.20.0.9", 5672)
+    assert not refused(t, "10.40.0.1", 6380)
+    assert not refused(t, "rabbit-a.internal", 443)
+
+
+def test_broker_url_lists_and_unknown_schemes() -> None:
+    t = table(("amqp://rabbit-a.internal//", ["amqp://rabbit-b.internal:5673//"], "db+postgresql://u:p@pg.internal/x"))
+    assert refused(t, "10.20.0.1", 5672)
+    assert refused(t, "10.20.0.2", 5673)
+    assert refused(t, "10.60.0.1", 5432)  # no port and no transport that knows one: every port of the host
+    assert refused(t, "10.60.0.1", 1)
+
+
+def test_local_endpoints_protect_their_port_on_every_local_address() -> None:
+    # Configured on 127.0.0.1, Redis also answers on ::1 here; bound to 0.0.0.0, on every address of the host.
+    t = table(("redis://127.0.0.1:6379/0", "amqp://localhost//"))
+    for address in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "0.0.0.0", "::", "10.77.0.5", "fd77::5"):
+        assert refused(t, address, 6379), address
+        assert refused(t, address, 5672), address
+        assert refused(t, address, 15672), address
+    assert refused(t, "localhost", 6379)
+    assert not refused(t, "10.77.0.6", 6379)  # another host of the same network
+    assert not refused(t, "127.0.0.1", 6380)
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "[::]"])
+def test_an_endpoint_bound_to_every_address(bind: str) -> None:
+    t = table((), CHECKGATE_BIND=bind, CHECKGATE_PORT="8080")
+    for address in ("127.0.0.1", "127.3.3.3", "::1", "10.77.0.5", "fd77::5", "0.0.0.0", "::", "::ffff:127.0.0.1"):
+        assert refused(t, address, 8080), address
+    assert not refused(t, "10.77.0.6", 8080)
+    assert not refused(t, "10.77.0.5", 8081)
+
+
+def test_gateway_flower_and_supervisor_ports_from_the_environment() -> None:
+    defaults = table(())
+    for port in (8888, 5555, 9001):  # 127.0.0.1:8888, and Flower and Supervisor on this host
+        assert refused(defaults, "127.0.0.1", port)
+        assert refused(defaults, "::1", port)
+    assert refused(defaults, "10.77.0.5", 5555)
+    assert refused(defaults, "10.77.0.5", 8888)  # on 127.0.0.1: its port on every local address
+    assert not refused(defaults, "10.77.0.6", 8888)
+    t = table((), CHECKGATE_PORT="18888", CHECKGATE_FLOWER_PORT="15555", CHECKGATE_SUPERVISOR_PORT="19001")
+    for port in (18888, 15555, 19001):
+        assert refused(t, "127.0.0.1", port)
+    assert not refused(t, "127.0.0.1", 5555)
+    t = table((), CHECKGATE_BIND="10.77.0.9", CHECKGATE_PORT="8888")
+    assert refused(t, "10.77.0.9", 8888)
+
+
+def test_operator_list_of_protected_endpoints() -> None:
+    t = table((), CHECKGATE_PROTECTED_ENDPOINTS="cache.internal:9100, [fd30::7]:8080,redis://node-a.internal:6390")
+    assert refused(t, "cache.internal", 9100)
+    assert refused(t, "x.example", 9100, "10.50.0.1")
+    assert refused(t, "fd30::7", 8080)
+    assert refused(t, "10.80.0.1", 6390)
+    assert not refused(t, "10.50.0.1", 9101)
+    for bad in ("cache.internal", "cache.internal:0", "a b:1", "[::1:80"):
+        with pytest.raises(PolicyConfigError, match="CHECKGATE_PROTECTED_ENDPOINTS"):
+            parse_protected_endpoints(bad)
+
+
+def test_console_nodes_are_protected(tmp_path) -> None:
+    config = tmp_path / "console.toml"
+    config.write_text(
+        '[[nodes]]\nname = "a"\nurl = "http://node-a.internal:9001/RPC2"\n'
+        'health_url = "https://cache.internal/health"\n[[nodes]]\nname = "b"\nurl = "http://10.90.0.2:9002/RPC2"\n'
+    )
+    t = table((), CHECKGATE_CONSOLE_CONFIG=str(config))
+    assert refused(t, "10.80.0.1", 9001)
+    assert refused(t, "cache.internal", 443)
+    assert refused(t, "10.90.0.2", 9002)
+    assert table((), CHECKGATE_CONSOLE_CONFIG=str(tmp_path / "missing.toml"))  # logged, not fatal
+
+
+def test_allow_lists_cannot_open_a_deployment_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The running deployment's own table (the Celery app's URLs: the tests' RabbitMQ and Redis)."""
+    monkeypatch.setenv("CHECKGATE_ALLOW_NETWORKS", "0.0.0.0/0,::/0,127.0.0.0/8,::1/128,127.0.0.1/32")
+    monkeypatch.setenv("CHECKGATE_ALLOW_HOSTS", "localhost")
+    monkeypatch.setenv("CHECKGATE_FLOWER_PORT", "15599")
+    assert target_refusal("127.0.0.1", 8080) is None  # loopback is open…
+    for host, port in (("127.0.0.1", 5672), ("::1", 6379), ("localhost", 6379), ("127.0.0.1", 15672)):
+        assert target_refusal(host, port) == f"{f'[{host}]' if ':' in host else host}:{port} is refused: {PROTECTED}"
+    assert target_refusal("name.example", 6379, "::ffff:127.0.0.1")
+    assert target_refusal("localhost", 15599)  # …and the environment's ports are read when they change
+    assert deployment_table().refuses("127.0.0.1", 15599)
+
+
+def test_refusals_do_not_say_which_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = table()
+    for host, port, address in (("rabbit-a.internal", 5672, None), ("x.example", 6379, "10.40.0.1")):
+        why = target_refusal(host, port, address, endpoints=t)
+        assert why == f"{host}:{port} is refused: {PROTECTED}"
+        for word in ("amqp", "rabbit-b", "broker", "backend", "redis", "10.40.0.1", "sentinel", "flower"):
+            assert word not in why.removeprefix(f"{host}:{port}"), word
+
+
+def test_a_failed_lookup_keeps_the_last_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([[(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.99.0.1", 0))], OSError("SERVFAIL")])
+
+    def getaddrinfo(*args: object, **kwargs: object) -> list:
+        answer = next(answers)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(_guard.socket, "getaddrinfo", getaddrinfo)
+    first = _guard.lookup_protected_name("flaky.internal")
+    assert _guard.lookup_protected_name("flaky.internal") == first == {ipaddress.ip_address("10.99.0.1")}
+
+
+# --- the worker's path: resolve() judges after resolution -----------------------------------------
+
+
+def test_resolve_judges_the_resolved_address_and_the_port(default_env: pytest.MonkeyPatch) -> None:
+    probe = Probe(None)
+    with pytest.raises(ProbeFailure, match="loopback") as refused_default:
+        resolve("localhost", 8080, probe)  # a name: refused only once it resolved to loopback
+    assert refused_default.value.reason == "target_refused"
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "127.0.0.0/8,::1")
+    assert resolve("localhost", 8080, probe, ip_version="4").ip == "127.0.0.1"
+    with pytest.raises(ProbeFailure, match=PROTECTED):
+        resolve("localhost", 6379, probe)
+    with pytest.raises(ProbeFailure, match=PROTECTED):
+        resolve("::ffff:127.0.0.1", 5672, probe)
+
+
+def test_the_operators_resolver_is_judged_only_as_a_deployment_endpoint(default_env: pytest.MonkeyPatch) -> None:
+    probe = Probe(None)
+    assert resolve("127.0.0.1", 53, probe, operator_chosen=True).ip == "127.0.0.1"
+    with pytest.raises(ProbeFailure, match=PROTECTED):
+        resolve("127.0.0.1", 6379, probe, operator_chosen=True)

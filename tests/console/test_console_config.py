@@ -12,7 +12,8 @@ import tornado.web
 
 from gateway.console import Console, console_routes
 from gateway.console.auth import check_login, hash_password, verify_password
-from gateway.console.config import ConsoleConfigError, load_settings
+from gateway.console.config import load_settings
+from gateway.nodes import ConfigError
 
 SECRET = "x" * 40
 TOML = """
@@ -79,7 +80,7 @@ def test_json_config_and_password_from_the_environment(tmp_path: Path) -> None:
 )
 def test_the_console_refuses_to_start_without_a_secret(tmp_path: Path, env: dict, problem: str) -> None:
     path = write(tmp_path, TOML.format(password="p", hash=hash_password("pw")))
-    with pytest.raises(ConsoleConfigError, match=problem):
+    with pytest.raises(ConfigError, match=problem):
         Console.from_env({"CHECKGATE_CONSOLE_CONFIG": str(path), **env})
 
 
@@ -99,7 +100,7 @@ def test_no_config_means_no_console() -> None:
 )
 def test_bad_configs_are_refused(tmp_path: Path, edit, problem: str) -> None:
     path = write(tmp_path, edit(TOML.format(password="p", hash=hash_password("pw"))))
-    with pytest.raises(ConsoleConfigError, match=problem):
+    with pytest.raises(ConfigError, match=problem):
         load_settings(path, {"CHECKGATE_CONSOLE_SECRET": SECRET})
 
 

@@ -14,10 +14,10 @@ from tasks import app
 app.conf.update(
     beat_scheduler="tasks.schedule:ScheduleFileScheduler",
     beat_max_loop_interval=int(os.environ.get("CHECKGATE_TEST_BEAT_LOOP", "1")),
-    redbeat_redis_url=celeryconfig.result_backend,
+    redbeat_redis_url=celeryconfig.redbeat_redis_url,
     redbeat_key_prefix=f"checkgate:{celeryconfig.QUEUE_PREFIX}beat:",
     redbeat_lock_timeout=int(os.environ.get("CHECKGATE_TEST_BEAT_LOCK", "3")),
-    redbeat_redis_options={},
+    redbeat_redis_options=celeryconfig.redbeat_redis_options,
 )
 
 __all__ = ["app"]

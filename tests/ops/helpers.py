@@ -10,6 +10,7 @@ import configparser
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from gateway.status import rpc_proxy
+import pytest
+from supervisor import childutils
+
 from tests.support import stack
 from tests.support.stack import ROOT
 
@@ -89,7 +92,8 @@ class Supervisord:
 
     @property
     def rpc(self) -> Any:
-        return rpc_proxy(self.url, timeout=30)
+        """supervisor's own blocking client (fine in a test): the `supervisor` namespace over the socket."""
+        return childutils.getRPCInterface({"SUPERVISOR_SERVER_URL": self.url}).supervisor
 
     def info(self, namespec: str) -> dict[str, Any]:
         return self.rpc.getProcessInfo(namespec)
@@ -203,3 +207,50 @@ class Webhook:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def missing_infrastructure(reason: str) -> None:
+    """Skip the test here, fail it in CI (`CI` set): infrastructure CI must have."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)
+
+
+def usable_rabbitmqctl() -> str | None:
+    """The path of a rabbitmqctl that can reach the local broker node (root can), else None."""
+    ctl = shutil.which("rabbitmqctl", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if ctl is None:
+        return None
+    try:
+        done = subprocess.run([ctl, "-q", "list_vhosts"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return ctl if done.returncode == 0 else None
+
+
+class BrokerAccounts:
+    """Vhosts and users a test makes on the shared broker, deleted by `delete()` (call it in `finally`)."""
+
+    def __init__(self, ctl: str) -> None:
+        self.ctl = ctl
+        self.vhosts: set[str] = set()
+        self.users: set[str] = set()
+
+    def new(self, tag: str) -> tuple[str, str]:
+        """A fresh random (vhost, user) pair, registered for deletion before anything makes them."""
+        vhost, user = f"cgtest-{tag}-{secrets.token_hex(4)}", f"cgtest-{tag}-{secrets.token_hex(4)}"
+        self.vhosts.add(vhost)
+        self.users.add(user)
+        return vhost, user
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.ctl, "-q", *args], capture_output=True, text=True, timeout=60)
+
+    def delete(self) -> None:
+        for vhost in self.vhosts:
+            self.run("delete_vhost", vhost)  # its queues and exchanges go with it
+        for user in self.users:
+            self.run("delete_user", user)
+        left = {v for v in self.vhosts if v in self.run("list_vhosts").stdout.split()}
+        left |= {u for u in self.users if u in self.run("list_users").stdout.split()}
+        assert not left, f"not deleted from the shared broker: {left}"

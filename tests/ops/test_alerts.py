@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -111,14 +113,23 @@ def frame(event: str, payload: str) -> bytes:
     return header.encode() + body
 
 
-def read_exactly(stream: object, data: bytes, timeout: float) -> float:
-    """Read `data` from the listener's stdout; return how long it took."""
-    start = time.monotonic()
-    got = stream.read(len(data))  # type: ignore[attr-defined]
+def read_exactly(stream: BinaryIO, data: bytes, timeout: float) -> None:
+    """Read `data` from the listener's stdout, failing (not hanging) when it is not all there within `timeout`.
+
+    Reads the pipe's descriptor directly, so every read of `stream` must go through here.
+    """
+    deadline = time.monotonic() + timeout
+    got = b""
+    while len(got) < len(data):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([stream.fileno()], [], [], max(0.0, remaining))
+        if not ready:
+            raise AssertionError(f"waited {timeout} s for {data!r}, got {got!r}")
+        chunk = os.read(stream.fileno(), len(data) - len(got))
+        if not chunk:
+            raise AssertionError(f"the listener closed its stdout; wanted {data!r}, got {got!r}")
+        got += chunk
     assert got == data
-    elapsed = time.monotonic() - start
-    assert elapsed < timeout, f"{data!r} took {elapsed:.1f}s"
-    return elapsed
 
 
 @pytest.mark.parametrize("hook", ["stall", "refused", "error", "not-http"])
@@ -161,6 +172,7 @@ def test_listener_answers_ok_to_every_event_whatever_the_webhook_does(hook: str)
         receiver.close()
     assert err.count("checkgate-alert node=") == 2  # the unexpected exit and the FATAL, nothing else
     assert "process=workers:w group=workers from_state=RUNNING pid=42" in err
+    assert "not an event header, skipped: 'garbage header without a length" in err
     if hook == "not-http":
         assert "must be an http(s) URL" in err
     else:
@@ -168,3 +180,55 @@ def test_listener_answers_ok_to_every_event_whatever_the_webhook_does(hook: str)
     if hook == "error":
         assert [b["pid"] for b in receiver.bodies] == [42, None]
         assert receiver.bodies[0]["log_tail"].startswith("no SUPERVISOR_SERVER_URL")
+
+
+def test_event_lengths_count_bytes_so_a_non_ascii_name_keeps_the_stream_in_step() -> None:
+    """`len` is in bytes; a listener reading it as characters would swallow the next event's header."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SUPERVISOR_SERVER_URL", None)
+    env.pop("CHECKGATE_ALERT_WEBHOOK", None)
+    argv = [sys.executable, "-m", "gateway.alerts"]
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        read_exactly(proc.stdout, b"READY\n", 10)
+        for name, pid in (("wörker-ü", 7), ("plain", 8)):
+            payload = f"processname:{name} groupname:{name} from_state:RUNNING expected:0 pid:{pid}"
+            proc.stdin.write(frame("PROCESS_STATE_EXITED", payload))
+            proc.stdin.flush()
+            read_exactly(proc.stdout, b"RESULT 2\nOK", 5)
+            read_exactly(proc.stdout, b"READY\n", 5)
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+        err = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "process=wörker-ü group=wörker-ü from_state=RUNNING pid=7" in err
+    assert "process=plain group=plain from_state=RUNNING pid=8" in err
+
+
+WIDE_CRASHER = """
+; Writes 6001 bytes of two-byte characters to stderr, then dies: the last 4000 bytes of its log begin
+; inside a character, which supervisord's tailProcessStderrLog cannot decode by itself (HTTP 500).
+[program:wide]
+command=/bin/sh -c 'sleep 1.5; printf "%%s\\n" "$WIDE" >&2; exit 3'
+environment=WIDE="{wide}"
+autorestart=false
+startsecs=1
+stderr_logfile=%(here)s/var/log/wide.err
+"""
+
+
+def test_the_log_tail_of_an_alert_survives_multibyte_output() -> None:
+    webhook = Webhook()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CHECKGATE_ALERT_WEBHOOK": webhook.url, "CHECKGATE_NODE": "node-w"}
+    sections = conf_sections("eventlistener:alerts") + WIDE_CRASHER.format(wide="é" * 3000)
+    sup = Supervisord(sections, env).start()
+    try:
+        alert = webhook.wait_for(lambda b: b["process"] == "wide")
+    finally:
+        sup.shutdown()
+        webhook.close()
+    assert alert["log_stream"] == "stderr"
+    assert alert["log_tail"] == "é" * 1999 + "\n"

@@ -27,14 +27,15 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_example_schedule_loads_into_beat_entries() -> None:
     entries = load_schedule(ROOT / "schedule.example.toml")
-    assert set(entries) == {"gateway-health", "broker-port", "redis-ping"}
-    health = entries["gateway-health"].beat_entry()
+    assert set(entries) == {"app-health", "db-port", "cache-ping"}
+    health = entries["app-health"].beat_entry()
     assert health["task"] == "checkgate.http"
     assert health["schedule"] == schedule(30)
-    assert health["kwargs"]["url"] == "http://127.0.0.1:8888/health" and health["kwargs"]["follow_redirects"] is True
+    assert health["kwargs"]["url"] == "http://app.internal.example:8080/health"
+    assert health["kwargs"]["follow_redirects"] is True
     # Runs not started within min(interval, timeout) are dropped; each run names its entry.
-    assert health["options"] == {"expires": 10.0, "headers": {HEADER: "gateway-health"}}
-    ping = entries["redis-ping"]
+    assert health["options"] == {"expires": 10.0, "headers": {HEADER: "app-health"}}
+    ping = entries["cache-ping"]
     assert isinstance(ping.run_every, crontab) and ping.run_every.minute == set(range(0, 60, 5))
     assert ping.expires == min(60.0, load_checks()["tcp"].default_timeout)
     assert (ping.kwargs["port"], ping.kwargs["expect"]) == (6379, "PONG")
@@ -104,7 +105,7 @@ def test_durations_and_paths(tmp_path: Path) -> None:
 
 def test_the_command_line_validator(tmp_path: Path) -> None:
     good = subprocess.run([sys.executable, "-m", "tasks.schedule", str(ROOT / "schedule.example.toml")], **RUN)
-    assert good.returncode == 0 and "gateway-health: checkgate.http" in good.stdout
+    assert good.returncode == 0 and "app-health: checkgate.http" in good.stdout
     bad = write(tmp_path, '[checks.oops]\ntype = "sleep"\nevery = "1m"\n')
     result = subprocess.run([sys.executable, "-m", "tasks.schedule", str(bad)], **RUN)
     assert result.returncode == 1 and "entry 'oops': params.ms: is required" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,8 +49,8 @@ def node() -> Iterator[tuple[Supervisord, int]]:
 
 
 def run_status(*args: str, **env: str) -> tuple[int, list[str], str]:
-    """`python -m gateway.status` (what `checkgate status` runs): exit code, stdout lines, stderr."""
-    argv = [sys.executable, "-m", "gateway.status", *args]
+    """`checkgate status` (as `python -m gateway.cli status`): exit code, stdout lines, stderr."""
+    argv = [sys.executable, "-m", "gateway.cli", "status", *args]
     full_env = {k: v for k, v in os.environ.items() if k != "CHECKGATE_CONSOLE_CONFIG"}
     full_env.update(PYTHONPATH=str(ROOT), **env)
     result = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=60)
@@ -152,7 +153,59 @@ def test_bad_console_config_names_the_entry(tmp_path: Path) -> None:
     config.write_text('[[nodes]]\nname = "a"\nurl = "http://127.0.0.1:1"\n[[nodes]]\nname = "b"\n')
     code, lines, err = run_status(CHECKGATE_CONSOLE_CONFIG=str(config))
     assert (code, lines) == (2, [])
-    assert "nodes[1] (b): needs a url" in err
+    assert f"{config}: nodes[1] (b): 'url' must be a non-empty string" in err
     config.write_text('[[nodes]]\nname = "a"\nurl = "http://127.0.0.1:1"\npassword_env = "UNSET_FOR_TEST"\n')
     code, _, err = run_status(CHECKGATE_CONSOLE_CONFIG=str(config))
-    assert code == 2 and "nodes[0] (a): environment variable UNSET_FOR_TEST is empty" in err
+    assert code == 2 and "nodes[0] (a): environment variable UNSET_FOR_TEST (password_env) is empty or unset" in err
+    assert "Traceback" not in err
+
+
+def test_http_with_credentials_in_the_url_and_a_relative_unix_socket(node: tuple[Supervisord, int]) -> None:
+    """The two transports side by side, from a config file: http(s) with user:pass@, and unix:// whose
+    relative path is taken from the config file's directory."""
+    sup, port = node
+    config = sup.home / "status-console.toml"
+    config.write_text(
+        f"""
+[[nodes]]
+name = "over-http"
+url = "http://operator:s3cret-status@127.0.0.1:{port}"
+
+[[nodes]]
+name = "over-unix"
+url = "unix://var/supervisor.sock"
+"""
+    )
+    code, lines, err = run_status("--console-config", str(config), "--timeout", "10")
+    assert code == 0, (lines, err)
+    rows = [columns(line)[:3] for line in lines]
+    expected = [["grp:idle2", "RUNNING"], ["idle", "RUNNING"]]
+    assert [row[1:] for row in rows if row[0] == "over-http"] == expected
+    assert [row[1:] for row in rows if row[0] == "over-unix"] == expected
+
+
+def test_a_missing_socket_and_a_node_that_never_answers_are_unreachable(tmp_path: Path) -> None:
+    """Neither hangs the command: each costs at most its own timeout and is a line with the reason."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    config = tmp_path / "console.toml"
+    config.write_text(
+        f"""
+[[nodes]]
+name = "no-socket"
+url = "unix://{tmp_path}/nothing-here.sock"
+
+[[nodes]]
+name = "silent"
+url = "http://127.0.0.1:{silent.getsockname()[1]}"
+"""
+    )
+    try:
+        code, lines, err = run_status("--console-config", str(config), "--timeout", "1")
+    finally:
+        silent.close()
+    assert code == 4, (lines, err)
+    by_node = {columns(line)[0]: columns(line) for line in lines}
+    assert by_node["no-socket"][1:3] == ["-", "UNREACHABLE"] and "no socket file" in by_node["no-socket"][3]
+    assert by_node["silent"][2] == "UNREACHABLE" and "no answer within 1 s" in by_node["silent"][3]

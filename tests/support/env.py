@@ -2,6 +2,9 @@
 
 Imported before anything imports celeryconfig, so the test process builds the same names as its
 workers. Override the services with CHECKGATE_TEST_BROKER_URL / CHECKGATE_TEST_RESULT_BACKEND.
+
+The check tests' targets all listen on loopback, which the target policy refuses by default: the test
+deployment opens it, as an operator would (the stack's own endpoints stay refused all the same).
 """
 
 import os
@@ -15,3 +18,4 @@ os.environ["CHECKGATE_QUEUE_PREFIX"] = RUN_PREFIX
 os.environ["CHECKGATE_BROKER_URL"] = BROKER_URL
 os.environ["CHECKGATE_RESULT_BACKEND"] = BACKEND_URL
 os.environ["CHECKGATE_CHECK_MODULES"] = "tests.support.extra_checks"
+os.environ["CHECKGATE_ALLOW_NETWORKS"] = TEST_ALLOW_NETWORKS = "127.0.0.0/8,::1/128"

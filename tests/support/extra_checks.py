@@ -5,6 +5,7 @@ import time
 
 import redis
 
+from tasks.checks import NETWORK_ERRORS, Probe, connect, host_param, port_param
 from tasks.registry import Param, check
 
 
@@ -59,3 +60,20 @@ def coalesced_count(tag: str, ms: int) -> dict:
     """Like `count`, but identical requests in flight share one run (declared coalescing, no cache)."""
     time.sleep(ms / 1000)
     return {"ok": True, "runs": record_run(tag)}
+
+
+@check(params=(host_param(), port_param()), queue="tcp", default_timeout=10.0, max_timeout=30.0)
+def banner(host: str, port: int, deadline: float | None = None) -> dict:
+    """A plugin's check written the documented way: `tasks.checks.connect`, so the target policy judges it."""
+    probe = Probe(deadline)
+    try:
+        sock, endpoint = connect(host, port, probe)
+        with sock:
+            sock.settimeout(min(probe.deadline.remaining(), 0.5))
+            try:
+                first = sock.recv(256)
+            except TimeoutError:
+                first = b""  # a silent service: connected is all this check says
+    except NETWORK_ERRORS as exc:
+        return probe.failed(exc)
+    return probe.result(ip=endpoint.ip, banner=first.decode("utf-8", "replace"))

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support import pki
 from tests.support.stack import free_port
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -32,48 +33,11 @@ def wait_port(port: int, up: bool, timeout: float, what: str) -> None:
 def make_certs(directory: Path) -> tuple[Path, Path, Path]:
     """A local CA and a server certificate for localhost/127.0.0.1 it signed: (ca, cert, key) PEM files."""
     directory.mkdir(parents=True, exist_ok=True)
-    ext = directory / "ext.cnf"
-    ext.write_text("subjectAltName = DNS:localhost,IP:127.0.0.1\nbasicConstraints = CA:FALSE\n")
-    ca, ca_key, cert, key, csr = (directory / n for n in ("ca.pem", "ca.key", "server.pem", "server.key", "s.csr"))
-
-    def openssl(*args: str | Path) -> None:
-        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        ca_key,
-        "-out",
-        ca,
-        "-days",
-        "2",
-        "-subj",
-        "/CN=checkgate test CA",
-    )
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        csr,
-        "-CA",
-        ca,
-        "-CAkey",
-        ca_key,
-        "-CAcreateserial",
-        "-out",
-        cert,
-        "-days",
-        "2",
-        "-extfile",
-        ext,
-    )
+    ca = pki.authority("checkgate test CA", days=2)
+    server = pki.leaf(ca, days=2)
+    key = pki.write_key(directory / "server.key", server)
     key.chmod(0o644)  # RabbitMQ may run as another user elsewhere; these are throwaway test keys
-    return ca, cert, key
+    return pki.write_chain(directory / "ca.pem", ca), pki.write_chain(directory / "server.pem", server), key
 
 
 class PrivateRabbit:

@@ -57,8 +57,14 @@ class Stack:
         self.prefix = prefix
         self.broker_url = broker_url
         self.backend_url = backend_url
+        # The deployment's gateway, Flower and Supervisor ports, known to its workers as under supervisord:
+        # the target policy refuses them.
+        self.gateway_port = free_port()
         self.env = {
             **os.environ,
+            "CHECKGATE_PORT": str(self.gateway_port),
+            "CHECKGATE_FLOWER_PORT": os.environ.get("CHECKGATE_FLOWER_PORT") or str(free_port()),
+            "CHECKGATE_SUPERVISOR_PORT": os.environ.get("CHECKGATE_SUPERVISOR_PORT") or str(free_port()),
             "CHECKGATE_QUEUE_PREFIX": prefix,
             "CHECKGATE_BROKER_URL": broker_url,
             "CHECKGATE_RESULT_BACKEND": backend_url,
@@ -94,9 +100,12 @@ class Stack:
             time.sleep(0.1)
         raise TimeoutError(f"worker {name} not ready: {self.logs[name].read_text()[-2000:]}")
 
-    def start_gateway(self, name: str = "gateway", wait_up: bool = True, **env: str) -> str:
-        """Start the gateway process; return its base URL once it answers (and is connected if `wait_up`)."""
-        port = free_port()
+    def start_gateway(self, name: str = "gateway", wait_up: bool = True, port: int | None = None, **env: str) -> str:
+        """Start the gateway process; return its base URL once it answers (and is connected if `wait_up`).
+
+        `port`: where it listens (`gateway_port` for the deployment's own gateway); a free port by default.
+        """
+        port = port or free_port()
         gateway_env = {**self.env, "CHECKGATE_PORT": str(port), "CHECKGATE_ID_PREFIX": f"{self.prefix}{name}-", **env}
         proc = self._spawn(name, [sys.executable, "-m", "gateway"], gateway_env)
         base = f"http://127.0.0.1:{port}"

@@ -15,20 +15,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.console.config import ConsoleSettings, NodeConfig
+from supervisor.options import make_namespec
+from supervisor.states import RUNNING_STATES, getProcessStateDescription
+
+from gateway.console.config import ConsoleSettings
 from gateway.console.health import Health, HealthProbe
-from gateway.console.xmlrpc import RpcClient, RpcError
+from gateway.nodes import NodeConfig
+from gateway.supervisor_rpc import RpcClient, RpcError
 
 log = logging.getLogger("checkgate.console")
 
-# supervisor/states.py ProcessStates
-STOPPED_STATES = frozenset({"STOPPED", "EXITED", "FATAL", "UNKNOWN"})
-RUNNING_STATES = frozenset({"RUNNING", "STARTING", "BACKOFF"})
-
-
-def namespec(group: str, name: str) -> str:
-    """Supervisor's name for a process: `name` alone when its group is its own, else `group:name`."""
-    return name if group == name else f"{group}:{name}"
+# The state names supervisor counts as running (RUNNING, BACKOFF, STARTING).
+RUNNING_STATENAMES = frozenset(getProcessStateDescription(code) for code in RUNNING_STATES)
 
 
 @dataclass
@@ -52,7 +50,8 @@ class ProcessInfo:
 
     @property
     def namespec(self) -> str:
-        return namespec(self.group, self.name)
+        """Supervisor's name for the process: `name` alone when its group is its own, else `group:name`."""
+        return make_namespec(self.group, self.name)
 
     @property
     def key(self) -> str:
@@ -66,7 +65,7 @@ class ProcessInfo:
 
     @property
     def running(self) -> bool:
-        return self.state in RUNNING_STATES
+        return self.state in RUNNING_STATENAMES
 
     @classmethod
     def from_rpc(cls, node: str, raw: dict[str, Any]) -> ProcessInfo:
@@ -192,7 +191,7 @@ class Poller:
                 self._wake[name].set()
 
     async def wait_change(self, seen: int, timeout: float) -> int:
-        """Wait until the version moves past `seen` (or `timeout`); returns the current version."""
+        """Wait until the version moves past `seen`, or `timeout` seconds; returns the current version."""
         if self.version == seen:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
@@ -218,7 +217,11 @@ class Poller:
                 wake.clear()
 
     async def poll(self, state: NodeState) -> None:
-        """One tick for one node: its processes and, when configured, its application health."""
+        """One tick for one node: its processes and, when configured, its application health.
+
+        Updates `state` in place (status `ok` or `error` with the reason); each request waits at most
+        `rpc_timeout` seconds. Raises only on a bug (anything but RpcError from the client).
+        """
         node, timeout = state.config, self.settings.rpc_timeout
         started = time.monotonic()
         health_url = node.health_url
