@@ -25,14 +25,15 @@ one local Tornado target in its own process answering ``GET /text`` (27 bytes, C
 of the checking process per check, medians of 3 interleaved rounds, serial / 60 threads, two runs:
 http.client (the previous check) 556 / 347 and 442 / 448 us; this check 671 / 563 and 658 / 584 us;
 httpx.Client over the same backend (a Client per check) 1,327 / 979 and 1,380 / 1,123 us; pycurl
-(RESOLVE-pinned, libcurl timings) 355 / 314 and 378 / 343 us. In a third run, of
-``python -m bench.http_cpu --seconds 10 --rounds 3`` (60 threads): 413 us before, 672 us now (1.63x),
-i.e. about 0.25 ms of a core more per check: h11's and httpcore's pure-Python event handling, where
-http.client is leaner. pycurl is the cheapest, but libcurl owns the TLS connection: no Python SSL
-object, so neither the shared `tls_context` (the ``ca_bundle`` policy) nor `tls_details` (certificate
-facts, the chain's expiry, verify reasons) could serve it, certificates would be re-parsed from
-CERTINFO text, and its wheel carries its own OpenSSL and a libcurl without zstd. h11 without httpcore
-would save part of the cost but give up HTTP/2 and httpcore's tested connection handling.
+(RESOLVE-pinned, libcurl timings) 355 / 314 and 378 / 343 us. ``python -m bench.http_cpu --seconds 10
+--rounds 3`` (60 threads, old = main's http.client check): 413 -> 672 us (1.63x), and 529 -> 738 us
+(1.40x) once main's costlier target policy was merged, i.e. 0.2 to 0.25 ms of a core more per check:
+h11's and httpcore's pure-Python event handling, where http.client is leaner. pycurl is the cheapest,
+but libcurl owns the TLS connection: no Python SSL object, so neither the shared `tls_context` (the
+``ca_bundle`` policy) nor `tls_details` (certificate facts, the chain's expiry, verify reasons) could
+serve it, certificates would be re-parsed from CERTINFO text, and its wheel carries its own OpenSSL and
+a libcurl without zstd. h11 without httpcore would save part of the cost but give up HTTP/2 and
+httpcore's tested connection handling.
 
 Result fields: see `http_check`. Body patterns see the decoded body as text in the charset of its
 Content-Type (a byte-order mark wins; UTF-8 otherwise), as browsers read it.
