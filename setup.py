@@ -37,6 +37,13 @@ setup(
         # The target policy: this host's interface addresses, and its short-lived caches (tasks/checks/_guard.py).
         "psutil>=5.9",
         "cachetools>=5.3",
+        # The http check (tasks/checks/http.py): httpcore frames HTTP/1.1 (h11) and HTTP/2 (h2) over the
+        # check's guarded connections; urllib3 >= 2.7 decodes content codings with bounded output (its
+        # decompression-bomb fixes), br and zstd through brotli >= 1.2 and backports.zstd.
+        "httpcore[http2]>=1.0.9,<2",
+        "urllib3>=2.7,<3",
+        "brotli>=1.2",
+        "backports.zstd>=1.0; python_version < '3.14'",
     ],
     extras_require={
         "dev": [

@@ -18,7 +18,9 @@ from typing import Any
 BLACKBOX_FIELDS: dict[str, tuple[str, float]] = {
     "status_code": ("probe_http_status_code", 1),
     "redirects": ("probe_http_redirects", 1),
-    "body_bytes": ("probe_http_content_length", 1),
+    # The Content-Length header as sent, and the body's size once decoded (blackbox's names).
+    "content_length": ("probe_http_content_length", 1),
+    "body_bytes": ("probe_http_uncompressed_body_length", 1),
     "last_chain_expiry": ("probe_ssl_last_chain_expiry_timestamp_seconds", 1),
     "days_left": ("probe_ssl_days_left", 1),
     "connect_ms": ("probe_tcp_connect_seconds", 0.001),

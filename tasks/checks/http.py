@@ -1,27 +1,67 @@
 """`http`: one HTTP(S) request, timed phase by phase, judged by its status code and body.
 
-Modeled on blackbox_exporter's prober/http.go. It is built on socket, ssl and http.client rather than
-a client library so that every phase can be timed and every hop's address checked: the check resolves
-the name itself, lets the target policy judge the chosen address, connects to that IP, wraps TLS with
-the URL's host as server name, and speaks HTTP/1.1 over that socket. Redirects are followed hop by hop,
-each hop going through the same guard.
+Modeled on blackbox_exporter's prober/http.go. The HTTP itself is done by libraries; the check keeps
+what a plain client does not give: the target policy on every hop, phase timings, the deadline on every
+blocking call, bounded reads, and TLS facts.
+
+- **httpcore** (HTTP/1.1 through h11, HTTP/2 through h2) frames the exchange: Content-Length and chunked
+  bodies (a body shorter than its length is a protocol error, not a short success), 1xx responses
+  (100, 102, 103… are skipped; an unsolicited 101 is an error), bodies read to close, HEAD, a 100 KiB
+  cap on the response head, malformed status lines and headers. httpcore reaches the network through
+  `_GuardedBackend`: the host is resolved and judged by the target policy (`_common.connect`) before
+  any connection, the connection goes to that pinned address while Host and SNI stay the URL's, TLS is
+  `_common.start_tls` with the shared `tls_context`, and every read and write is bounded by the
+  check's deadline. httpcore never follows redirects (that is httpx's layer, not used here):
+  `http_check` follows them hop by hop, each through the same guard.
+- **urllib3** (>= 2.7) decodes content codings (gzip, x-gzip, deflate, br, zstd, and chains of them)
+  through its public streaming API, `HTTPResponse(body=…, preload_content=False).read(amt)`, which
+  decodes at most `amt` bytes however small the input (its fixes for CVE-2025-66471 and
+  CVE-2025-66418). httpx's decoders have no such bound: in httpx 0.28.1 one `decode()` call turned 1,617
+  wire bytes of brotli into 1 GiB in 8 s (2 GiB RSS), 8,211 bytes of zstd into 256 MiB, and a 64 KiB
+  read of gzip into 64 MiB. Wire bytes are capped too (`max_body_bytes` + 64 KiB).
+
+Why httpcore, and what it costs. Measured on the 2-core VM (shared with other work: load 9 to 20),
+one local Tornado target in its own process answering ``GET /text`` (27 bytes, Connection: close), CPU
+of the checking process per check, medians of 3 interleaved rounds, serial / 60 threads, two runs:
+http.client (the previous check) 556 / 347 and 442 / 448 us; this check 671 / 563 and 658 / 584 us;
+httpx.Client over the same backend (a Client per check) 1,327 / 979 and 1,380 / 1,123 us; pycurl
+(RESOLVE-pinned, libcurl timings) 355 / 314 and 378 / 343 us. ``python -m bench.http_cpu --seconds 10
+--rounds 3`` (60 threads, old = main's http.client check): 413 -> 672 us (1.63x), and 529 -> 738 us
+(1.40x) once main's costlier target policy was merged, i.e. 0.2 to 0.25 ms of a core more per check:
+h11's and httpcore's pure-Python event handling, where http.client is leaner. pycurl is the cheapest,
+but libcurl owns the TLS connection: no Python SSL object, so neither the shared `tls_context` (the
+``ca_bundle`` policy) nor `tls_details` (certificate facts, the chain's expiry, verify reasons) could
+serve it, certificates would be re-parsed from CERTINFO text, and its wheel carries its own OpenSSL and
+a libcurl without zstd. h11 without httpcore would save part of the cost but give up HTTP/2 and
+httpcore's tested connection handling.
+
+Result fields: see `http_check`. Body patterns see the decoded body as text in the charset of its
+Content-Type (a byte-order mark wins; UTF-8 otherwise), as browsers read it.
 """
 
 from __future__ import annotations
 
-import http.client
+import codecs
+import email.message
 import io
 import re
 import socket
 import ssl
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
+
+import h2.exceptions
+import httpcore
+import urllib3
+from urllib3.exceptions import DecodeError
 
 from tasks.checks._common import (
     NETWORK_ERRORS,
-    Deadline,
     Probe,
+    ProbeFailure,
     ca_bundle_param,
     classify,
     connect,
@@ -38,6 +78,9 @@ from tasks.registry import Param, ParamError, check
 
 USER_AGENT = "checkgate/0.1"
 MAX_BODY_BYTES = 64 * 1024
+# Wire bytes read beyond max_body_bytes at most: room for codings that grow a little (stored deflate
+# blocks, gzip headers), never the unbounded input of a stream that decodes to nothing.
+WIRE_SLACK = 64 * 1024
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 PHASES = ("dns", "connect", "tls", "first_byte", "transfer")
 # Framing is the check's own business: a caller-set length or encoding would desynchronize the exchange.
@@ -47,9 +90,15 @@ FORBIDDEN_HEADERS = frozenset(
 # Not carried to another origin by a redirect, as browsers and requests do.
 ORIGIN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 MAX_HEADERS = 32
+# Content codings urllib3 decodes here (br and zstd need the brotli and backports.zstd packages).
+DECODED_CODINGS = frozenset(urllib3.HTTPResponse.CONTENT_DECODERS)
 _READ_CHUNK = 64 * 1024
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS_ITEM_RE = re.compile(r"([1-5])xx|([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?")
+# Printable ASCII is kept as it is when a Location that is not UTF-8 gets its other bytes percent-encoded.
+_LOCATION_SAFE = bytes(range(0x21, 0x7F)).decode("ascii")
+_HTTP1_START = b"HTTP/"
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 # --- parameters -----------------------------------------------------------------------------------
@@ -86,7 +135,7 @@ def parse_headers(spec: str) -> tuple[tuple[str, str], ...]:
         if any((ord(ch) < 32 and ch != "\t") or ord(ch) == 127 for ch in value):
             raise ValueError(f"header {name} contains control characters")
         try:
-            value.encode("latin-1")  # what HTTP/1.1 can carry; http.client would fail later otherwise
+            value.encode("latin-1")  # what an HTTP/1.1 header can carry
         except UnicodeEncodeError:
             raise ValueError(f"header {name} must be Latin-1 text") from None
         pairs.append((name, value))
@@ -109,42 +158,120 @@ def _check_args(kwargs: dict[str, Any]) -> None:
         raise ParamError("body", "only allowed with method=POST")
 
 
-# --- one request over a guarded socket ------------------------------------------------------------
+# --- httpcore's way to the network: guarded, pinned, timed, bounded by the deadline ---------------
 
 
-class _DeadlineReader(io.RawIOBase):
-    """Socket reads bounded by the check's deadline, re-armed before each recv so none outlives it."""
+class _ContextStandIn:
+    """What httpcore is given as its SSL context.
 
-    def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
+    httpcore calls ``set_alpn_protocols`` on the context it holds before every handshake; done on the
+    shared, cached context of `tls_context`, that write would race with handshakes of other threads
+    (OpenSSL frees the old ALPN list that a concurrent SSL_new may be copying). The stream shakes hands
+    with the real context instead, whose ALPN list is the one httpcore would set.
+    """
+
+    def set_alpn_protocols(self, protocols: list[str]) -> None:
+        pass
+
+
+@dataclass
+class _Hop:
+    """One request's connection settings and what was learnt on the way (kept when the hop fails).
+
+    `waiting` holds the ``first_byte`` phase: opened by the request's first write, closed when
+    httpcore has the response head.
+    """
+
+    target: URLTarget
+    probe: Probe
+    ip_version: str
+    tls: ssl.SSLContext | None
+    facts: dict[str, Any]
+    waiting: ExitStack = field(default_factory=ExitStack)
+    sent: bool = False
+
+
+class _GuardedStream(httpcore.NetworkStream):
+    """A socket whose every read and write is bounded by the check's deadline.
+
+    It also checks that an HTTP/1 answer starts with ``HTTP/``: h11 judges a status line only once the
+    whole head is in, so a service that greets with a banner and waits (SSH, SMTP, an echo server)
+    would otherwise hold the check until its deadline instead of being a protocol error at once.
+    """
+
+    def __init__(self, sock: socket.socket, hop: _Hop) -> None:
         self._sock = sock
-        self._deadline = deadline
+        self._hop = hop
+        self._start = b""  # the answer's first bytes until they are known to start with HTTP/
+        self._started = isinstance(sock, ssl.SSLSocket) and sock.selected_alpn_protocol() == "h2"
 
-    def readable(self) -> bool:
-        return True
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._sock.settimeout(self._hop.probe.deadline.remaining())
+        data = self._sock.recv(max_bytes)
+        if not self._started and data:
+            self._start += data[: len(_HTTP1_START)]
+            if not _HTTP1_START.startswith(self._start[: len(_HTTP1_START)]):
+                raise httpcore.RemoteProtocolError(f"not an HTTP response: {self._start[:40]!r}")
+            self._started = len(self._start) >= len(_HTTP1_START)
+        return data
 
-    def readinto(self, buffer: Any) -> int:
-        self._sock.settimeout(self._deadline.remaining())
-        return self._sock.recv_into(buffer)
-
-
-class _DeadlineSocket:
-    """What http.client uses of a socket, bounded by the deadline: a slow drip cannot hold a worker."""
-
-    def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
-        self._sock = sock
-        self._deadline = deadline
-
-    def sendall(self, data: bytes) -> None:
-        self._sock.settimeout(self._deadline.remaining())
-        self._sock.sendall(data)
-
-    def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:  # h11 hands over empty writes (an empty body, its end): no syscall for them
+            return
+        if not self._hop.sent:
+            self._hop.sent = True
+            self._hop.waiting.enter_context(self._hop.probe.phase("first_byte"))
+        self._sock.settimeout(self._hop.probe.deadline.remaining())
+        try:
+            self._sock.sendall(buffer)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            # httpcore then reads the response a server may have sent before closing (e.g. a 413).
+            raise httpcore.WriteError(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        # http.client closes its connection as soon as it learns the server will close (HTTP/1.0,
-        # "Connection: close"), before the body is read; the check closes the socket itself afterwards.
-        pass
+        self._sock.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> _GuardedStream:
+        """TLS with the hop's context and the URL's host as server name (phase ``tls``), then its facts."""
+        hop = self._hop
+        assert hop.tls is not None, "httpcore shakes hands only for https origins"
+        tls = start_tls(self._sock, hop.target.host, hop.tls, hop.probe)
+        details = tls_details(tls)
+        hop.facts.update(tls_version=details["tls_version"], cert_expiry=details.get("earliest_expiry"))
+        return _GuardedStream(tls, hop)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "ssl_object":  # httpcore reads the ALPN outcome from it
+            return self._sock if isinstance(self._sock, ssl.SSLSocket) else None
+        return self._sock if info == "socket" else None
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects httpcore to the hop's host through `_common.connect`: resolved by the check, judged by
+    the target policy before connecting, pinned to that address (phases ``dns`` and ``connect``)."""
+
+    def __init__(self, hop: _Hop) -> None:
+        self._hop = hop
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> _GuardedStream:
+        hop = self._hop
+        sock, endpoint = connect(hop.target.host, hop.target.port, hop.probe, hop.ip_version)
+        hop.facts["ip"] = endpoint.ip
+        return _GuardedStream(sock, hop)
+
+
+# --- one exchange ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -164,77 +291,202 @@ class _Request:
             request = replace(request, headers=kept)
         return request
 
+    def wire_headers(self, target: URLTarget, http2: bool) -> list[tuple[str, str]]:
+        """Host, User-Agent and Accept unless given, the caller's headers, then the framing ones."""
+        given = {name.lower() for name, _ in self.headers}
+        defaults = (("Host", target.netloc), ("User-Agent", USER_AGENT), ("Accept", "*/*"))
+        out = [(name, value) for name, value in defaults if name.lower() not in given] + list(self.headers)
+        if not (http2 and target.scheme == "https"):  # HTTP/2 forbids it; the check closes after a hop anyway
+            out.append(("Connection", "close"))
+        if self.body is not None or self.method == "POST":
+            out.append(("Content-Length", str(len(self.body or b""))))
+        return out
+
 
 @dataclass(frozen=True)
-class _Hop:
+class _Answer:
     status: int
-    location: str | None
+    location: bytes | None
+    content_type: str | None
     body: bytes
 
 
-def _exchange(
-    target: URLTarget,
-    request: _Request,
-    probe: Probe,
-    tls: ssl.SSLContext | None,
-    ip_version: str,
-    limit: int,
-    facts: dict[str, Any],
-) -> _Hop:
-    """Send one request to one allowed address and read at most `limit` body bytes.
+class _WireBody(io.RawIOBase):
+    """A response body as httpcore delivers it (de-chunked, still content-coded), as a file.
 
-    What is learnt along the way goes into `facts` at once, so a hop that fails halfway still reports it.
+    Counts the bytes handed out (``consumed``) and stops at `limit`: what is past it is never read.
     """
-    sock, endpoint = connect(target.host, target.port, probe, ip_version)
-    facts["ip"] = endpoint.ip
+
+    def __init__(self, chunks: Iterator[bytes], limit: int) -> None:
+        self._chunks = chunks
+        self._limit = limit
+        self._pending = b""
+        self._ended = False
+        self.consumed = 0
+        self.capped = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes of the current chunk (the next one when it is used up); b"" at the end."""
+        room = self._limit - self.consumed if size < 0 else min(size, self._limit - self.consumed)
+        if room <= 0:
+            self.capped = self.capped or self.more()
+            return b""
+        if not self.more():
+            return b""
+        part, self._pending = self._pending[:room], self._pending[room:]
+        self.consumed += len(part)
+        return part
+
+    def readinto(self, buffer: Any) -> int:
+        part = self.read(len(buffer))
+        buffer[: len(part)] = part
+        return len(part)
+
+    def more(self) -> bool:
+        """Whether the body goes on past what was handed out (reads one more chunk at most)."""
+        if not self._pending and not self._ended:
+            self._pending = next(filter(None, self._chunks), b"")  # an empty chunk is no end
+            self._ended = not self._pending
+        return bool(self._pending)
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """A response header's raw value; repeated ones joined by commas (RFC 9110 §5.3)."""
+    values = [value for key, value in headers if key.lower() == name]
+    return b", ".join(values) if values else None
+
+
+def _codings(value: bytes | None) -> list[str]:
+    """The content codings of a Content-Encoding value, in the order they were applied."""
+    if value is None:
+        return []
+    codings = (token.strip().lower() for token in value.decode("latin-1").split(","))
+    return [coding for coding in codings if coding and coding != "identity"]
+
+
+def _read_body(
+    response: httpcore.Response, limit: int, known_length: int | None, facts: dict[str, Any], needs_text: bool
+) -> bytes:
+    """At most `limit` decoded body bytes; sizes and truncation go into `facts`.
+
+    `known_length` is the body's Content-Length when it frames this body, so truncation is known without
+    waiting for more. A body in a content coding the check cannot decode is read as it is (its size is
+    the wire size) unless body patterns need its text: then it is a ``protocol_error``.
+    """
+    codings = _codings(_header(response.headers, b"content-encoding"))
+    undecodable = [c for c in codings if c not in DECODED_CODINGS]
+    if undecodable and needs_text:
+        raise ProbeFailure("protocol_error", f"cannot decode Content-Encoding {', '.join(undecodable)!r}")
+    decoding = bool(codings) and not undecodable
+    wire = _WireBody(response.iter_stream(), limit + WIRE_SLACK if decoding else limit)
+    if decoding:
+        decoded = urllib3.HTTPResponse(
+            body=wire, headers={"content-encoding": ", ".join(codings)}, preload_content=False, decode_content=True
+        )
+        reader = decoded.read
+    else:
+        reader = wire.read
+    parts, size = [], 0
     try:
-        if tls is not None:
-            sock = start_tls(sock, target.host, tls, probe)
-            details = tls_details(sock)
-            facts.update(tls_version=details["tls_version"], cert_expiry=details.get("earliest_expiry"))
-        conn = http.client.HTTPConnection(target.host, target.port)
-        conn.sock = _DeadlineSocket(sock, probe.deadline)  # set: http.client never connects by itself
-        with probe.phase("first_byte"):
-            _send(conn, target, request)
-            response = conn.getresponse()
-        with probe.phase("transfer"):
-            body, truncated = _read_body(response, limit)
-    finally:
-        sock.close()
-    facts.update(
-        status_code=response.status,
-        http_version="HTTP/1.0" if response.version == 10 else "HTTP/1.1",
-        body_bytes=len(body),
-        body_truncated=truncated,
+        while size < limit:
+            part = reader(min(_READ_CHUNK, limit - size))
+            if not part:
+                break
+            parts.append(part)
+            size += len(part)
+        if size < limit:
+            truncated = wire.capped
+        elif not decoding and known_length is not None:
+            truncated = known_length > wire.consumed
+        else:
+            truncated = bool(reader(1)) or wire.capped
+    except DecodeError as exc:
+        if not wire.capped:  # a stream cut by the wire cap is incomplete, not corrupt
+            raise ProbeFailure("protocol_error", f"cannot decode the {', '.join(codings)} body: {exc}") from None
+        truncated = True
+    except urllib3.exceptions.HTTPError as exc:
+        # urllib3 wraps the socket's errors; the check reports the original (a timeout, a reset…).
+        raise exc.__cause__ or ProbeFailure("protocol_error", str(exc)) from None
+    facts.update(body_bytes=size, body_wire_bytes=wire.consumed, body_truncated=truncated)
+    return b"".join(parts)
+
+
+def _exchange(hop: _Hop, request: _Request, limit: int, http2: bool, needs_text: bool) -> _Answer:
+    """Send one request over a new guarded connection and read at most `limit` decoded body bytes.
+
+    What is learnt along the way goes into ``hop.facts`` at once, so a hop that fails halfway still
+    reports it.
+    """
+    target, probe = hop.target, hop.probe
+    url = httpcore.URL(scheme=target.scheme, host=target.host, port=target.port, target=target.target)
+    connection = httpcore.HTTPConnection(
+        origin=url.origin,
+        ssl_context=_ContextStandIn(),  # type: ignore[arg-type]  # see _ContextStandIn
+        http1=True,
+        http2=http2,
+        network_backend=_GuardedBackend(hop),
     )
-    return _Hop(response.status, response.getheader("Location"), body)
+    try:
+        # httpcore returns once the response head is in: that ends first_byte (see _Hop). Its `trace`
+        # extension would tell too, at ~12 callbacks a request.
+        with hop.waiting:
+            response = connection.handle_request(
+                httpcore.Request(request.method, url, headers=request.wire_headers(target, http2), content=request.body)
+            )
+        hop.facts.update(status_code=response.status, http_version=response.extensions["http_version"].decode("ascii"))
+        length = _header(response.headers, b"content-length")
+        known_length = None
+        if length is not None and length.isdigit():
+            hop.facts["content_length"] = int(length)
+            if _header(response.headers, b"transfer-encoding") is None:  # else chunked frames the body
+                known_length = int(length)
+        if request.method == "HEAD" or response.status in (204, 304):
+            known_length = 0  # no body follows, whatever Content-Length says (RFC 9110 §8.6)
+        with probe.phase("transfer"):
+            body = _read_body(response, limit, known_length, hop.facts, needs_text)
+        response.close()
+    finally:
+        connection.close()
+    content_type = _header(response.headers, b"content-type")
+    return _Answer(
+        response.status,
+        _header(response.headers, b"location"),
+        content_type.decode("latin-1") if content_type is not None else None,
+        body,
+    )
 
 
-def _send(conn: http.client.HTTPConnection, target: URLTarget, request: _Request) -> None:
-    conn.putrequest(request.method, target.target, skip_host=True, skip_accept_encoding=True)
-    given = {name.lower() for name, _ in request.headers}
-    for name, value in (("Host", target.netloc), ("User-Agent", USER_AGENT), ("Accept", "*/*")):
-        if name.lower() not in given:
-            conn.putheader(name, value)
-    for name, value in request.headers:
-        conn.putheader(name, value)
-    conn.putheader("Connection", "close")
-    if request.body is not None or request.method == "POST":
-        conn.putheader("Content-Length", str(len(request.body or b"")))
-    conn.endheaders(request.body)
+def _location_url(base: str, raw: bytes) -> str:
+    """The absolute URL a Location header points to; ValueError when it holds control characters.
+
+    UTF-8 is read as UTF-8 (servers send raw UTF-8 paths and host names; parse_url then percent-encodes
+    the path and IDNA-encodes the host), other bytes are percent-encoded as they are, and spaces inside
+    become %20, as browsers do. A tab is refused rather than dropped as urljoin would (parse_url's rule).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = quote(raw, safe=_LOCATION_SAFE + " \t")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ValueError("Location must not contain control characters")
+    return urljoin(base, text.strip(" ").replace(" ", "%20"))
 
 
-def _read_body(response: http.client.HTTPResponse, limit: int) -> tuple[bytes, bool]:
-    """At most `limit` bytes of the body, and whether there was more."""
-    chunks, size = [], 0
-    while size < limit:
-        chunk = response.read(min(_READ_CHUNK, limit - size))
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-        size += len(chunk)
-    more = response.length > 0 if response.length is not None else bool(response.read(1))
-    return b"".join(chunks), more
+def _body_text(body: bytes, content_type: str | None) -> str:
+    """The body as text: by its byte-order mark, else the charset of its Content-Type, else UTF-8."""
+    encoding = next((name for bom, name in _BOMS if body.startswith(bom)), None)
+    if encoding is None and content_type:
+        message = email.message.Message()
+        message["content-type"] = content_type
+        charset = message.get_param("charset")
+        encoding = charset if isinstance(charset, str) else None
+    try:
+        return body.decode(encoding or "utf-8", "replace")
+    except LookupError:  # a charset Python does not know
+        return body.decode("utf-8", "replace")
 
 
 # --- the check ------------------------------------------------------------------------------------
@@ -246,13 +498,38 @@ def _answer(probe: Probe, facts: dict[str, Any], reason: str | None = None, deta
     return probe.result(reason, detail, **facts, phases_ms=phases)
 
 
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """The reason and detail of an exception out of a hop."""
+    if isinstance(exc, httpcore.NetworkError | httpcore.TimeoutException) and exc.__cause__ is not None:
+        return _failure(exc.__cause__)
+    if isinstance(exc, httpcore.TimeoutException):
+        return "timeout", str(exc) or "timed out"
+    if isinstance(exc, httpcore.ProtocolError | h2.exceptions.ProtocolError):
+        return "protocol_error", f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, httpcore.NetworkError):
+        return "connection_error", f"{type(exc).__name__}: {exc}"
+    return classify(exc)
+
+
+# What a hop may raise when the target is down, slow or wrong; anything else is a bug and raises.
+_HOP_ERRORS = (
+    *NETWORK_ERRORS,
+    httpcore.ProtocolError,
+    httpcore.NetworkError,
+    httpcore.TimeoutException,
+    h2.exceptions.ProtocolError,
+)
+
+
 def _judge(
-    hop: _Hop, codes: tuple[tuple[int, int], ...], spec: str, match: str | None, not_match: str | None
+    answer: _Answer, codes: tuple[tuple[int, int], ...], spec: str, match: str | None, not_match: str | None
 ) -> tuple[str, str] | None:
     """The first failed assertion as (reason, detail), or None when all hold."""
-    if not any(low <= hop.status <= high for low, high in codes):
-        return "status_codes", f"status {hop.status} is not in {spec}"
-    text = hop.body.decode("utf-8", "replace")
+    if not any(low <= answer.status <= high for low, high in codes):
+        return "status_codes", f"status {answer.status} is not in {spec}"
+    if match is None and not_match is None:
+        return None
+    text = _body_text(answer.body, answer.content_type)
     if match is not None and not search(match, text):
         return "body_match", f"body does not match {match!r}"
     if not_match is not None and search(not_match, text):
@@ -291,14 +568,14 @@ def _judge(
         regex_param(
             "body_match",
             "regex the body must match somewhere, as blackbox_exporter's fail_if_body_not_matches_regexp: matched "
-            "once against the whole body text (its first max_body_bytes, decoded as UTF-8), so ^ and $ anchor at "
-            "the body's start and end; (?m) makes them anchor at each line",
+            "once against the whole body text (its first max_body_bytes, decoded from gzip/deflate/br/zstd, read "
+            "in the charset of its Content-Type, else UTF-8), so ^ and $ anchor at the body's start and end; (?m) "
+            "makes them anchor at each line",
         ),
         regex_param(
             "body_not_match",
             "regex the body must not match anywhere, as blackbox_exporter's fail_if_body_matches_regexp: matched "
-            "once against the whole body text (its first max_body_bytes, decoded as UTF-8), ^ and $ as in "
-            "body_match",
+            "once against the whole body text (read as for body_match), ^ and $ as in body_match",
         ),
         Param("follow_redirects", bool, default=True, doc="follow 301/302/303/307/308 (each hop is re-checked)"),
         Param("max_redirects", int, default=10, min=0, max=20, doc="redirects to follow before failing"),
@@ -311,8 +588,9 @@ def _judge(
             default=MAX_BODY_BYTES,
             min=0,
             max=10 * 1024 * 1024,
-            doc="body bytes read at most; the rest is not read (body_truncated: true)",
+            doc="decoded body bytes read at most; the rest is not read (body_truncated: true)",
         ),
+        Param("http2", bool, default=False, doc="offer HTTP/2 to https targets (ALPN); http:// stays HTTP/1.1"),
     ),
     default_timeout=30.0,
     max_timeout=120.0,
@@ -332,14 +610,17 @@ def http_check(
     ca_bundle: str | None = None,
     ip_version: str = "any",
     max_body_bytes: int = MAX_BODY_BYTES,
+    http2: bool = False,
     deadline: float | None = None,
 ) -> dict[str, Any]:
     """Request `url`; ok when the final status is in `status_codes` and the body assertions hold.
 
-    Result: status_code, http_version, final_url, redirects, ip, body_bytes, body_truncated, phases_ms
-    (dns, connect, tls, first_byte = request sent until response headers, transfer, total; summed over
-    redirect hops) and, for https, tls_version and cert_expiry (epoch seconds: the earliest expiry over the
-    certificate chain, see `_common.tls_details`).
+    Result (of the last hop): status_code, http_version (HTTP/1.0, HTTP/1.1, HTTP/2), final_url,
+    redirects, ip, content_length (the Content-Length header, when sent), body_bytes (decoded, at most
+    max_body_bytes), body_wire_bytes (the body bytes those took on the wire, content-coded), body_truncated,
+    phases_ms (dns, connect, tls, first_byte = request sent until response head, transfer, total; summed
+    over redirect hops) and, for https, tls_version and cert_expiry (epoch seconds: the earliest expiry
+    over the certificate chain, see `_common.tls_details`).
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"url": url, "final_url": url, "redirects": 0}
@@ -347,6 +628,8 @@ def http_check(
     request = _Request(method, body.encode() if body is not None and method == "POST" else None, ())
     if headers:
         request = replace(request, headers=parse_headers(headers))
+    needs_text = body_match is not None or body_not_match is not None
+    alpn = ("http/1.1", "h2") if http2 else ("http/1.1",)  # the list httpcore sets (see _ContextStandIn)
     try:
         target = parse_url(url)
     except ValueError as exc:
@@ -354,20 +637,21 @@ def http_check(
     try:
         while True:
             facts = {"url": url, "final_url": target.url, "redirects": facts["redirects"]}
-            tls = tls_context(verify_tls, ca_bundle, ("http/1.1",)) if target.scheme == "https" else None
-            hop = _exchange(target, request, probe, tls, ip_version, max_body_bytes, facts)
-            if not (follow_redirects and hop.status in REDIRECT_STATUSES and hop.location):
+            tls = tls_context(verify_tls, ca_bundle, alpn) if target.scheme == "https" else None
+            hop = _Hop(target, probe, ip_version, tls, facts)
+            answer = _exchange(hop, request, max_body_bytes, http2, needs_text)
+            if not (follow_redirects and answer.status in REDIRECT_STATUSES and answer.location):
                 break
             if facts["redirects"] >= max_redirects:
                 return _answer(probe, facts, "too_many_redirects", f"more than {max_redirects} redirects")
             try:
-                next_target = parse_url(urljoin(target.url, hop.location))
+                next_target = parse_url(_location_url(target.url, answer.location))
             except ValueError as exc:
-                return _answer(probe, facts, "bad_redirect", f"Location {hop.location[:80]!r}: {exc}")
-            request = request.redirected(hop.status, same_origin=next_target.origin == target.origin)
+                return _answer(probe, facts, "bad_redirect", f"Location {answer.location[:80]!r}: {exc}")
+            request = request.redirected(answer.status, same_origin=next_target.origin == target.origin)
             target = next_target
             facts["redirects"] += 1
-    except NETWORK_ERRORS as exc:
-        return _answer(probe, facts, *classify(exc))
-    failed = _judge(hop, codes, status_codes, body_match, body_not_match)
+    except _HOP_ERRORS as exc:
+        return _answer(probe, facts, *_failure(exc))
+    failed = _judge(answer, codes, status_codes, body_match, body_not_match)
     return _answer(probe, facts, *failed) if failed else _answer(probe, facts)

@@ -6,6 +6,7 @@ Everything listens on an ephemeral loopback port in a daemon thread and is share
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import socketserver
@@ -23,6 +24,10 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 import pytest
 
 from tests.support import pki
@@ -102,7 +107,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes: /status/<code>, /old/<code> (HTTP/1.0), /redirect/<n>, /redirect-to?url=&code=, /slow?ms=,
-    /big?bytes=, /chunked?chunks=, /echo, /text."""
+    /big?bytes=, /chunked?chunks=, /gzip?text= (the text gzip-compressed), /echo, /text."""
 
     protocol_version = "HTTP/1.1"
 
@@ -140,6 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, b"slow\n")
         elif head == "big":
             self._big(int(query.get("bytes", "1000000")))
+        elif head == "gzip":
+            body = gzip.compress(query.get("text", "").encode())
+            self._reply(200, body, {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"})
         elif head == "echo":
             length = int(self.headers.get("Content-Length") or 0)
             seen = {"method": self.command, "headers": dict(self.headers), "body": self.rfile.read(length).decode()}
@@ -259,6 +267,127 @@ def tls_port(certs: Certs) -> Iterator[Callable[[str], int]]:
     for server in servers.values():
         server.shutdown()
         server.server_close()
+
+
+# --- scripted raw HTTP answers --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A scripted answer, written byte for byte: `parts` with `pause` seconds between them, then the
+    connection held open for `hold` seconds (a server keeping it alive) before it is closed."""
+
+    parts: tuple[bytes, ...]
+    pause: float = 0.0
+    hold: float = 0.0
+
+
+@dataclass
+class RawServer:
+    """A TCP server on 127.0.0.1 that answers each request with the bytes scripted for its path.
+
+    `answer(path, *parts, pause=, hold=)` scripts a path (as sent on the request line, percent-escapes
+    and all; see `Raw`) and returns its URL; `requests[path]` holds the request heads received for it.
+    Unknown paths get a 404.
+    """
+
+    port: int
+    routes: dict[str, Raw]
+    requests: dict[str, list[bytes]]
+
+    def answer(self, path: str, *parts: bytes, pause: float = 0.0, hold: float = 0.0) -> str:
+        self.routes[path] = Raw(parts, pause, hold)
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+class _RawHandler(socketserver.BaseRequestHandler):
+    server: socketserver.ThreadingTCPServer
+
+    def handle(self) -> None:
+        state: RawServer = self.server.state  # type: ignore[attr-defined]
+        sock: socket.socket = self.request
+        sock.settimeout(5)
+        head = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
+            state.requests.setdefault(path, []).append(head)
+            raw = state.routes.get(path, Raw((b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",)))
+            for i, part in enumerate(raw.parts):
+                if i and raw.pause:
+                    time.sleep(raw.pause)
+                sock.sendall(part)
+            if raw.hold:
+                time.sleep(raw.hold)
+
+
+@pytest.fixture(scope="session")
+def raw_http() -> Iterator[RawServer]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RawHandler)
+    server.daemon_threads = True
+    server.state = RawServer(server.server_address[1], {}, {})  # type: ignore[attr-defined]
+    _serve(server)
+    yield server.state  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+H2Routes = dict[str, tuple[list[tuple[str, str]], bytes]]
+
+
+def _serve_h2(tls: ssl.SSLSocket, routes: H2Routes) -> None:
+    """One HTTP/2 connection: each request gets the headers and body scripted for its :path; a
+    ``(":status", "1xx")`` pair among the headers starts a new header block (an informational answer)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    conn.initiate_connection()
+    tls.sendall(conn.data_to_send())
+    while True:
+        data = tls.recv(65536)
+        if not data:
+            return
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                path = dict((k.decode(), v.decode()) for k, v in event.headers)[":path"]
+                headers, body = routes.get(path, ([(":status", "404")], b""))
+                blocks: list[list[tuple[str, str]]] = []
+                for name, value in headers:
+                    if name == ":status":
+                        blocks.append([])
+                    blocks[-1].append((name, value))
+                for block in blocks[:-1]:
+                    conn.send_headers(event.stream_id, block)
+                conn.send_headers(event.stream_id, [*blocks[-1], ("content-length", str(len(body)))])
+                conn.send_data(event.stream_id, body, end_stream=True)
+        tls.sendall(conn.data_to_send())
+
+
+@pytest.fixture(scope="session")
+def h2_server(certs: Certs) -> Iterator[tuple[int, H2Routes]]:
+    """An HTTPS server that speaks only HTTP/2 (ALPN h2), with the valid certificate: (port, routes)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*certs.valid)
+    ctx.set_alpn_protocols(["h2"])
+    routes: H2Routes = {}
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            with (
+                contextlib.suppress(OSError, h2.exceptions.ProtocolError),
+                ctx.wrap_socket(self.request, server_side=True) as tls,
+            ):
+                tls.settimeout(5)
+                _serve_h2(tls, routes)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    _serve(server)
+    yield server.server_address[1], routes
+    server.shutdown()
+    server.server_close()
 
 
 # --- TCP echo -------------------------------------------------------------------------------------

@@ -93,6 +93,7 @@ def test_http_defaults() -> None:
         "ca_bundle": None,
         "ip_version": "any",
         "max_body_bytes": 65536,
+        "http2": False,
     }
 
 
@@ -121,6 +122,7 @@ def test_http_defaults() -> None:
         ({"max_body_bytes": "-1"}, "max_body_bytes", ">= 0"),
         ({"max_body_bytes": str(10 * 1024 * 1024 + 1)}, "max_body_bytes", "<="),
         ({"ip_version": "5"}, "ip_version", "one of"),
+        ({"http2": "h2"}, "http2", "true or false"),
         ({"verify_tls": "nope"}, "verify_tls", "true or false"),
         ({"ca_bundle": "relative.pem"}, "ca_bundle", "absolute"),
         ({"ca_bundle": "/etc/ssl/../../etc/shadow"}, "ca_bundle", "normalized"),

@@ -25,6 +25,24 @@ def test_http_end_to_end(gateway: str, http_base: str) -> None:
     assert (status, body["result"]["ok"], body["result"]["reason"]) == (200, False, "status_codes")
 
 
+def test_http_gzip_body_end_to_end(gateway: str, http_base: str) -> None:
+    """Issue #12, 1 through the real stack: a gzipped error page is matched decoded, and both sizes are
+    reported (JSON fields and blackbox's series)."""
+    url = f"{http_base}/gzip?{urlencode({'text': 'Could not connect to database'})}"
+    status, body = check(gateway, "http", url=url, body_not_match="database")
+    assert status == 200, body
+    result = body["result"]
+    assert (result["ok"], result["reason"], result["status_code"]) == (False, "body_not_match", 200), result
+    assert result["body_bytes"] == len("Could not connect to database")
+    assert result["body_wire_bytes"] == result["content_length"] > 0
+    params = urlencode({"url": url, "body_match": "database", "format": "prometheus"})
+    status, text, _ = http_get(f"{gateway}/check/http?{params}")
+    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    assert (status, samples["probe_success"]) == (200, 1)
+    assert samples["probe_http_uncompressed_body_length"] == len("Could not connect to database")
+    assert samples["probe_http_content_length"] == result["content_length"]
+
+
 def test_http_redirect_to_metadata_is_refused_after_resolution(gateway: str, http_base: str) -> None:
     status, body = check(gateway, "http", url=f"{http_base}/redirect-to?url=http://169.254.169.254/latest/meta-data/")
     assert status == 403, body
