@@ -13,8 +13,7 @@ The policy comes from the environment (comma-separated lists, read when used):
 - ``CHECKGATE_ALLOW_NETWORKS``: when set, only addresses in these networks may be reached;
 - ``CHECKGATE_DENY_NETWORKS``: refused on top of the built-in link-local and cloud-metadata ranges;
 - ``CHECKGATE_ALLOW_HOSTS`` / ``CHECKGATE_DENY_HOSTS``: host names; ``.example.com`` also matches every
-  subdomain;
-- ``CHECKGATE_CA_DIRS``: when set, a ``ca_bundle`` must lie under one of these directories.
+  subdomain.
 
 Among the networks that contain an address, the most specific one (longest prefix) decides and a tie
 is a refusal, so ``CHECKGATE_ALLOW_NETWORKS=169.254.10.0/24`` re-opens one link-local subnet while the
@@ -305,25 +304,5 @@ def parse_url(url: str) -> URLTarget:
 def validate_url(url: str) -> None:
     """Param validator: an http(s) URL whose host the policy does not refuse."""
     why = host_refusal(parse_url(url).host)
-    if why:
-        raise ValueError(why)
-
-
-# --- files ----------------------------------------------------------------------------------------
-
-
-def ca_bundle_refusal(path: str) -> str | None:
-    """Why `path` may not be read as a CA bundle, or None when it may."""
-    if _has_control_or_space(path) or not os.path.isabs(path) or os.path.normpath(path) != path:
-        return "ca_bundle must be a normalized absolute path without whitespace"
-    dirs = [d.strip() for d in os.environ.get("CHECKGATE_CA_DIRS", "").split(",") if d.strip()]
-    if dirs and not any(path.startswith(os.path.join(os.path.normpath(d), "")) for d in dirs):
-        return "ca_bundle is not under CHECKGATE_CA_DIRS"
-    return None
-
-
-def validate_ca_bundle(path: str) -> None:
-    """Param validator for `ca_bundle` (existence is the worker's business: it is the worker's file)."""
-    why = ca_bundle_refusal(path)
     if why:
         raise ValueError(why)

@@ -23,6 +23,7 @@ from tasks.checks._common import (
     Deadline,
     Probe,
     ca_bundle_param,
+    ca_pem_param,
     classify,
     connect,
     ip_version_param,
@@ -294,6 +295,7 @@ def _judge(
         Param("max_redirects", int, default=10, min=0, max=20, doc="redirects to follow before failing"),
         verify_tls_param(),
         ca_bundle_param(),
+        ca_pem_param(),
         ip_version_param(),
         Param(
             "max_body_bytes",
@@ -320,6 +322,7 @@ def http_check(
     max_redirects: int = 10,
     verify_tls: bool = True,
     ca_bundle: str | None = None,
+    ca_pem: str | None = None,
     ip_version: str = "any",
     max_body_bytes: int = MAX_BODY_BYTES,
     deadline: float | None = None,
@@ -343,7 +346,7 @@ def http_check(
     try:
         while True:
             facts = {"url": url, "final_url": target.url, "redirects": facts["redirects"]}
-            tls = tls_context(verify_tls, ca_bundle, ("http/1.1",)) if target.scheme == "https" else None
+            tls = tls_context(verify_tls, ca_bundle, ("http/1.1",), ca_pem=ca_pem) if target.scheme == "https" else None
             hop = _exchange(target, request, probe, tls, ip_version, max_body_bytes, facts)
             if not (follow_redirects and hop.status in REDIRECT_STATUSES and hop.location):
                 break

@@ -105,8 +105,10 @@ def _leaf(d: Path, name: str, days: int, serial: int) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    d = tmp_path_factory.mktemp("certs")
+def certs(ca_dir: Path) -> Certs:
+    """Made in the session's CA directory, so workers may read `ca` as a ca_bundle."""
+    d = ca_dir / "certs"
+    d.mkdir()
     (d / "openssl.cnf").write_text(_OPENSSL_CONF)
     _openssl(
         "req",
@@ -147,6 +149,12 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return Certs(
         d / "ca.pem", _leaf(d, "valid", 30, 1001), _leaf(d, "expiring", 5, 1002), (d / "self.pem", d / "self.key")
     )
+
+
+@pytest.fixture(autouse=True)
+def _ca_dirs(monkeypatch: pytest.MonkeyPatch, ca_dir: Path) -> None:
+    """Checks called in-process read CA bundles from the session's CA directory, as its workers do."""
+    monkeypatch.setenv("CHECKGATE_CA_DIRS", str(ca_dir))
 
 
 # --- HTTP and HTTPS -------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ def test_http_defaults() -> None:
         "max_redirects": 10,
         "verify_tls": True,
         "ca_bundle": None,
+        "ca_pem": None,
         "ip_version": "any",
         "max_body_bytes": 65536,
     }
@@ -131,7 +132,8 @@ def test_http_other_params(given: dict[str, str], field: str, needle: str) -> No
     assert (error.field, needle in error.message) == (field, True), error
 
 
-def test_http_good_options() -> None:
+def test_http_good_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHECKGATE_CA_DIRS", "/etc/ssl/certs")
     kwargs = REGISTRY["http"].validate(
         {
             "url": "https://example.com/",
@@ -211,6 +213,7 @@ def test_other_checks_accept_and_default() -> None:
         "server_name": None,
         "verify_tls": True,
         "ca_bundle": None,
+        "ca_pem": None,
         "ip_version": "any",
     }
     assert REGISTRY["tls"].validate({"host": "example.com"}) == {
@@ -219,6 +222,7 @@ def test_other_checks_accept_and_default() -> None:
         "server_name": None,
         "warn_days": 14.0,
         "ca_bundle": None,
+        "ca_pem": None,
         "ip_version": "any",
     }
     assert REGISTRY["dns"].validate({"name": "_sip._tcp.example.com", "record_type": "SRV"}) == {

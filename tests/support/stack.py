@@ -72,7 +72,10 @@ class Stack:
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            # stdin is a pipe held open, as supervisord leaves it: reading it would block for ever.
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT
+            )
         self.procs[name], self.logs[name] = proc, log
         return proc
 
@@ -119,6 +122,8 @@ class Stack:
         proc = self.procs.pop(name)
         proc.send_signal(sig)
         proc.wait(timeout=30)
+        if proc.stdin is not None:
+            proc.stdin.close()
 
     def stop(self) -> None:
         """Stop every process (TERM, then KILL after a grace period)."""
@@ -142,6 +147,8 @@ def stop_processes(procs: Iterable[subprocess.Popen[bytes]], grace: float = 15) 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
 
 
 def cleanup_deployment(
