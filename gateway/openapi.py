@@ -130,7 +130,7 @@ def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
                 "404": _json("#/components/schemas/Error", "unknown or expired id"),
                 "502": _json("#/components/schemas/Answer", "the task raised"),
                 "503": _json("#/components/schemas/Error", "backend down"),
-                "504": _json("#/components/schemas/Answer", "revoked or expired"),
+                "504": _json("#/components/schemas/Answer", "revoked, expired, or ended at its deadline"),
             },
         }
     }

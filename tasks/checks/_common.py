@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from tasks import deadline as task_deadline
 from tasks.checks import _guard, _trust
 from tasks.checks._pattern import MAX_PATTERN_CHARS, validate_pattern
 from tasks.checks._x509 import parse_certificate
@@ -89,7 +90,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 
 class Deadline:
-    """The time a check may still spend: the task's expiry (less a margin), or `DEFAULT_TIMEOUT`."""
+    """The time a check may still spend: its deadline (epoch seconds, less a margin), or `DEFAULT_TIMEOUT`."""
 
     def __init__(self, deadline: float | None, default: float = DEFAULT_TIMEOUT) -> None:
         budget = default if deadline is None else deadline - time.time()
@@ -105,11 +106,14 @@ class Deadline:
 
 
 class Probe:
-    """One run of a check: its clock, its deadline, its phase timings and its result."""
+    """One run of a check: its clock, its deadline, its phase timings and its result.
 
-    def __init__(self, deadline: float | None) -> None:
+    The deadline is `deadline` (epoch seconds) when given, else the one of the task running in this thread
+    (`tasks.deadline`), else `DEFAULT_TIMEOUT` from now (a direct call)."""
+
+    def __init__(self, deadline: float | None = None) -> None:
         self.started = time.perf_counter()
-        self.deadline = Deadline(deadline)
+        self.deadline = Deadline(task_deadline.current() if deadline is None else deadline)
         self.phases: dict[str, float] = {}
 
     @contextmanager
