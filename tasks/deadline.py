@@ -54,10 +54,12 @@ must not use SIGALRM themselves.
 
 **Cost** (2-core dev VM shared with other jobs, Python 3.11; ``python -m bench.deadline_cost micro``):
 `call_within` adds 1.3-1.9 µs per task in a pool thread (a dict write, one lock) and 2.4-3.6 µs in a
-main thread (two ``setitimer`` calls); `DeadlineRequest.time_limits` adds 2 µs per task in the consumer.
-A worker spends 1,500-2,000 µs of CPU per no-op ``sleep`` task (``bench.deadline_cost drain``, this
-checkout against the one before, alternately in one run: 0.81-1.10 of the old CPU per task across runs,
-both directions, i.e. within the machine's noise), so the mechanism is about 0.3 % of the no-op path.
+main thread (two ``setitimer`` calls); `DeadlineRequest.time_limits` adds 2 µs per task in the consumer,
+and on prefork the hard limit's timer (kombu ``call_later`` + cancel) about 4 µs in the parent. A worker
+spends 1,500-2,300 µs of CPU per no-op task. ``python -m bench.deadline_cost drain`` of this checkout and
+of the one before, alternately in one run, 5 rounds of 3,000 ``add`` tasks on prefork -c 2: median 373
+vs 363 tasks/s and 2,117 vs 1,953 µs of worker CPU per task, inside the ±25 % spread between rounds on
+this machine; 3 rounds of 5,000 ``sleep ms=0`` on threads -c 100 likewise (CPU ratio 0.81-1.10).
 """
 
 from __future__ import annotations

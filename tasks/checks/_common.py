@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tasks import deadline as task_deadline
 from tasks.checks import _guard, _trust
 from tasks.checks._pattern import MAX_PATTERN_CHARS, validate_pattern
 from tasks.checks._x509 import parse_certificate
+from tasks.deadline import current as current_deadline
 from tasks.registry import Param
 
 # How long a check may take when it is called without a deadline (tests, direct calls).
@@ -113,7 +113,7 @@ class Probe:
 
     def __init__(self, deadline: float | None = None) -> None:
         self.started = time.perf_counter()
-        self.deadline = Deadline(task_deadline.current() if deadline is None else deadline)
+        self.deadline = Deadline(current_deadline() if deadline is None else deadline)
         self.phases: dict[str, float] = {}
 
     @contextmanager
