@@ -63,6 +63,15 @@ SharedCall = tuple[str, dict[str, Any] | None, bool]
 MODES = ("sync", "async", "fire")
 # The result reason of a check whose target the SSRF guard refused (tasks/checks/_guard.py).
 REFUSED_TARGET = "target_refused"
+# Failures that mean "did not finish by its deadline" (tasks/deadline.py; Celery's time limits are
+# billiard's classes): answered 504, like the gateway's own deadline and an expired (REVOKED) task.
+DEADLINE_ERRORS = frozenset(
+    {
+        ("tasks.deadline", "DeadlineExceeded"),
+        ("billiard.exceptions", "TimeLimitExceeded"),
+        ("billiard.exceptions", "SoftTimeLimitExceeded"),
+    }
+)
 FORMATS = ("json", "prometheus")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -450,6 +459,9 @@ def task_answer(
     body["error"] = {"type": exc.get("exc_type", "Error"), "message": message}
     if state == states.REVOKED:
         body["error"]["message"] = message or "revoked"
+        return 504, body
+    if (exc.get("exc_module"), exc.get("exc_type")) in DEADLINE_ERRORS:
+        body["result_url"] = f"/result/{task_id}"
         return 504, body
     if debug and meta.get("traceback"):
         body["error"]["traceback"] = meta["traceback"]

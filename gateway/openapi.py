@@ -155,7 +155,7 @@ def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
                     "429": _json("#/components/schemas/Error", "API key over its rate; see Retry-After"),
                     "502": _json("#/components/schemas/Answer", "the task raised"),
                     "503": _json("#/components/schemas/Error", "backend down, or the gateway out of file descriptors"),
-                    "504": _json("#/components/schemas/Answer", "revoked"),
+                    "504": _json("#/components/schemas/Answer", "revoked, or ended at its deadline"),
                 }
             ),
         }

@@ -147,7 +147,8 @@ class CheckType:
 
     @property
     def wants_deadline(self) -> bool:
-        """Whether the function takes `deadline` (epoch seconds) to bound its own I/O."""
+        """Whether the function takes `deadline` (epoch seconds: the task's `expires`, else `max_timeout`
+        from its start) to bound its own I/O. Every check runs under it either way (tasks/deadline.py)."""
         return "deadline" in inspect.signature(self.fn).parameters
 
     def validate(self, given: Mapping[str, str]) -> dict[str, Any]:

@@ -11,10 +11,17 @@ from tests.support.stack import Stack
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory CA bundles may be read from (CHECKGATE_CA_DIRS) by the session's workers and gateway."""
+    return tmp_path_factory.mktemp("trusted-ca")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, ca_dir: Path) -> Iterator[Stack]:
     """Workers for every queue (threads, enough slots for the concurrency tests) and no gateway yet."""
     workdir: Path = tmp_path_factory.mktemp("stack")
     stack = Stack(workdir, RUN_PREFIX, BROKER_URL, BACKEND_URL)
+    stack.env["CHECKGATE_CA_DIRS"] = str(ca_dir)
     try:
         stack.start_worker("add", ["add"], pool="prefork", concurrency=2)
         stack.start_worker("sleep", ["sleep"], pool="threads", concurrency=220)

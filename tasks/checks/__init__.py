@@ -1,7 +1,8 @@
 """Built-in check types, one module each; importing this package registers them.
 
 Modules starting with an underscore are shared helpers: the result shape and connections (`_common`),
-the target policy (`_guard`) and certificate decoding (`_x509`).
+the target policy (`_guard`), the CA certificates a caller may give (`_trust`) and certificate decoding
+(`_x509`).
 
 A check of another package (a plugin) that touches the network imports what it needs from here:
 `connect` for a TCP connection, `resolve` for an address to send to (UDP) or to hand to a client

@@ -8,8 +8,9 @@ ok), ``duration_ms``, then its own fields. A target that is down, slow or wrong 
 Reasons shared by all checks: ``timeout``, ``dns_error``, ``connection_refused``, ``connection_error``,
 ``target_refused`` (the SSRF guard), ``invalid_target``, ``tls_error``, ``untrusted_certificate``,
 ``hostname_mismatch``, ``certificate_expired``, ``certificate_not_yet_valid``, ``certificate_invalid``,
-``bad_ca_bundle``, ``protocol_error``. A failed assertion's reason is the name of the parameter that
-asserted it (``status_codes``, ``body_match``, ``expect``, ``rcode``…).
+``bad_ca_bundle`` (``ca_bundle`` or ``ca_pem`` unusable, see `_trust`), ``protocol_error``. A failed
+assertion's reason is the name of the parameter that asserted it (``status_codes``, ``body_match``,
+``expect``, ``rcode``…).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import concurrent.futures
 import functools
 import hashlib
 import http.client
-import os
 import socket
 import ssl
 import time
@@ -27,9 +27,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.checks import _guard
+from tasks.checks import _guard, _trust
 from tasks.checks._pattern import MAX_PATTERN_CHARS, validate_pattern
 from tasks.checks._x509 import CertInfo, parse_certificate
+from tasks.deadline import current as current_deadline
 from tasks.registry import Param
 
 # How long a check may take when it is called without a deadline (tests, direct calls).
@@ -90,7 +91,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 
 class Deadline:
-    """The time a check may still spend: the task's expiry (less a margin), or `DEFAULT_TIMEOUT`."""
+    """The time a check may still spend: its deadline (epoch seconds, less a margin), or `DEFAULT_TIMEOUT`."""
 
     def __init__(self, deadline: float | None, default: float = DEFAULT_TIMEOUT) -> None:
         budget = default if deadline is None else deadline - time.time()
@@ -106,11 +107,14 @@ class Deadline:
 
 
 class Probe:
-    """One run of a check: its clock, its deadline, its phase timings and its result."""
+    """One run of a check: its clock, its deadline, its phase timings and its result.
 
-    def __init__(self, deadline: float | None) -> None:
+    The deadline is `deadline` (epoch seconds) when given, else the one of the task running in this thread
+    (`tasks.deadline`), else `DEFAULT_TIMEOUT` from now (a direct call)."""
+
+    def __init__(self, deadline: float | None = None) -> None:
         self.started = time.perf_counter()
-        self.deadline = Deadline(deadline)
+        self.deadline = Deadline(current_deadline() if deadline is None else deadline)
         self.phases: dict[str, float] = {}
 
     @contextmanager
@@ -221,28 +225,28 @@ def connect(host: str, port: int, probe: Probe, ip_version: str = "any") -> tupl
 # --- TLS ------------------------------------------------------------------------------------------
 
 
-def tls_context(verify: bool = True, ca_bundle: str | None = None, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
-    """A client context (shared and cached: loading a trust store costs milliseconds)."""
-    mtime = 0.0
-    if not verify:
-        ca_bundle = None  # nothing is verified, so nothing need be read
-    if ca_bundle:
-        if why := _guard.ca_bundle_refusal(ca_bundle):
-            raise ProbeFailure("bad_ca_bundle", why)
-        try:
-            mtime = os.stat(ca_bundle).st_mtime
-        except OSError:
-            raise ProbeFailure("bad_ca_bundle", f"cannot read {ca_bundle}") from None
+def tls_context(
+    verify: bool = True, ca_bundle: str | None = None, alpn: tuple[str, ...] = (), *, ca_pem: str | None = None
+) -> ssl.SSLContext:
+    """A client context trusting `ca_bundle` and/or `ca_pem` (`_trust`), or the system store.
+
+    Contexts are shared and cached by what they trust (content hashes): loading a trust store costs
+    milliseconds. Raises `ProbeFailure("bad_ca_bundle")` for trust anchors that cannot be used.
+    """
     try:
-        return _cached_context(verify, ca_bundle, mtime, alpn)
-    except (OSError, ValueError):
-        raise ProbeFailure("bad_ca_bundle", f"cannot load {ca_bundle} as PEM certificates") from None
+        trusted = _trust.anchors(ca_bundle, ca_pem) if verify else None  # nothing verified, nothing read
+        return _cached_context(verify, trusted, alpn)
+    except _trust.CARefused as exc:
+        raise ProbeFailure("bad_ca_bundle", exc.detail) from None
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_context(verify: bool, ca_bundle: str | None, _mtime: float, alpn: tuple[str, ...]) -> ssl.SSLContext:
-    if verify:
-        ctx = ssl.create_default_context(cafile=ca_bundle)
+def _cached_context(verify: bool, trusted: _trust.Anchors | None, alpn: tuple[str, ...]) -> ssl.SSLContext:
+    if verify and trusted is None:
+        ctx = ssl.create_default_context()
+    elif verify:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # what create_default_context(cadata=…) makes
+        trusted.load_into(ctx)
     else:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
@@ -420,8 +424,19 @@ def ca_bundle_param() -> Param:
         "ca_bundle",
         str,
         max_length=1024,
-        doc="absolute path, on the worker, of PEM CA certificates to trust instead of the system store",
-        validator=_guard.validate_ca_bundle,
+        doc="absolute path, on the worker, of a PEM CA bundle under CHECKGATE_CA_DIRS to trust instead of "
+        "the system store",
+        validator=_trust.validate_ca_bundle,
+    )
+
+
+def ca_pem_param() -> Param:
+    return Param(
+        "ca_pem",
+        str,
+        max_length=_trust.MAX_CA_PEM_CHARS,
+        doc="PEM CA certificates (URL-encoded) to trust instead of the system store; with ca_bundle, both",
+        validator=_trust.validate_ca_pem,
     )
 
 

@@ -33,8 +33,8 @@ The rules, in order:
    subdomain); ``localhost`` names are judged as the loopback addresses they always mean (RFC 6761).
 
 Private networks (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) stay allowed: checking internal
-services is the point. ``CHECKGATE_CA_DIRS``: when set, a ``ca_bundle`` must lie under one of these
-directories. The environment is read when used; malformed values raise `PolicyConfigError`.
+services is the point. The environment is read when used; malformed values raise `PolicyConfigError`.
+(Files a caller may name, ``ca_bundle``, are `_trust`'s business.)
 """
 
 from __future__ import annotations
@@ -855,25 +855,5 @@ def parse_url(url: str) -> URLTarget:
 def validate_url(url: str) -> None:
     """Param validator: an http(s) URL whose host the policy does not refuse."""
     why = host_refusal(parse_url(url).host)
-    if why:
-        raise ValueError(why)
-
-
-# --- files ----------------------------------------------------------------------------------------
-
-
-def ca_bundle_refusal(path: str) -> str | None:
-    """Why `path` may not be read as a CA bundle, or None when it may."""
-    if _has_control_or_space(path) or not os.path.isabs(path) or os.path.normpath(path) != path:
-        return "ca_bundle must be a normalized absolute path without whitespace"
-    dirs = [d.strip() for d in os.environ.get("CHECKGATE_CA_DIRS", "").split(",") if d.strip()]
-    if dirs and not any(path.startswith(os.path.join(os.path.normpath(d), "")) for d in dirs):
-        return "ca_bundle is not under CHECKGATE_CA_DIRS"
-    return None
-
-
-def validate_ca_bundle(path: str) -> None:
-    """Param validator for `ca_bundle` (existence is the worker's business: it is the worker's file)."""
-    why = ca_bundle_refusal(path)
     if why:
         raise ValueError(why)

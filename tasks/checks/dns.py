@@ -21,6 +21,7 @@ import dns.resolver
 
 from tasks.checks._common import (
     NETWORK_ERRORS,
+    Deadline,
     Endpoint,
     Probe,
     ProbeFailure,
@@ -70,13 +71,19 @@ def _judge(answers: list[str], includes: str | None, match: str | None) -> tuple
     return None
 
 
-def _query(message: dns.message.Message, ip: str, port: int, protocol: str, timeout: float) -> tuple[Any, str]:
-    """Send the query; returns the response and the transport it came over (udp falls back to tcp)."""
+def _query(message: dns.message.Message, ip: str, port: int, protocol: str, deadline: Deadline) -> tuple[Any, str]:
+    """Send the query; returns the response and the transport it came over (udp falls back to tcp).
+
+    Each exchange gets only the time left: dnspython's udp_with_fallback would give the tcp retry a
+    second full timeout, running the check past its deadline."""
+    timeout = deadline.remaining()
     try:
-        if protocol == "tcp":
-            return dns.query.tcp(message, ip, timeout=timeout, port=port), "tcp"
-        response, used_tcp = dns.query.udp_with_fallback(message, ip, timeout=timeout, port=port)
-        return response, "tcp" if used_tcp else "udp"
+        if protocol == "udp":
+            try:
+                return dns.query.udp(message, ip, timeout=timeout, port=port, raise_on_truncation=True), "udp"
+            except dns.message.Truncated:
+                timeout = deadline.remaining()
+        return dns.query.tcp(message, ip, timeout=timeout, port=port), "tcp"
     except dns.exception.Timeout:
         raise ProbeFailure("timeout", f"no answer from {ip} in {timeout:.2f}s") from None
     except dns.exception.DNSException as exc:
@@ -142,7 +149,7 @@ def dns_check(
         facts["server"] = endpoint.ip
         message = dns.message.make_query(qname, dns.rdatatype.from_text(record_type))
         with probe.phase("query"):
-            response, facts["protocol"] = _query(message, endpoint.ip, port, protocol, probe.deadline.remaining())
+            response, facts["protocol"] = _query(message, endpoint.ip, port, protocol, probe.deadline)
     except NETWORK_ERRORS as exc:
         return probe.result(*classify(exc), **facts, query_ms=probe.phases_ms("query")["query"])
     rrsets = [r for r in response.answer if r.rdtype == message.question[0].rdtype]

@@ -63,6 +63,7 @@ from tasks.checks._common import (
     Probe,
     ProbeFailure,
     ca_bundle_param,
+    ca_pem_param,
     classify,
     connect,
     ip_version_param,
@@ -581,6 +582,7 @@ def _judge(
         Param("max_redirects", int, default=10, min=0, max=20, doc="redirects to follow before failing"),
         verify_tls_param(),
         ca_bundle_param(),
+        ca_pem_param(),
         ip_version_param(),
         Param(
             "max_body_bytes",
@@ -608,6 +610,7 @@ def http_check(
     max_redirects: int = 10,
     verify_tls: bool = True,
     ca_bundle: str | None = None,
+    ca_pem: str | None = None,
     ip_version: str = "any",
     max_body_bytes: int = MAX_BODY_BYTES,
     http2: bool = False,
@@ -637,7 +640,7 @@ def http_check(
     try:
         while True:
             facts = {"url": url, "final_url": target.url, "redirects": facts["redirects"]}
-            tls = tls_context(verify_tls, ca_bundle, alpn) if target.scheme == "https" else None
+            tls = tls_context(verify_tls, ca_bundle, alpn, ca_pem=ca_pem) if target.scheme == "https" else None
             hop = _Hop(target, probe, ip_version, tls, facts)
             answer = _exchange(hop, request, max_body_bytes, http2, needs_text)
             if not (follow_redirects and answer.status in REDIRECT_STATUSES and answer.location):

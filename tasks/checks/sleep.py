@@ -1,7 +1,6 @@
 """`sleep`: simulated work of a given duration, as in the original 200–400 ms benchmark."""
 
-import time
-
+from tasks import deadline
 from tasks.registry import Param, check
 
 
@@ -11,6 +10,7 @@ from tasks.registry import Param, check
     max_timeout=300.0,
 )
 def sleep(ms: int) -> dict:
-    """Sleep `ms` milliseconds on a worker, then report it."""
-    time.sleep(ms / 1000)
+    """Sleep `ms` milliseconds on a worker, then report it; at the request's deadline, if that comes
+    first, stop and end with DeadlineExceeded (the gateway answers 504): the work was not done."""
+    deadline.sleep(ms / 1000)
     return {"ok": True, "slept_ms": ms}

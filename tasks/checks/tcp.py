@@ -29,6 +29,7 @@ from tasks.checks._common import (
     Probe,
     ProbeFailure,
     ca_bundle_param,
+    ca_pem_param,
     classify,
     connect,
     host_param,
@@ -136,6 +137,7 @@ def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, s
         server_name_param(),
         verify_tls_param(),
         ca_bundle_param(),
+        ca_pem_param(),
         ip_version_param(),
     ),
     default_timeout=30.0,
@@ -150,6 +152,7 @@ def tcp_check(
     server_name: str | None = None,
     verify_tls: bool = True,
     ca_bundle: str | None = None,
+    ca_pem: str | None = None,
     ip_version: str = "any",
     deadline: float | None = None,
 ) -> dict[str, Any]:
@@ -166,7 +169,7 @@ def tcp_check(
         facts["ip"] = endpoint.ip
         try:
             if tls:
-                ctx = tls_context(verify_tls, ca_bundle)
+                ctx = tls_context(verify_tls, ca_bundle, ca_pem=ca_pem)
                 sock = start_tls(sock, server_name_for(endpoint, server_name), ctx, probe)
                 facts.update(tls_details(sock))
             if send:

@@ -18,6 +18,7 @@ from tasks.checks._common import (
     NETWORK_ERRORS,
     Probe,
     ca_bundle_param,
+    ca_pem_param,
     classify,
     connect,
     host_param,
@@ -61,6 +62,7 @@ def _handshake(
             "(the leaf, an intermediate or the trust anchor: days_left, earliest_expiry_subject)",
         ),
         ca_bundle_param(),
+        ca_pem_param(),
         ip_version_param(),
     ),
     default_timeout=30.0,
@@ -74,6 +76,7 @@ def tls_check(
     server_name: str | None = None,
     warn_days: float = 14.0,
     ca_bundle: str | None = None,
+    ca_pem: str | None = None,
     ip_version: str = "any",
     deadline: float | None = None,
 ) -> dict[str, Any]:
@@ -91,7 +94,9 @@ def tls_check(
     failure: tuple[str, str] | None = None
     try:
         try:
-            details, name = _handshake(host, port, server_name, tls_context(True, ca_bundle), probe, ip_version)
+            details, name = _handshake(
+                host, port, server_name, tls_context(True, ca_bundle, ca_pem=ca_pem), probe, ip_version
+            )
             facts.update(server_name=name, verified=True)
         except ssl.SSLCertVerificationError as exc:
             failure = classify(exc)

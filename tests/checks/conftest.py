@@ -65,8 +65,10 @@ class Certs:
 
 
 @pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    d = tmp_path_factory.mktemp("certs")
+def certs(ca_dir: Path) -> Certs:
+    """Made in the session's CA directory, so workers may read `ca` as a ca_bundle."""
+    d = ca_dir / "certs"
+    d.mkdir()
     root = pki.authority("checkgate test CA", days=60)
     short_root = pki.authority("checkgate short root", days=10)
     expiries: dict[str, float] = {"root": root.not_after, "short_root": short_root.not_after}
@@ -100,6 +102,12 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         expiries=expiries,
         subjects=subjects,
     )
+
+
+@pytest.fixture(autouse=True)
+def _ca_dirs(monkeypatch: pytest.MonkeyPatch, ca_dir: Path) -> None:
+    """Checks called in-process read CA bundles from the session's CA directory, as its workers do."""
+    monkeypatch.setenv("CHECKGATE_CA_DIRS", str(ca_dir))
 
 
 # --- HTTP and HTTPS -------------------------------------------------------------------------------

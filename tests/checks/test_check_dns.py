@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import dns.flags
+import dns.message
 import pytest
 
 from tasks.checks import dns as dns_module
@@ -72,6 +76,47 @@ def test_silent_server_times_out_by_the_deadline(dns_port: int, soon: Callable[[
     result = _ask(dns_port, name="silent.example.test", deadline=soon(0.5))
     assert (result["ok"], result["reason"]) == (False, "timeout")
     assert time.monotonic() - started < 1.0
+
+
+def _udp_and_tcp_on_one_port() -> tuple[socket.socket, socket.socket]:
+    for _ in range(20):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        tcp = socket.socket()
+        try:
+            tcp.bind(udp.getsockname())
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        tcp.listen()
+        return udp, tcp
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
+def test_the_tcp_fallback_gets_only_the_time_left(soon: Callable[[float], float]) -> None:
+    """A slow truncated UDP answer, then a TCP server that never answers: the check still ends by its
+    deadline (dnspython's udp_with_fallback gave the TCP retry a second full timeout)."""
+    udp, tcp = _udp_and_tcp_on_one_port()
+
+    def answer_late_and_truncated() -> None:
+        wire, peer = udp.recvfrom(4096)
+        time.sleep(0.6)
+        response = dns.message.make_response(dns.message.from_wire(wire))
+        response.flags |= dns.flags.TC
+        udp.sendto(response.to_wire(), peer)
+
+    server = threading.Thread(target=answer_late_and_truncated, daemon=True)
+    server.start()
+    try:
+        started = time.monotonic()
+        result = _ask(udp.getsockname()[1], deadline=soon(1.0))
+        assert (result["ok"], result["reason"]) == (False, "timeout"), result
+        assert time.monotonic() - started < 1.0
+    finally:
+        server.join(5)
+        udp.close()
+        tcp.close()
 
 
 def test_server_is_guarded() -> None:

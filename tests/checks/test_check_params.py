@@ -91,6 +91,7 @@ def test_http_defaults() -> None:
         "max_redirects": 10,
         "verify_tls": True,
         "ca_bundle": None,
+        "ca_pem": None,
         "ip_version": "any",
         "max_body_bytes": 65536,
         "http2": False,
@@ -135,7 +136,8 @@ def test_http_other_params(given: dict[str, str], field: str, needle: str) -> No
     assert (error.field, needle in error.message) == (field, True), error
 
 
-def test_http_good_options() -> None:
+def test_http_good_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHECKGATE_CA_DIRS", "/etc/ssl/certs")
     kwargs = REGISTRY["http"].validate(
         {
             "url": "https://example.com/",
@@ -215,6 +217,7 @@ def test_other_checks_accept_and_default() -> None:
         "server_name": None,
         "verify_tls": True,
         "ca_bundle": None,
+        "ca_pem": None,
         "ip_version": "any",
     }
     assert REGISTRY["tls"].validate({"host": "example.com"}) == {
@@ -223,6 +226,7 @@ def test_other_checks_accept_and_default() -> None:
         "server_name": None,
         "warn_days": 14.0,
         "ca_bundle": None,
+        "ca_pem": None,
         "ip_version": "any",
     }
     assert REGISTRY["dns"].validate({"name": "_sip._tcp.example.com", "record_type": "SRV"}) == {

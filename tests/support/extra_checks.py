@@ -77,3 +77,51 @@ def banner(host: str, port: int, deadline: float | None = None) -> dict:
     except NETWORK_ERRORS as exc:
         return probe.failed(exc)
     return probe.result(ip=endpoint.ip, banner=first.decode("utf-8", "replace"))
+
+
+# Checks that ignore their deadline, as a careless plugin would: the worker must end them there anyway
+# (tasks/deadline.py). Each counts its runs, so a test can see it ran once and was not redelivered.
+LONG_MS = Param("ms", int, default=0, min=0, max=600_000, doc="how long the run takes")
+
+
+def _spin_for(ms: int) -> None:
+    end = time.monotonic() + ms / 1000
+    while True:
+        try:
+            if time.monotonic() >= end:
+                break
+        except Exception:  # a plugin that swallows every error must not swallow its end
+            continue
+
+
+@check(params=(TAG, LONG_MS), queue="stubborn", default_timeout=30.0, max_timeout=120.0)
+def spin(tag: str, ms: int) -> dict:
+    """Busy-loop in Python for `ms`, deadline or not."""
+    runs = record_run(tag)
+    _spin_for(ms)
+    return {"ok": True, "runs": runs}
+
+
+@check(params=(TAG, LONG_MS), queue="stubborn", default_timeout=30.0, max_timeout=120.0, idempotent=False)
+def spin_once(tag: str, ms: int) -> dict:
+    """Like `spin`, but declared not idempotent: ended or not, it must run at most once."""
+    runs = record_run(tag)
+    _spin_for(ms)
+    return {"ok": True, "runs": runs}
+
+
+@check(params=(TAG, LONG_MS), queue="stubborn", default_timeout=30.0, max_timeout=120.0)
+def nap(tag: str, ms: int) -> dict:
+    """Sleep for `ms` in 100 ms naps (time.sleep, not the deadline-aware sleep), deadline or not."""
+    runs = record_run(tag)
+    for _ in range(ms // 100):
+        time.sleep(0.1)
+    return {"ok": True, "runs": runs}
+
+
+@check(params=(TAG,), queue="stubborn", pool="cpu", default_timeout=30.0, max_timeout=120.0)
+def hog(tag: str) -> dict:
+    """One C call that never returns to the interpreter for about an hour (no signal handler runs in it):
+    only killing the process ends it (prefork's hard time limit)."""
+    runs = record_run(tag)
+    return {"ok": True, "runs": runs, "sum": sum(range(10**11))}

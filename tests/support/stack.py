@@ -86,8 +86,15 @@ class Stack:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
         with log.open("ab") as out:
+            # stdin is a pipe held open, as supervisord leaves it: reading it would block for ever.
             proc = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit_files
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=limit_files,
             )
         self.procs[name], self.logs[name] = proc, log
         return proc
@@ -146,6 +153,8 @@ class Stack:
         proc = self.procs.pop(name)
         proc.send_signal(sig)
         proc.wait(timeout=30)
+        if proc.stdin is not None:
+            proc.stdin.close()
 
     def stop(self) -> None:
         """Stop every process (TERM, then KILL after a grace period)."""
@@ -169,6 +178,8 @@ def stop_processes(procs: Iterable[subprocess.Popen[bytes]], grace: float = 15) 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
 
 
 def cleanup_deployment(
