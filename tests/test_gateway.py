@@ -222,14 +222,16 @@ def test_a_task_that_never_reached_a_worker_ends_expired(new_stack: Stack) -> No
     assert time.monotonic() - started >= 1 + EXPIRY_GRACE_S  # not before the deadline and its grace
 
 
-def test_a_task_that_started_before_its_deadline_still_gives_its_result(gateway: str) -> None:
+def test_a_task_that_started_before_its_deadline_keeps_its_own_outcome(gateway: str) -> None:
+    """A task that did start stores its real outcome, which wins over the gateway's marker: here the
+    worker ended the sleep at its deadline (tasks/deadline.py), so /result says so, never EXPIRED."""
     status, body, _ = http_get(gateway + "/check/sleep?ms=3000&timeout=1")
     assert status == 504
-    status, done = poll_result(gateway, body["id"], until=200, timeout=EXPIRY_GRACE_S + 15)
-    assert (status, done["state"]) == (200, "SUCCESS")
+    status, done = poll_result(gateway, body["id"], until=504, timeout=EXPIRY_GRACE_S + 15)
+    assert (status, done["state"], done["error"]["type"]) == (504, "FAILURE", "DeadlineExceeded")
     time.sleep(max(0.0, 1 + EXPIRY_GRACE_S + 0.5 - 3))  # past the point where a marker reads EXPIRED
     status, still = http_get(f"{gateway}/result/{body['id']}")[:2]
-    assert (status, still["state"]) == (200, "SUCCESS")  # a real result always wins
+    assert (status, still["state"]) == (504, "FAILURE")  # a real outcome always wins
 
 
 def test_a_stored_result_the_gateway_cannot_decode_is_a_502_saying_so(gateway: str) -> None:
