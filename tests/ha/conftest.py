@@ -59,17 +59,18 @@ def network(ha_run: TestRun) -> Iterator[netns.Network]:
         yield net
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster(
     ha_run: TestRun, network: netns.Network, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RabbitCluster]:
-    """Three RabbitMQ nodes clustered, listening on the bridge (and loopback)."""
+    """Three RabbitMQ nodes clustered, listening on the bridge (and loopback); a test that kills a node
+    starts it again before it ends."""
     require(missing_rabbitmq())
     with RabbitCluster(tmp_path_factory.mktemp("cluster"), ha_run, host=network.address) as nodes:
         yield nodes
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def bridge_redis(
     ha_run: TestRun, network: netns.Network, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PrivateRedis]:
