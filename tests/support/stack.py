@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import ModuleType
+from types import FunctionType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -86,9 +86,9 @@ class Stack:
         with _environ({**self.env, **env}):
             settings = runpy.run_path(str(ROOT / "celeryconfig.py"))
         app = Celery(f"{self.prefix}client", set_as_current=False)
-        app.conf.update(
-            {k: v for k, v in settings.items() if k.islower() and k[0] != "_" and not isinstance(v, ModuleType)}
-        )
+        # Settings only: the module's imports (modules, classes, functions) are not.
+        plain = (ModuleType, type, FunctionType)
+        app.conf.update({k: v for k, v in settings.items() if k.islower() and k[0] != "_" and not isinstance(v, plain)})
         return app
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
