@@ -301,5 +301,7 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+            # A killed server leaves its socket file behind; a restart binds it again.
+            self.socket_path.unlink(missing_ok=True)
 
     kill = stop
