@@ -17,7 +17,7 @@ from tests.support.ha_checks import deliveries
 from tests.support.infra import missing_redis, require
 from tests.support.runs import TestRun
 from tests.support.services import PrivateRabbit, PrivateRedis
-from tests.support.stack import Stack
+from tests.support.stack import Stack, http_get
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,16 @@ def test_a_check_runs_through_a_quorum_queue(
     assert queue["type"] == "quorum"
     # rabbitmqctl shows arguments as [name, type, value] triples
     assert {name: value for name, _, value in queue["arguments"]}["x-delivery-limit"] == delivery_limit(app) == 2
+
+
+def test_the_gateway_declares_the_quorum_queues_as_the_workers_do(quorum_stack: Stack) -> None:
+    """Its declaration (arguments from the same celeryconfig, delivery limit included) must be equivalent
+    to the workers', or RabbitMQ closes its channel with PRECONDITION_FAILED."""
+    gateway = quorum_stack.start_gateway("gw")
+    status, body, _ = http_get(f"{gateway}/check/mark?tag={quorum_stack.prefix}via-gw&ms=0&timeout=20")
+    assert status == 200, body
+    assert body["result"]["ok"] is True
+    quorum_stack.kill("gw")
 
 
 def test_the_broker_drops_a_task_whose_deadline_passed(quorum_stack: Stack) -> None:
