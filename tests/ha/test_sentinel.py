@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ha import measured
 from tests.ha.conftest import ha_stack
 from tests.support.infra import missing_redis, require
 from tests.support.runs import TestRun
@@ -46,12 +47,19 @@ def test_a_worker_keeps_storing_results_across_a_failover(
         while not any(r.ready() for r in before):
             assert time.monotonic() < deadline, "no result before the failover"
             time.sleep(0.05)
+        killed = time.monotonic()
         old = group.kill_master()
         new = group.wait_failover(old)
+        promoted = time.monotonic()
         after = [app.send_task("checkgate.sleep", kwargs={"ms": 10}, expires=120) for _ in range(10)]
         # Every check has its result on the new master: written before the kill (and replicated), retried
         # by the worker while there was no master, or written after the switch.
         assert [r.get(timeout=60)["slept_ms"] for r in before + after] == [1000] * 20 + [10] * 10
+        measured.record(
+            "Redis master killed (Sentinel failover)",
+            promoted_after=promoted - killed,
+            all_results_stored_after=time.monotonic() - killed,
+        )
         assert group.master() is new
         retried = stack.logs["w"].read_text().count("Failed operation _store_result. Retrying")
         assert retried > 0, "no result was written during the failover: the test did not test it"
