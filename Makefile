@@ -4,7 +4,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: bootstrap run test lint format clean bench bench-smoke bench-jmeter faults
+.PHONY: bootstrap run test lint format clean bench bench-smoke bench-jmeter faults cluster
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -16,9 +16,14 @@ test: bootstrap lint
 	$(BIN)/python -m pytest -q
 
 # The fault suite at full scale (a smoke of it runs in `make test`); prints the reliability table,
-# also written to var/faults/report.json.
+# also written to var/faults/report.json, and the measured HA figures (var/ha/measured.json).
 faults: bootstrap
-	CHECKGATE_FAULTS=full $(BIN)/python -m pytest -q -p no:cacheprovider tests/faults
+	CHECKGATE_FAULTS=full $(BIN)/python -m pytest -q -p no:cacheprovider tests/faults tests/ha
+
+# A 3-node RabbitMQ cluster, Redis with Sentinel and (as root) worker hosts as network namespaces, as
+# the HA tests build them; prints how to point workers and the gateway at it. Ctrl-C tears it down.
+cluster: bootstrap
+	$(BIN)/python -m tests.support.topology
 
 lint: bootstrap
 	$(BIN)/ruff check .

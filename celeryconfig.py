@@ -6,15 +6,26 @@ environment (`CHECKGATE_*`), so one file serves a laptop, CI and a fleet of work
 """
 
 import os
+import socket
 import ssl
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from kombu import Exchange, Queue
+from kombu.utils.url import url_to_parts
 
 from tasks.registry import load_checks
 
+# A clustered broker is a kombu failover list, every node of the cluster: "amqp://…@h1:5672//;amqp://…@h2:5672//;…"
+# (a client that loses its node goes to the next one at once, then round-robin with back-off).
 broker_url = os.environ.get("CHECKGATE_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# Redis behind Sentinel: "sentinel://h1:26379/0;sentinel://h2:26379/0;…" plus the name the sentinels know
+# the master by (CHECKGATE_SENTINEL_MASTER_NAME); the backend asks them for the master again after a failover.
 result_backend = os.environ.get("CHECKGATE_RESULT_BACKEND", "redis://127.0.0.1:6379/0")
+SENTINEL_MASTER_NAME = os.environ.get("CHECKGATE_SENTINEL_MASTER_NAME", "")
+if result_backend.startswith("sentinel://"):
+    if not SENTINEL_MASTER_NAME:
+        raise ValueError("CHECKGATE_RESULT_BACKEND is a sentinel:// list: set CHECKGATE_SENTINEL_MASTER_NAME too")
+    result_backend_transport_options = {"master_name": SENTINEL_MASTER_NAME}
 
 # TLS: amqps:// and rediss:// URLs are verified against these CA bundles (the system's when unset);
 # a Redis password goes in the URL (rediss://:password@host:6380/0).
@@ -34,6 +45,14 @@ QUEUE_PREFIX = os.environ.get("CHECKGATE_QUEUE_PREFIX", "")
 QUEUE_TYPE = os.environ.get("CHECKGATE_QUEUE_TYPE", "classic")
 if QUEUE_TYPE not in ("classic", "quorum"):
     raise ValueError(f"CHECKGATE_QUEUE_TYPE must be classic or quorum, not {QUEUE_TYPE!r}")
+# A quorum queue drops a message returned to it more than this many times (worker crashes, lost
+# connections, requeues), so a poison message that kills whatever runs it cannot circle for ever. Dropped,
+# not dead-lettered: a dead-letter exchange would also receive every message that expires unrun (the
+# 504s of an overload), extra broker work exactly when it is busiest; each crash is in the worker's log.
+# The arguments of a queue are fixed when it is first declared: changing the limit means deleting the
+# queues (or overriding it with a RabbitMQ policy).
+DELIVERY_LIMIT = int(os.environ.get("CHECKGATE_DELIVERY_LIMIT", "5"))
+QUEUE_ARGUMENTS = {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT} if QUEUE_TYPE == "quorum" else None
 
 check_exchange = Exchange(f"{QUEUE_PREFIX}checkgate", type="direct", durable=True)
 _CHECKS = load_checks()
@@ -45,12 +64,15 @@ task_queues = tuple(
         check_exchange,
         routing_key=name,
         durable=True,
-        queue_arguments={"x-queue-type": "quorum"} if QUEUE_TYPE == "quorum" else None,
+        queue_arguments=QUEUE_ARGUMENTS,
     )
     for name in _QUEUE_NAMES
 )
 task_routes = {c.task_name: {"queue": QUEUE_PREFIX + c.queue} for c in _CHECKS.values()}
 task_default_queue = f"{QUEUE_PREFIX}celery"
+task_default_queue_type = QUEUE_TYPE
+# Celery's consumer minus native delayed delivery, which cannot serve a direct exchange (tasks/consumer.py).
+worker_consumer = "tasks.consumer:Consumer"
 control_exchange = f"{QUEUE_PREFIX}celery"
 event_exchange = f"{QUEUE_PREFIX}celeryev"
 
@@ -77,7 +99,24 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 worker_prefetch_multiplier = 1
 worker_disable_rate_limits = True
 broker_connection_retry_on_startup = True
-broker_transport_options = {"confirm_publish": True}
+
+# Dead worker hosts, found fast. A host that vanishes (power, link) sends no FIN: RabbitMQ notices only
+# that nothing arrives any more. It checks every heartbeat timeout T and closes the connection after two
+# checks without a byte, 2T–3T after the last one (rabbit_heartbeat.erl), and requeues the connection's
+# unacknowledged tasks at once. T is the smaller of the broker's offer (60 s by default: 120–180 s, past
+# every check's deadline) and ours, so 5 s here bounds the detection by 15 s (measured: README, "Running on
+# many machines"). The worker checks every T/4 (checkrate 4) and sends a heartbeat when it sent nothing
+# since the last one, so only a consumer loop stalled for more than ~7 s would be taken for dead; an idle
+# connection carries one 8-byte heartbeat frame each way every 2.5 s (measured: 0.4 frames/s).
+broker_heartbeat = int(os.environ.get("CHECKGATE_BROKER_HEARTBEAT", "5"))
+broker_heartbeat_checkrate = 4
+broker_transport_options = {
+    "confirm_publish": True,
+    # The worker's side of a vanished broker node: written data unacknowledged for T aborts the connection
+    # (py-amqp's default, 1 s, takes a lossy long-distance link for a dead one); a node that stops answering
+    # without any write outstanding is caught by its missing heartbeats within 2T.
+    "socket_settings": {socket.TCP_USER_TIMEOUT: int(broker_heartbeat * 1000)},
+}
 
 task_publish_retry = True
 task_publish_retry_policy = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
@@ -94,16 +133,28 @@ beat_scheduler = "tasks.schedule:ScheduleFileScheduler"
 beat_max_loop_interval = 5
 # The URL's user and password go to RedBeat's client as options: `celery inspect conf` (Flower's worker
 # page) masks a `password` key and the broker and *backend* URLs, but would show redbeat_redis_url whole.
-_beat_redis = urlsplit(os.environ.get("CHECKGATE_BEAT_REDIS_URL", result_backend))
-redbeat_redis_url = urlunsplit(_beat_redis._replace(netloc=_beat_redis.netloc.rpartition("@")[2]))
+_beat_url = os.environ.get("CHECKGATE_BEAT_REDIS_URL", result_backend)
 redbeat_key_prefix = f"checkgate:{QUEUE_PREFIX}beat:"
 redbeat_lock_timeout = int(os.environ.get("CHECKGATE_BEAT_LOCK_TIMEOUT", "30"))
 # Options for RedBeat's Redis client (unset, RedBeat would fall back to the broker's transport options).
 redbeat_redis_options = {}
-if _beat_redis.username:
-    redbeat_redis_options["username"] = unquote(_beat_redis.username)
-if _beat_redis.password:
-    redbeat_redis_options["password"] = unquote(_beat_redis.password)
+if _beat_url.startswith("sentinel://"):
+    # RedBeat speaks Sentinel through its own form: a redis-sentinel:// URL and the sentinels as options.
+    _sentinels = [url_to_parts(part) for part in _beat_url.split(";")]
+    redbeat_redis_options = {
+        "sentinels": [(p.hostname, p.port or 26379) for p in _sentinels],
+        "service_name": SENTINEL_MASTER_NAME,
+        "db": int(_sentinels[0].path or 0),
+        "password": _sentinels[0].password,
+    }
+    redbeat_redis_url = "redis-sentinel://"
+else:
+    _beat_redis = urlsplit(_beat_url)
+    redbeat_redis_url = urlunsplit(_beat_redis._replace(netloc=_beat_redis.netloc.rpartition("@")[2]))
+    if _beat_redis.username:
+        redbeat_redis_options["username"] = unquote(_beat_redis.username)
+    if _beat_redis.password:
+        redbeat_redis_options["password"] = unquote(_beat_redis.password)
 if redbeat_redis_url.startswith("rediss://"):
     redbeat_redis_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     if os.environ.get("CHECKGATE_BACKEND_CA"):

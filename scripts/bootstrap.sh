@@ -54,6 +54,8 @@ if is_local "${CHECKGATE_RESULT_BACKEND:-}"; then
 fi
 # The load generator of the benchmark and its smoke test.
 command -v wrk >/dev/null || missing+=(wrk)
+# The HA tests' worker hosts are network namespaces (`ip netns`, veth, bridge).
+command -v ip >/dev/null || missing+=(iproute2)
 # The console's browser test drives Debian's chromium through chromedriver (skipped without them).
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     if [ "$(id -u)" = 0 ]; then missing+=(chromium chromium-driver); else say "no chromium: the browser test will be skipped"; fi

@@ -7,9 +7,11 @@ broker and Redis; `cleanup()` deletes what the run created.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
+import runpy
 import signal
 import socket
 import subprocess
@@ -17,14 +19,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from types import FunctionType, ModuleType
+from typing import TYPE_CHECKING, Any
 
 import redis
+from celery import Celery
 from kombu import Connection
 
 from tasks.registry import load_checks
+
+if TYPE_CHECKING:
+    from tests.support.netns import Host
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTRA_CHECKS = "tests.support.extra_checks"
@@ -53,8 +60,11 @@ def http_get(url: str, timeout: float = 30.0) -> tuple[int, Any, dict[str, str]]
 class Stack:
     """Workers and gateways of one isolated checkgate deployment."""
 
-    def __init__(self, workdir: Path, prefix: str, broker_url: str, backend_url: str) -> None:
+    def __init__(
+        self, workdir: Path, prefix: str, broker_url: str, backend_url: str, env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
         self.broker_url = broker_url
         self.backend_url = backend_url
@@ -72,9 +82,21 @@ class Stack:
             "CHECKGATE_CHECK_MODULES": EXTRA_CHECKS,
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": str(ROOT),
+            **(env or {}),
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
+
+    def client_app(self, **env: str) -> Celery:
+        """A Celery app configured exactly as this stack's workers (celeryconfig read under the stack's
+        environment, plus `env`), for tests that publish or inspect with Celery's own client."""
+        with _environ({**self.env, **env}):
+            settings = runpy.run_path(str(ROOT / "celeryconfig.py"))
+        app = Celery(f"{self.prefix}client", set_as_current=False)
+        # Settings only: the module's imports (modules, classes, functions) are not.
+        plain = (ModuleType, type, FunctionType)
+        app.conf.update({k: v for k, v in settings.items() if k.islower() and k[0] != "_" and not isinstance(v, plain)})
+        return app
 
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str], nofile: int | None = None
@@ -100,14 +122,24 @@ class Stack:
         return proc
 
     def start_worker(
-        self, name: str, queues: list[str], pool: str = "threads", concurrency: int = 10, ready_timeout: float = 60
+        self,
+        name: str,
+        queues: list[str],
+        pool: str = "threads",
+        concurrency: int = 10,
+        ready_timeout: float = 60,
+        host: Host | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start `celery -A tasks worker` on the prefixed `queues` and wait until it is ready."""
+        """Start `celery -A tasks worker` on the prefixed `queues` and wait until it is ready; inside the
+        network namespace `host` if given, with `env` added to the stack's environment."""
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker"]
         argv += ["-Q", ",".join(self.prefix + q for q in queues)]
         argv += ["-O", "fair", "-P", pool, "-c", str(concurrency), "-n", f"{self.prefix}{name}@%h"]
         argv += ["--without-gossip", "--without-mingle", "-l", "info"]
-        proc = self._spawn(name, argv, self.env)
+        if host is not None:
+            argv = host.command(argv)
+        proc = self._spawn(name, argv, {**self.env, **(env or {})})
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -164,6 +196,19 @@ class Stack:
     def cleanup(self) -> None:
         """Delete the run's queues, exchanges and Redis keys from the shared broker and Redis."""
         cleanup_deployment(self.prefix, self.broker_url, self.backend_url, {c.queue for c in load_checks().values()})
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """`os.environ` replaced by `env` for the block."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def stop_processes(procs: Iterable[subprocess.Popen[bytes]], grace: float = 15) -> None:
