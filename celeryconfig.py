@@ -6,7 +6,6 @@ environment (`CHECKGATE_*`), so one file serves a laptop, CI and a fleet of work
 """
 
 import os
-import socket
 import ssl
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -110,13 +109,13 @@ broker_connection_retry_on_startup = True
 # connection carries one 8-byte heartbeat frame each way every 2.5 s (measured: 0.4 frames/s).
 broker_heartbeat = int(os.environ.get("CHECKGATE_BROKER_HEARTBEAT", "5"))
 broker_heartbeat_checkrate = 4
-broker_transport_options = {
-    "confirm_publish": True,
-    # The worker's side of a vanished broker node: written data unacknowledged for T aborts the connection
-    # (py-amqp's default, 1 s, takes a lossy long-distance link for a dead one); a node that stops answering
-    # without any write outstanding is caught by its missing heartbeats within 2T.
-    "socket_settings": {socket.TCP_USER_TIMEOUT: int(broker_heartbeat * 1000)},
-}
+# The worker's side of a vanished broker node: py-amqp aborts a connection whose written data stays
+# unacknowledged for 1 s (its TCP_USER_TIMEOUT default); one that stops answering without any write
+# outstanding is caught by its missing heartbeats within 2T. (A longer TCP_USER_TIMEOUT would suit lossy
+# long-distance links better, but py-amqp takes it only as an int-keyed socket option, and that dict in
+# the transport options makes every worker's `celery inspect stats` reply undecodable to msgpack clients:
+# Flower's worker page and `checkgate status`-style tools break.)
+broker_transport_options = {"confirm_publish": True}
 
 task_publish_retry = True
 task_publish_retry_policy = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 1}
