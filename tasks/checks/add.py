@@ -14,7 +14,9 @@ SAFE_INT = 2**53 - 1
     pool="cpu",
     # The sum depends on x and y only: identical requests in flight share one task.
     coalesce=True,
-    default_timeout=10.0,
+    # Twice the dead-host detection bound (15 s, celeryconfig.broker_heartbeat): a task held by a worker
+    # host that vanished is redelivered to a live one before the caller's default deadline.
+    default_timeout=30.0,
     max_timeout=60.0,
 )
 def add(x: int, y: int) -> int:

@@ -120,7 +120,9 @@ def _query(message: dns.message.Message, ip: str, port: int, protocol: str, dead
             "'name TTL IN type data' line; case-sensitive unless (?i)",
         ),
     ),
-    default_timeout=15.0,
+    # Twice the dead-host detection bound (15 s, celeryconfig.broker_heartbeat): a task held by a worker
+    # host that vanished is redelivered to a live one before the caller's default deadline.
+    default_timeout=30.0,
     max_timeout=60.0,
 )
 def dns_check(
