@@ -17,7 +17,7 @@ setup(
         "celery[redis,msgpack]>=5.4,<6",
         "kombu>=5.4,<6",
         "tornado>=6.4,<7",
-        # The AMQP frame codec of the gateway's publishing connection (gateway/amqp.py).
+        # The AMQP frame codec of the gateway's publishing connection (gateway/aiocelery/amqp.py).
         "pamqp>=3.2,<5",
         "redis>=5.0",
         # Caller-supplied regular expressions run on RE2: linear time (tasks/checks/_pattern.py).
@@ -29,7 +29,7 @@ setup(
         "flower>=2.0,<3",
         # Speed only: the gateway runs on uvloop when it imports.
         "uvloop>=0.19; sys_platform != 'win32'",
-        # Parses the result stream (gateway/resp_pubsub.py), and redis-py's replies.
+        # Parses the result stream (gateway/aiocelery/resp.py), and redis-py's replies.
         "hiredis>=2.3",
         "idna>=3.4",
         # X.509 decoding of every certificate a TLS peer presents (tasks/checks/_x509.py); the test PKI too.

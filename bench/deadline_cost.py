@@ -83,7 +83,7 @@ def drain(tree: Path, task: str, n: int, pool: str, concurrency: int) -> None:
 def _drain_here(task: str, n: int, pool: str, concurrency: int) -> None:
     import redis
 
-    from tasks import app
+    from tasks.celery import app
 
     prefix = os.environ["CHECKGATE_QUEUE_PREFIX"]
     argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", prefix + task, "-P", pool]

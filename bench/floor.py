@@ -63,7 +63,7 @@ class Loop:
 
 def run(plan: dict[str, Any], t0_source: Any) -> dict[str, Any]:
     """Warm up, wait for t0 from `t0_source` (a readable line), run the loops, return raw results."""
-    from tasks import app
+    from tasks.celery import app
 
     prefix = os.environ.get("CHECKGATE_QUEUE_PREFIX", "")
     window_s = plan["window"]

@@ -20,45 +20,35 @@ answered like GET, without the body.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import re
 import time
-from collections import Counter, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import tornado.web
 from celery import states
 
-from gateway.auth import ApiKey, AuthError, KeyRing
-from gateway.cache import SharedResults, cache_key
-from gateway.celery_client import (
-    EXPIRED,
-    EXPIRY_GRACE_S,
+from gateway.aiocelery import (
     BackendUnavailable,
     BrokerRefused,
     BrokerUnavailable,
-    CeleryClient,
     DeadlinePassed,
     OutOfDescriptors,
     Unroutable,
-    settled,
 )
-from gateway.config import Settings
-from gateway.histogram import Histogram
+from gateway.aiocelery.results import EXPIRED, EXPIRY_GRACE_S, settled
+from gateway.auth import ApiKey, AuthError
 from gateway.openapi import openapi_document
 from gateway.prometheus import render_check
+from gateway.sharing import cache_key
+from gateway.state import Gateway
 from tasks.registry import CheckType, ParamError
-from tasks.schedule import latest_key
 
 log = logging.getLogger("checkgate.gateway")
-
-SharedCall = tuple[str, dict[str, Any] | None, bool]
 
 MODES = ("sync", "async", "fire")
 # The result reason of a check whose target the SSRF guard refused (tasks/checks/_guard.py).
@@ -76,57 +66,6 @@ FORMATS = ("json", "prometheus")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNKNOWN_ID = "unknown or expired id"
-
-
-@dataclass
-class Gateway:
-    """What the handlers share: the client, the settings, the check types and the counters."""
-
-    client: CeleryClient
-    settings: Settings
-    checks: Mapping[str, CheckType]
-    queues: Mapping[str, str]
-    inflight: int = 0
-    inflight_by_type: Counter[str] = field(default_factory=Counter)
-    # Ready messages and consumers per queue, refreshed by `watch_queues`.
-    queue_stats: dict[str, dict[str, int]] = field(default_factory=dict)
-    responses: Counter[tuple[str, int]] = field(default_factory=Counter)
-    shared: SharedResults = field(default_factory=SharedResults)
-    keys: KeyRing | None = None
-    # CHECKGATE_QUEUE_PREFIX: scheduled-check pointers carry it, like queue names.
-    queue_prefix: str = ""
-    # Per check type: the gateway's own time per answered check (see CheckHandler._run).
-    overhead: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
-
-    def count_refusal(self, status: int) -> None:
-        """Count a request the HTTP edge refused before any handler (gateway/edge.py)."""
-        self.responses[("edge", status)] += 1
-
-    def refusal(self, check: CheckType) -> str | None:
-        """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
-        settings = self.settings
-        if self.inflight >= settings.max_inflight:
-            return "too many requests in flight"
-        if self.inflight_by_type[check.name] >= settings.max_inflight_per_type:
-            return f"too many {check.name!r} checks in flight"
-        queue = self.queues[check.name]
-        depth = self.queue_stats.get(queue, {}).get("messages", 0)
-        if depth >= settings.max_queue_depth:
-            return f"queue {queue!r} holds {depth} waiting tasks"
-        return None
-
-    async def scheduled_runs(self) -> dict[str, dict[str, Any]]:
-        """Name → meta of the latest finished run of each scheduled check (raises BackendUnavailable)."""
-        return await self.client.results.latest_runs(latest_key("", self.queue_prefix))
-
-    async def watch_queues(self, interval: float = 1.0) -> None:
-        """Keep `queue_stats` fresh so deep queues shed load (runs until cancelled)."""
-        while True:
-            try:
-                self.queue_stats = await self.client.broker.queue_stats()
-            except BrokerUnavailable:
-                self.queue_stats = {}
-            await asyncio.sleep(interval)
 
 
 class ApiError(tornado.web.HTTPError):
@@ -313,12 +252,20 @@ class CheckHandler(JsonHandler):
         task_id = ""
         try:
             if mode == "sync" and check.shares_results:
-                task_id, meta, shared = await self._shared_call(check, kwargs, timeout)
+
+                async def run(new_id: str) -> tuple[str, dict[str, Any] | None, float]:
+                    return await client.call(check.task_name, kwargs, timeout=timeout, task_id=new_id)
+
+                task_id, meta, shared, self.away = await self.gateway.shared.call(
+                    cache_key(check.name, kwargs), timeout, check.cache_ttl, client.new_id, run
+                )
             elif mode == "sync":
-                task_id, meta, self.away = await client.call(check, kwargs, timeout=timeout)
+                task_id, meta, self.away = await client.call(check.task_name, kwargs, timeout=timeout)
             else:
                 task_id = client.new_id()
-                message = client.build_message(task_id, check, kwargs, timeout=timeout, ignore_result=mode == "fire")
+                message = client.build_message(
+                    task_id, check.task_name, kwargs, timeout=timeout, ignore_result=mode == "fire"
+                )
                 if mode == "async":
                     await client.results.mark_pending(task_id, check.task_name, deadline)
                 await client.publish(message)
@@ -352,40 +299,6 @@ class CheckHandler(JsonHandler):
                 # The gateway's own time: the whole request (from its parsed head) but the stretch the
                 # task spent with the broker, the worker and Redis.
                 self.gateway.overhead[check.name].observe(self.request.request_time() - self.away)
-
-    async def _shared_call(self, check: CheckType, kwargs: dict[str, Any], timeout: float) -> SharedCall:
-        """A sync call of a check that shares results: a recent result (cacheable checks), the task of an
-        identical request in flight, or a new task that identical requests arriving meanwhile will share.
-        Returns (id, meta, shared)."""
-        shared = self.gateway.shared
-        key = cache_key(check.name, kwargs)
-        if (hit := shared.recent(key)) is not None:
-            return hit[0], hit[1], True
-        # Only requests with the same deadline share a task in flight: a follower that may wait longer
-        # than the leader must not get the leader's 504.
-        flight = (key, timeout)
-        if (leader := shared.inflight.get(flight)) is not None:
-            task_id, future = leader
-            try:
-                return task_id, await asyncio.wait_for(asyncio.shield(future), timeout), True
-            except TimeoutError:
-                return task_id, None, True
-        client = self.gateway.client
-        task_id = client.new_id()
-        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        shared.inflight[flight] = (task_id, future)
-        try:
-            _, meta, self.away = await client.call(check, kwargs, timeout=timeout, task_id=task_id)
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # followers re-raise it; without any, it must not be reported as lost
-            raise
-        finally:
-            shared.inflight.pop(flight, None)
-        future.set_result(meta)
-        if meta is not None:
-            shared.keep(key, task_id, meta, check.cache_ttl)
-        return task_id, meta, False
 
     def send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
         """Like JsonHandler.send, but a task outcome in format=prometheus is blackbox-style text.

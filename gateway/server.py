@@ -6,12 +6,15 @@ import asyncio
 import logging
 import signal
 
+from celery import Celery
+
+from gateway.aiocelery import CeleryClient
 from gateway.auth import KeyRing
-from gateway.celery_client import CeleryClient
 from gateway.config import Settings
 from gateway.console import Console, console_routes, start_console
 from gateway.edge import EdgeLimits, EdgeServer
-from gateway.http_api import Gateway, make_app
+from gateway.http_api import make_app
+from gateway.state import Gateway
 from tasks.registry import load_checks
 
 log = logging.getLogger("checkgate.gateway")
@@ -20,30 +23,41 @@ log = logging.getLogger("checkgate.gateway")
 STARTUP_WAIT = 5.0
 
 
+def celery_client_app() -> Celery:
+    """A Celery app configured as the workers' (celeryconfig), for its routing, message and result code.
+
+    Not the workers' app (tasks.celery): the gateway registers no task and needs none of the checks'
+    code, only what `send_task` would know.
+    """
+    celery_app = Celery("checkgate-gateway", set_as_current=False)
+    celery_app.config_from_object("celeryconfig")
+    return celery_app
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run the gateway until `stop` is set, then drain requests in flight and close."""
-    from tasks import app  # the Celery app, for its config and message code
-
     checks = load_checks()
-    client = CeleryClient(app, publish_timeout=settings.publish_timeout, id_prefix=settings.id_prefix or None)
+    celery_app = celery_client_app()
+    client = CeleryClient(celery_app, publish_timeout=settings.publish_timeout, id_prefix=settings.id_prefix or None)
     await client.start(wait=STARTUP_WAIT)
-    queues = {c.name: app.conf.task_routes[c.task_name]["queue"] for c in checks.values()}
+    conf = celery_app.conf
+    queues = {c.name: conf.task_routes[c.task_name]["queue"] for c in checks.values()}
     keys = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
     gateway = Gateway(
-        client=client, settings=settings, checks=checks, queues=queues, keys=keys, queue_prefix=app.conf.QUEUE_PREFIX
+        client=client, settings=settings, checks=checks, queues=queues, keys=keys, queue_prefix=conf.QUEUE_PREFIX
     )
     watcher = asyncio.create_task(gateway.watch_queues(), name="checkgate-queue-watch")
-    app = make_app(gateway)
+    web_app = make_app(gateway)
     console = Console.from_env()  # None unless CHECKGATE_CONSOLE_CONFIG is set; a bad file stops the start
     if console is not None:
-        app.add_handlers(r".*", console_routes(console))
+        web_app.add_handlers(r".*", console_routes(console))
         await start_console(console)
     limits = EdgeLimits(
         idle_timeout=settings.idle_timeout, head_timeout=settings.head_timeout, body_timeout=settings.body_timeout
     )
     # Only the console's forms carry request bodies; the API refuses any body from the request head.
     body_paths = (console.settings.base_path.rstrip("/") + "/",) if console is not None else ()
-    server = EdgeServer(app, limits=limits, body_paths=body_paths, on_refusal=gateway.count_refusal)
+    server = EdgeServer(web_app, limits=limits, body_paths=body_paths, on_refusal=gateway.count_refusal)
     server.listen(settings.port, settings.bind, backlog=4096)
     log.info(
         "checkgate gateway on http://%s:%d (broker %s, backend %s, id prefix %s)",

@@ -1,28 +1,13 @@
-"""The Celery app: `celery -A tasks worker -Q <queue>` runs the checks declared under `tasks.checks`."""
+"""The worker side of checkgate.
 
-from celery import Celery
+- `tasks.celery`: the Celery app the workers run (`celery -A tasks worker` finds it there, as Celery's
+  own project layout does), with one task per declared check;
+- `tasks.registry`: the check declarations (`check`, `Param`, `CheckType`, `load_checks`), which the
+  gateway reads to validate requests without building the worker's app;
+- `tasks.checks`: the built-in check types, one module each, and the helpers plugins use;
+- `tasks.deadline`: every check runs under its request's deadline;
+- `tasks.schedule`: scheduled checks (beat).
 
-import tasks.schedule  # noqa: F401  (its task_postrun handler records the latest run of each scheduled check)
-from tasks.deadline import DeadlineExceeded, deadline_of, task_body
-from tasks.registry import load_checks
-
-app = Celery("checkgate")
-app.config_from_object("celeryconfig")
-
-for _check in load_checks().values():
-    # At-least-once (ack after running) only where a second run is harmless; otherwise at-most-once.
-    _late = _check.idempotent
-    app.task(
-        task_body(_check),
-        name=_check.task_name,
-        bind=True,
-        acks_late=_late,
-        reject_on_worker_lost=_late,
-        # Every check runs under its request's deadline (tasks/deadline.py): one that outlives it ends
-        # with DeadlineExceeded, an expected outcome (logged without traceback); prefork's hard limit too.
-        throws=(DeadlineExceeded,),
-        Request="tasks.deadline:DeadlineRequest",
-        check_max_timeout=_check.max_timeout,
-    )
-
-__all__ = ["app", "deadline_of"]
+Importing this package imports nothing else: the gateway, celeryconfig and plugins can read the
+declarations without the worker's app, RedBeat or the checks' dependencies being loaded as a side effect.
+"""

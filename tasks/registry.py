@@ -244,17 +244,20 @@ def check(
 
 
 ENTRY_POINT_GROUP = "checkgate.checks"
+# The built-in check types, one module each (tasks/checks/); importing one registers it.
+BUILTIN_CHECKS = ("add", "dns", "http", "sleep", "tcp", "tls")
 
 
 def load_checks() -> dict[str, CheckType]:
     """Import every check module (once) and return the registry, name → declaration.
 
-    Checks come from the built-ins (`tasks.checks`), from installed packages that declare an entry
+    Checks come from the built-ins (`BUILTIN_CHECKS`, in `tasks.checks`), from installed packages that declare an entry
     point in the `checkgate.checks` group (the entry point names a module that registers checks with
     `@check`), and from the comma-separated modules in `CHECKGATE_CHECK_MODULES`. Workers and gateway
     must see the same set.
     """
-    importlib.import_module("tasks.checks")
+    for name in BUILTIN_CHECKS:
+        importlib.import_module(f"tasks.checks.{name}")
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         entry_point.load()
     for module in filter(None, (m.strip() for m in os.environ.get("CHECKGATE_CHECK_MODULES", "").split(","))):

@@ -6,7 +6,15 @@ import asyncio
 import pytest
 from pamqp import commands, decode, frame
 
-from gateway.amqp import AmqpConnection, AmqpError, AmqpParams, ChannelClosed, Returned, field_table, publish_frames
+from gateway.aiocelery.amqp import (
+    AmqpConnection,
+    AmqpError,
+    AmqpParams,
+    ChannelClosed,
+    Returned,
+    field_table,
+    publish_frames,
+)
 from tests.support.env import BROKER_URL, RUN_PREFIX
 
 HEADERS = {

@@ -17,19 +17,14 @@ from tornado.httpclient import HTTPResponse
 from tornado.tcpclient import TCPClient
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
+from gateway.aiocelery import BrokerRefused, BrokerUnavailable, DeadlinePassed, OutOfDescriptors
+from gateway.aiocelery.results import EXPIRY_GRACE_S, pending_marker
 from gateway.auth import ApiKey, KeyRing, digest
-from gateway.celery_client import (
-    EXPIRY_GRACE_S,
-    BrokerRefused,
-    BrokerUnavailable,
-    DeadlinePassed,
-    OutOfDescriptors,
-    pending_marker,
-)
 from gateway.config import Settings
 from gateway.edge import ACCEPT_PAUSE_S, EdgeLimits, EdgeServer, _Acceptor
-from gateway.http_api import Gateway, make_app
+from gateway.http_api import make_app
 from gateway.ratelog import RateLimitedLog
+from gateway.state import Gateway
 from tasks.registry import DEFAULT_MIN_TIMEOUT, load_checks
 from tests.support.stub_client import StubClient
 

@@ -22,7 +22,8 @@ import redis
 from celery.contrib.testing.mocks import TaskMessage
 
 from gateway.http_api import task_answer
-from tasks import app, deadline
+from tasks import deadline
+from tasks.celery import app
 from tasks.deadline import GRACE, HARD_GRACE, DeadlineExceeded, DeadlineRequest, call_within, task_deadline
 from tests.support.env import BACKEND_URL, BROKER_URL
 from tests.support.extra_checks import RUNS_KEY

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.celery_client import EXPIRY_GRACE_S
+from gateway.aiocelery.results import EXPIRY_GRACE_S
 from tests.support.delay_proxy import DelayProxy
 from tests.support.env import BACKEND_URL, BROKER_URL, RUN_PREFIX
 from tests.support.stack import Stack, free_port, http_get
@@ -483,7 +483,7 @@ def test_only_requests_with_the_same_timeout_share_a_task_in_flight(gateway: str
 
 def test_latest_scheduled_run_in_schedule_and_metrics(gateway: str) -> None:
     """A run sent the way beat sends it (with its schedule entry's header) is found by name."""
-    from tasks import app
+    from tasks.celery import app
     from tasks.schedule import HEADER
 
     name = f"{RUN_PREFIX}nightly"

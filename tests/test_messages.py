@@ -8,8 +8,11 @@ import pytest
 import redis
 from kombu.serialization import loads
 
-from gateway.celery_client import KEY_PREFIX, CeleryClient, amqp_url, glob_escape
-from tasks import app, deadline_of
+from gateway.aiocelery import CeleryClient
+from gateway.aiocelery.publisher import amqp_url
+from gateway.aiocelery.results import KEY_PREFIX, glob_escape
+from tasks.celery import app
+from tasks.deadline import deadline_of
 from tasks.registry import REGISTRY
 from tests.support.env import BACKEND_URL, RUN_PREFIX
 
@@ -21,7 +24,7 @@ def client() -> CeleryClient:
 
 def test_message_is_celery_protocol_2(client: CeleryClient) -> None:
     task_id = client.new_id()
-    msg = client.build_message(task_id, REGISTRY["add"], {"x": 1, "y": 2}, timeout=10)
+    msg = client.build_message(task_id, REGISTRY["add"].task_name, {"x": 1, "y": 2}, timeout=10)
     assert task_id.startswith("unit-") and len(task_id) == len("unit-") + 20
     headers = msg.headers
     assert headers["lang"] == "py"
@@ -43,12 +46,12 @@ def test_message_is_celery_protocol_2(client: CeleryClient) -> None:
 
 def test_route_is_the_default_exchange_and_the_prefixed_queue(client: CeleryClient) -> None:
     for name in ("add", "sleep", "http"):
-        msg = client.build_message(client.new_id(), REGISTRY[name], {}, timeout=1)
+        msg = client.build_message(client.new_id(), REGISTRY[name].task_name, {}, timeout=1)
         assert (msg.exchange, msg.routing_key) == ("", RUN_PREFIX + name)
 
 
 def test_fire_mode_overrides_ignore_result(client: CeleryClient) -> None:
-    msg = client.build_message(client.new_id(), REGISTRY["sleep"], {"ms": 1}, timeout=5, ignore_result=True)
+    msg = client.build_message(client.new_id(), REGISTRY["sleep"].task_name, {"ms": 1}, timeout=5, ignore_result=True)
     assert msg.headers["ignore_result"] is True
 
 
@@ -119,9 +122,9 @@ def test_messages_from_the_template_equal_celerys_own(
 ) -> None:
     check = REGISTRY[name]
     task_id = client.new_id()
-    msg = client.build_message(task_id, check, kwargs, timeout=10, ignore_result=ignore_result)
+    msg = client.build_message(task_id, check.task_name, kwargs, timeout=10, ignore_result=ignore_result)
     expires = datetime.fromisoformat(msg.headers["expires"])
-    headers, body = client.celery_message(task_id, check.task_name, kwargs, expires, ignore_result)
+    headers, body = client.messages.celery_message(task_id, check.task_name, kwargs, expires, ignore_result)
     assert msg.headers == headers
     assert list(msg.headers) == list(headers)
     decoded = loads(msg.body, msg.content_type, msg.content_encoding, accept=["application/x-msgpack"])

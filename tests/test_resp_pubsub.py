@@ -9,7 +9,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from gateway.resp_pubsub import Endpoint, PatternSubscription, SubscriptionError, command
+from gateway.aiocelery.resp import PatternSubscription, RedisAddress, SubscriptionError, command
 from tests.support.services import PrivateRedis
 
 PASSWORD = "pw-test"
@@ -29,16 +29,18 @@ def test_command_is_resp() -> None:
 
 
 def test_endpoint_is_what_redis_py_would_use() -> None:
-    tcp = Endpoint.of(aioredis.from_url("redis://u:p@h:7/1"))
+    tcp = RedisAddress.of(aioredis.from_url("redis://u:p@h:7/1"))
     assert (tcp.host, tcp.port, tcp.username, tcp.password, tcp.path, tcp.ssl_context) == ("h", 7, "u", "p", None, None)
-    unix = Endpoint.of(aioredis.from_url("unix://:secret@/run/redis.sock?db=2"))
+    unix = RedisAddress.of(aioredis.from_url("unix://:secret@/run/redis.sock?db=2"))
     assert (unix.path, unix.password) == ("/run/redis.sock", "secret")
-    assert Endpoint.of(aioredis.from_url("rediss://h:6380/0")).ssl_context is not None
+    assert RedisAddress.of(aioredis.from_url("rediss://h:6380/0")).ssl_context is not None
 
 
 async def _receive(url: str, publisher: redis.Redis) -> list[tuple[bytes, bytes]]:
     got: list[tuple[bytes, bytes]] = []
-    sub = await PatternSubscription.open(Endpoint.of(aioredis.from_url(url)), "cgx-*", lambda c, d: got.append((c, d)))
+    sub = await PatternSubscription.open(
+        RedisAddress.of(aioredis.from_url(url)), "cgx-*", lambda c, d: got.append((c, d))
+    )
     try:
         for channel, data in (("cgx-1", b"one"), ("other-2", b"no"), ("cgx-3", b"\x00three")):
             await asyncio.to_thread(publisher.publish, channel, data)
@@ -60,13 +62,13 @@ def test_pattern_messages_arrive_with_auth(private_redis: PrivateRedis, via: str
 
 
 def test_a_wrong_password_is_refused(private_redis: PrivateRedis) -> None:
-    endpoint = Endpoint.of(aioredis.from_url(private_redis.url.replace(PASSWORD, "wrong")))
+    endpoint = RedisAddress.of(aioredis.from_url(private_redis.url.replace(PASSWORD, "wrong")))
     with pytest.raises(SubscriptionError, match="refused"):
         asyncio.run(PatternSubscription.open(endpoint, "cgx-*", lambda c, d: None))
 
 
 async def _dropped(url: str, admin: redis.Redis) -> str:
-    sub = await PatternSubscription.open(Endpoint.of(aioredis.from_url(url)), "cgx-*", lambda c, d: None)
+    sub = await PatternSubscription.open(RedisAddress.of(aioredis.from_url(url)), "cgx-*", lambda c, d: None)
     killed = await asyncio.to_thread(admin.client_kill_filter, _type="pubsub")
     with pytest.raises(SubscriptionError) as lost:
         async with asyncio.timeout(5):

@@ -17,7 +17,7 @@ from typing import Any
 from celery.exceptions import TimeoutError as CeleryTimeout
 from flask import Flask, jsonify, request
 
-from tasks import app as celery_app
+from tasks.celery import app as celery_app
 from tasks.registry import ParamError, load_checks
 
 CHECKS = load_checks()

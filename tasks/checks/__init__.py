@@ -1,4 +1,4 @@
-"""Built-in check types, one module each; importing this package registers them.
+"""Built-in check types, one module each (`tasks.registry.load_checks` imports them), and the plugin API.
 
 Modules starting with an underscore are shared helpers: the result shape and connections (`_common`),
 the target policy (`_guard`), the CA certificates a caller may give (`_trust`) and certificate decoding
@@ -10,7 +10,6 @@ library, `host_param`/`port_param` for parameters the gateway pre-checks. Both l
 judge every address after resolution; a plugin that opens sockets by itself bypasses it.
 """
 
-from tasks.checks import add, dns, http, sleep, tcp, tls  # noqa: F401
 from tasks.checks._common import (
     NETWORK_ERRORS,
     Endpoint,

@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.checks import _guard, _trust
+import tasks.checks._guard as _guard
+import tasks.checks._trust as _trust
 from tasks.checks._pattern import MAX_PATTERN_CHARS, validate_pattern
 from tasks.checks._x509 import CertInfo, parse_certificate
 from tasks.deadline import current as current_deadline

@@ -635,7 +635,7 @@ def lookup_protected_name(name: str) -> frozenset[IPAddress]:
 def celery_urls() -> tuple[str, ...]:
     """The broker (and its read and write) URLs, the result backend and RedBeat's Redis, as the Celery app
     the worker runs has them (celeryconfig, ``CELERY_BROKER_URL``, ``celery worker -b`` alike)."""
-    from tasks import app  # here: the app imports the checks, which import this module
+    from tasks.celery import app  # here: the app imports the checks, which import this module
 
     conf = app.conf
     values = (conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.result_backend)

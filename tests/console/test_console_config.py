@@ -128,10 +128,13 @@ def test_an_unknown_user_costs_as_much_as_a_wrong_password(tmp_path: Path) -> No
 
 def test_console_mounts_on_the_gateway_app(tmp_path: Path) -> None:
     """The wiring server.py uses: the gateway's own Application plus `add_handlers`."""
-    from gateway.celery_client import CeleryClient
+    from gateway.aiocelery import CeleryClient
     from gateway.config import Settings
-    from gateway.http_api import Gateway, make_app
-    from tasks import app as celery_app
+    from gateway.http_api import make_app
+    from gateway.server import celery_client_app
+    from gateway.state import Gateway
+
+    celery_app = celery_client_app()
 
     path = write(tmp_path, TOML.format(password="p", hash=hash_password("pw")))
     console = Console.from_env({"CHECKGATE_CONSOLE_CONFIG": str(path), "CHECKGATE_CONSOLE_SECRET": SECRET})

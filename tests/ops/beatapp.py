@@ -9,7 +9,7 @@ import os
 
 import celeryconfig
 import tasks.schedule  # noqa: F401  (the line proposed for tasks/__init__.py: records scheduled runs)
-from tasks import app
+from tasks.celery import app
 
 app.conf.update(
     beat_scheduler="tasks.schedule:ScheduleFileScheduler",

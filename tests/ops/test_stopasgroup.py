@@ -52,7 +52,7 @@ redirect_stderr=true
 
 SEND = """
 import json, sys
-from tasks import app
+from tasks.celery import app
 print(app.send_task("checkgate.hold", kwargs=json.loads(sys.argv[1])).id)
 """
 

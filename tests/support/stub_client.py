@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.celery_client import BackendUnavailable, pending_marker
-from tasks.registry import CheckType
+from gateway.aiocelery import BackendUnavailable
+from gateway.aiocelery.results import pending_marker
+from tasks.registry import REGISTRY, CheckType
 
 
 class StubResults:
@@ -78,9 +79,9 @@ class StubClient:
         return f"stub-{self._ids}"
 
     def build_message(
-        self, task_id: str, check: CheckType, kwargs: dict[str, Any], *, timeout: float, ignore_result: bool = False
+        self, task_id: str, task_name: str, kwargs: dict[str, Any], *, timeout: float, ignore_result: bool = False
     ) -> tuple[str, str]:
-        return task_id, check.task_name
+        return task_id, task_name
 
     async def publish(self, message: tuple[str, str]) -> None:
         if self.publish_error is not None:
@@ -88,8 +89,9 @@ class StubClient:
         self.published.append(message)
 
     async def call(
-        self, check: CheckType, kwargs: dict[str, Any], *, timeout: float, task_id: str | None = None
+        self, task_name: str, kwargs: dict[str, Any], *, timeout: float, task_id: str | None = None
     ) -> tuple[str, dict | None, float]:
+        check = REGISTRY[task_name.removeprefix("checkgate.")]
         task_id = task_id or self.new_id()
         if not self.results.available:
             raise BackendUnavailable("stub backend down")

@@ -7,7 +7,7 @@ one turn of the event loop go out in one write; the broker's ack resolves the ca
 straight from `data_received`. Everything that is rare (handshake, declares, passive declares,
 close, blocked, returns) goes through pamqp's codec, as in aiormq.
 
-Used by `gateway.celery_client.BrokerPublisher`, which reconnects; a connection here never does.
+Used by `gateway.aiocelery.publisher.BrokerPublisher`, which reconnects; a connection here never does.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ class SubscriptionError(ConnectionError):
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class RedisAddress:
     """Where and how to connect: what redis-py would use for the same URL and options."""
 
     host: str
@@ -36,8 +36,8 @@ class Endpoint:
     path: str | None = None
 
     @classmethod
-    def of(cls, client: aioredis.Redis) -> Endpoint:
-        """The endpoint of a redis-py client (its pool's connection settings, TLS context included)."""
+    def of(cls, client: aioredis.Redis) -> RedisAddress:
+        """The address of a redis-py client (its pool's connection settings, TLS context included)."""
         pool = client.connection_pool
         conn = pool.connection_class(**pool.connection_kwargs)
         # Built once here, at start-up: creating a TLS context reads the CA file.
@@ -78,7 +78,7 @@ class PatternSubscription(asyncio.Protocol):
     @classmethod
     async def open(
         cls,
-        endpoint: Endpoint,
+        address: RedisAddress,
         pattern: str,
         on_message: Callable[[bytes, bytes], None],
         *,
@@ -88,31 +88,31 @@ class PatternSubscription(asyncio.Protocol):
         """Connect, authenticate, subscribe; return once Redis confirmed the subscription."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
-            if endpoint.path is not None:
+            if address.path is not None:
                 _, protocol = await loop.create_unix_connection(
-                    lambda: cls(pattern, on_message, health_interval), endpoint.path
+                    lambda: cls(pattern, on_message, health_interval), address.path
                 )
             else:
                 _, protocol = await loop.create_connection(
                     lambda: cls(pattern, on_message, health_interval),
-                    endpoint.host,
-                    endpoint.port,
-                    ssl=endpoint.ssl_context,
-                    server_hostname=endpoint.host if endpoint.ssl_context else None,
+                    address.host,
+                    address.port,
+                    ssl=address.ssl_context,
+                    server_hostname=address.host if address.ssl_context else None,
                 )
             try:
-                protocol._subscribe(endpoint)
+                protocol._subscribe(address)
                 await protocol._confirmed
             except BaseException:
                 protocol.close()
                 raise
         return protocol
 
-    def _subscribe(self, endpoint: Endpoint) -> None:
+    def _subscribe(self, address: RedisAddress) -> None:
         assert self._transport is not None
         auth = b""
-        if endpoint.password is not None:
-            credentials = (endpoint.username, endpoint.password) if endpoint.username else (endpoint.password,)
+        if address.password is not None:
+            credentials = (address.username, address.password) if address.username else (address.password,)
             auth = command("AUTH", *credentials)
         self._transport.write(auth + command(b"PSUBSCRIBE", self._pattern))
         self._timer = asyncio.get_running_loop().call_later(self._health_interval, self._check_health)

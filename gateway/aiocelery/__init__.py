@@ -1,0 +1,35 @@
+"""aiocelery: publish Celery tasks and await their results from asyncio, without blocking the loop.
+
+The part of checkgate that tornado-celery was for Celery 3 and Tornado 4:
+
+- `messages`: protocol-2 task messages made by the Celery app's own code (templated per task type);
+- `amqp`: a lean AMQP 0-9-1 connection that publishes them with confirms;
+- `publisher`: that connection kept open, the queues declared as the workers declare them;
+- `resp`: one raw Redis PSUBSCRIBE, parsed by hiredis in the socket callback;
+- `results`: waiters resolved from it, MGET catch-up after reconnects, stored results by id;
+- `client`: `CeleryClient`, which ties them together;
+- `errors`: what they raise, each failure saying whose it is.
+"""
+
+from gateway.aiocelery.client import CeleryClient
+from gateway.aiocelery.errors import (
+    BackendUnavailable,
+    BrokerRefused,
+    BrokerUnavailable,
+    DeadlinePassed,
+    OutOfDescriptors,
+    Unroutable,
+)
+from gateway.aiocelery.messages import MessageFactory, OutgoingMessage
+
+__all__ = [
+    "BackendUnavailable",
+    "BrokerRefused",
+    "BrokerUnavailable",
+    "CeleryClient",
+    "DeadlinePassed",
+    "MessageFactory",
+    "OutOfDescriptors",
+    "OutgoingMessage",
+    "Unroutable",
+]

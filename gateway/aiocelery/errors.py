@@ -1,0 +1,50 @@
+"""What the asyncio Celery client raises: each failure says whose it is, so a caller can answer honestly.
+
+An outage (`BrokerUnavailable`, `BackendUnavailable`) is not load shedding (`BrokerRefused`), not this
+process's own exhaustion (`OutOfDescriptors`), not a missing queue (`Unroutable`) and not the caller's
+own deadline (`DeadlinePassed`). An HTTP front answers 503 for the first four, with different words, and
+504 for the last.
+"""
+
+from __future__ import annotations
+
+import errno
+
+# Errors that mean this process is out of file descriptors, not that a service is down.
+_OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+class BrokerUnavailable(ConnectionError):
+    """RabbitMQ cannot take the task now (down, reconnecting, refusing, or too slow to confirm)."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """RabbitMQ is up but refused the task (nack): shed load, do not report an outage."""
+
+
+class BackendUnavailable(ConnectionError):
+    """Redis cannot deliver results now (down or reconnecting)."""
+
+
+class OutOfDescriptors(BackendUnavailable):
+    """This gateway process has no file descriptor left for a new connection (EMFILE/ENFILE): the
+    gateway is overloaded, the service it wanted to reach may be fine."""
+
+
+class Unroutable(RuntimeError):
+    """The broker returned the message: no queue is bound for its routing key."""
+
+
+class DeadlinePassed(TimeoutError):
+    """The request's own deadline passed before the broker confirmed the publish. The message carries
+    the same expiry, so if it reached the queue it is dropped there, or run only before that deadline."""
+
+
+def backend_error(exc: BaseException) -> BackendUnavailable:
+    """The BackendUnavailable for a Redis/OS error: `OutOfDescriptors` when that is the cause."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in _OUT_OF_FDS:
+            return OutOfDescriptors(f"out of file descriptors: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    return BackendUnavailable(str(exc))

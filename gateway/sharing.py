@@ -1,0 +1,100 @@
+"""Answers shared between identical requests of a check type that declares `coalesce` or `cache_ttl`.
+
+Identical sync requests in flight at the same time share one task ("single flight"), and for `cache_ttl`
+seconds after it ended a new identical request gets the same result without publishing anything. Only
+idempotent checks may share (the registry refuses the others); only SUCCESS results are kept; only
+requests with the same timeout share a task in flight, so a follower that may wait longer than its
+leader never gets the leader's 504. The recent results are a `cachetools.TLRUCache` (per-entry time to
+live, bounded in entries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+import cachetools
+
+Key = tuple[str, tuple[tuple[str, Any], ...]]
+Meta = dict[str, Any]
+
+
+def cache_key(check_name: str, kwargs: dict[str, Any]) -> Key:
+    """Identity of a request: the check type and its validated arguments."""
+    return check_name, tuple(sorted(kwargs.items()))
+
+
+class Shared(NamedTuple):
+    """What a shared call answers: the task id, its ready meta (None past the deadline), whether another
+    request's task answered it, and the seconds its own task was out of the gateway's hands (None when
+    it had no task of its own)."""
+
+    task_id: str
+    meta: Meta | None
+    shared: bool
+    away: float | None
+
+
+class _Kept(NamedTuple):
+    task_id: str
+    meta: Meta
+    ttl: float
+
+
+class SharedResults:
+    """Recent SUCCESS metas by request identity, plus the futures of identical requests in flight."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._recent: cachetools.TLRUCache[Key, _Kept] = cachetools.TLRUCache(
+            maxsize=max_entries, ttu=lambda _key, kept, now: now + kept.ttl, timer=time.monotonic
+        )
+        # (identity, timeout) → (task id, future of its meta) of the request whose task the others share.
+        self.inflight: dict[tuple[Key, float], tuple[str, asyncio.Future[Meta | None]]] = {}
+
+    def recent(self, key: Key) -> tuple[str, Meta] | None:
+        """(task id, meta) of a result younger than its TTL, or None."""
+        kept = self._recent.get(key)
+        return None if kept is None else (kept.task_id, kept.meta)
+
+    def keep(self, key: Key, task_id: str, meta: Meta, ttl: float) -> None:
+        """Remember a SUCCESS result for `ttl` seconds (the least recently used go beyond the bound)."""
+        if meta.get("status") == "SUCCESS" and ttl > 0:
+            self._recent[key] = _Kept(task_id, meta, ttl)
+
+    async def call(
+        self,
+        key: Key,
+        timeout: float,
+        ttl: float,
+        new_id: Callable[[], str],
+        run: Callable[[str], Awaitable[tuple[str, Meta | None, float]]],
+    ) -> Shared:
+        """Answer a sync request of identity `key`: from a recent result (when `ttl` > 0), from the task of
+        an identical request in flight with the same `timeout`, or by `run(new_id())` — a new task that
+        identical requests arriving meanwhile share. Exceptions of `run` reach every sharer."""
+        if (hit := self.recent(key)) is not None:
+            return Shared(hit[0], hit[1], True, None)
+        flight = (key, timeout)
+        if (leader := self.inflight.get(flight)) is not None:
+            task_id, future = leader
+            try:
+                return Shared(task_id, await asyncio.wait_for(asyncio.shield(future), timeout), True, None)
+            except TimeoutError:
+                return Shared(task_id, None, True, None)
+        task_id = new_id()
+        future: asyncio.Future[Meta | None] = asyncio.get_running_loop().create_future()
+        self.inflight[flight] = (task_id, future)
+        try:
+            _, meta, away = await run(task_id)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # followers re-raise it; without any, it must not be reported as lost
+            raise
+        finally:
+            self.inflight.pop(flight, None)
+        future.set_result(meta)
+        if meta is not None:
+            self.keep(key, task_id, meta, ttl)
+        return Shared(task_id, meta, False, away)

@@ -1,0 +1,73 @@
+"""What the gateway's handlers share: the client, the settings, the check types, counters and backpressure.
+
+One `Gateway` per process, built by gateway/server.py and handed to every handler (gateway/http_api.py).
+It decides when a new request must be shed to keep the backlog bounded (`refusal`), keeps the queues'
+depth fresh for that (`watch_queues`), and counts what /metrics reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.aiocelery import BrokerUnavailable, CeleryClient
+from gateway.auth import KeyRing
+from gateway.config import Settings
+from gateway.histogram import Histogram
+from gateway.sharing import SharedResults
+from tasks.registry import CheckType
+from tasks.schedule import latest_key
+
+
+@dataclass
+class Gateway:
+    """What the handlers share: the client, the settings, the check types and the counters."""
+
+    client: CeleryClient
+    settings: Settings
+    checks: Mapping[str, CheckType]
+    queues: Mapping[str, str]
+    inflight: int = 0
+    inflight_by_type: Counter[str] = field(default_factory=Counter)
+    # Ready messages and consumers per queue, refreshed by `watch_queues`.
+    queue_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    responses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    shared: SharedResults = field(default_factory=SharedResults)
+    keys: KeyRing | None = None
+    # CHECKGATE_QUEUE_PREFIX: scheduled-check pointers carry it, like queue names.
+    queue_prefix: str = ""
+    # Per check type: the gateway's own time per answered check (see CheckHandler._run).
+    overhead: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
+
+    def count_refusal(self, status: int) -> None:
+        """Count a request the HTTP edge refused before any handler (gateway/edge.py)."""
+        self.responses[("edge", status)] += 1
+
+    def refusal(self, check: CheckType) -> str | None:
+        """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
+        settings = self.settings
+        if self.inflight >= settings.max_inflight:
+            return "too many requests in flight"
+        if self.inflight_by_type[check.name] >= settings.max_inflight_per_type:
+            return f"too many {check.name!r} checks in flight"
+        queue = self.queues[check.name]
+        depth = self.queue_stats.get(queue, {}).get("messages", 0)
+        if depth >= settings.max_queue_depth:
+            return f"queue {queue!r} holds {depth} waiting tasks"
+        return None
+
+    async def scheduled_runs(self) -> dict[str, dict[str, Any]]:
+        """Name → meta of the latest finished run of each scheduled check (raises BackendUnavailable)."""
+        return await self.client.results.latest_runs(latest_key("", self.queue_prefix))
+
+    async def watch_queues(self, interval: float = 1.0) -> None:
+        """Keep `queue_stats` fresh so deep queues shed load (runs until cancelled)."""
+        while True:
+            try:
+                self.queue_stats = await self.client.broker.queue_stats()
+            except BrokerUnavailable:
+                self.queue_stats = {}
+            await asyncio.sleep(interval)

@@ -1,0 +1,33 @@
+"""The Celery app of the workers: `celery -A tasks worker -Q <queue>` runs every declared check.
+
+Celery's `-A tasks` finds the app here (a package's `celery` module, Celery's documented layout), so
+importing `tasks` itself stays free of side effects. One task per check type: its name is the check's
+`task_name`, its acknowledgement follows `idempotent`, and it runs under its request's deadline.
+"""
+
+from celery import Celery
+
+import tasks.schedule  # noqa: F401  (its task_postrun handler records the latest run of each scheduled check)
+from tasks.deadline import DeadlineExceeded, task_body
+from tasks.registry import load_checks
+
+app = Celery("checkgate")
+app.config_from_object("celeryconfig")
+
+for _check in load_checks().values():
+    # At-least-once (ack after running) only where a second run is harmless; otherwise at-most-once.
+    _late = _check.idempotent
+    app.task(
+        task_body(_check),
+        name=_check.task_name,
+        bind=True,
+        acks_late=_late,
+        reject_on_worker_lost=_late,
+        # Every check runs under its request's deadline (tasks/deadline.py): one that outlives it ends
+        # with DeadlineExceeded, an expected outcome (logged without traceback); prefork's hard limit too.
+        throws=(DeadlineExceeded,),
+        Request="tasks.deadline:DeadlineRequest",
+        check_max_timeout=_check.max_timeout,
+    )
+
+__all__ = ["app"]
