@@ -15,8 +15,14 @@ Rendered by prometheus_client (text format 0.0.4), which escapes label values an
 
 The state gauges are set from the `Gateway` when a scrape is served and once a second by its queue watch
 (`Gateway.sample_metrics`), never on the request path; counters and the histogram are updated per answer
-(about 2 µs each, see bench/metrics_cost.py). No `_created` series: they would double the series count
-for nothing the dashboards use, and multiprocess mode cannot produce them anyway.
+(`python -m bench.metrics_cost`: 3.7–4.1 µs of CPU per answered check for both, as with the hand-written
+counters before). No `_created` series: they would double the series count for nothing the dashboards use,
+and multiprocess mode does not produce them anyway.
+
+A scrape renders on the event loop: 2.5–3.9 ms of CPU with 16 check types answered and 20 scheduled checks
+(0.3–0.5 ms before prometheus_client), 43–46 ms with 206 types and 500 scheduled checks (6–7 ms before) —
+the library escapes and validates each of the histogram's 20 samples per type. Answers in flight wait that
+long once per scrape interval.
 
 Multiprocess (several gateway processes behind one port, issue #15): prometheus_client's multiprocess mode
 needs PROMETHEUS_MULTIPROC_DIR set (and emptied) before any process imports prometheus_client, and
