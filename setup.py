@@ -32,6 +32,8 @@ setup(
         # Parses the result stream (gateway/aiocelery/resp.py), and redis-py's replies.
         "hiredis>=2.3",
         "idna>=3.4",
+        # Renders /metrics and format=prometheus answers (gateway/metrics.py, gateway/prometheus.py).
+        "prometheus_client>=0.20",
         # X.509 decoding of every certificate a TLS peer presents (tasks/checks/_x509.py); the test PKI too.
         "cryptography>=42",
         # The target policy: this host's interface addresses, and its short-lived caches (tasks/checks/_guard.py).
@@ -49,7 +51,6 @@ setup(
         "dev": [
             "pytest>=8",
             "ruff>=0.5",
-            "prometheus_client>=0.20",
             "hypothesis>=6.100",
             "schemathesis>=4.3,<5",
             "selenium>=4.20",

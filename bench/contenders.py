@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import select
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.floor import READY, merge
 from bench.load import MARKER, Target
@@ -32,9 +33,17 @@ FLASK_THREADS = 3
 WARM_CONCURRENCY = FLASK_WORKERS * FLASK_THREADS
 
 
-OVERHEAD_BUCKET = re.compile(
-    r'^checkgate_gateway_overhead_seconds_bucket\{type="(?P<type>[^"]+)",le="(?P<le>[^"]+)"\} (?P<n>\S+)$', re.M
-)
+def overhead_buckets(text: str) -> dict[str, list[tuple[float, int]]]:
+    """The buckets of `checkgate_gateway_overhead_seconds` in a /metrics text, read with prometheus_client's
+    parser: type → [(le, cumulative count)], ascending, ending with (inf, count)."""
+    out: dict[str, list[tuple[float, int]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "checkgate_gateway_overhead_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                out.setdefault(sample.labels["type"], []).append((float(sample.labels["le"]), int(sample.value)))
+    return {type_name: sorted(buckets) for type_name, buckets in out.items()}
 
 
 def http(url: str, method: str = "GET", body: str = "", timeout: float = 30.0) -> tuple[int, Any]:
@@ -159,10 +168,7 @@ class Checkgate(Contender):
         status, text = http(self.base + "/metrics", timeout=60)
         if status != 200 or not isinstance(text, str):
             return None
-        out: dict[str, list[tuple[float, int]]] = {}
-        for match in OVERHEAD_BUCKET.finditer(text):
-            out.setdefault(match["type"], []).append((float(match["le"]), int(float(match["n"]))))
-        return out
+        return overhead_buckets(text)
 
 
 class Blocking(Contender):

@@ -29,7 +29,6 @@ from bench.contenders import CONTENDERS, Contender, Floor, FloorRun
 from bench.load import Stats, WrkRun, start_wrk, wrk_path
 from bench.machine import machine_info
 from bench.stack import BACKEND_URL, BROKER_URL, ROOT, BenchStack, group_cpu_seconds
-from gateway.histogram import bucket_quantile
 
 DEFAULT_OUT = ROOT / "bench" / "results"
 # Contender start, warm-up, stop and settling, per cell, for the time estimate.
@@ -220,6 +219,17 @@ def _reading(future: Future[Any] | None, timeout: float = 60.0) -> Any:
     except Exception as exc:  # an observer's failure must not fail the cell it observes
         print(f"    (checkgate's own-time histogram not read: {exc!r})", flush=True)
         return None
+
+
+def bucket_quantile(cumulative: list[tuple[float, int]], q: float) -> float | None:
+    """Upper bound of the bucket holding the q-quantile of cumulative (le, count) pairs ending with
+    (inf, total) — a histogram's, or the difference of two readings of one; None when empty or beyond
+    the last finite bound (a bound, not an interpolation: the figure the report gives is "≤ bound")."""
+    total = cumulative[-1][1] if cumulative else 0
+    if total <= 0:
+        return None
+    le = next(le for le, n in cumulative if n >= q * total)
+    return None if math.isinf(le) else le
 
 
 def self_time_quantiles(

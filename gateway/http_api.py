@@ -42,6 +42,8 @@ from gateway.aiocelery import (
 )
 from gateway.aiocelery.results import EXPIRED, EXPIRY_GRACE_S, settled
 from gateway.auth import ApiKey, AuthError
+from gateway.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from gateway.metrics import ScheduledRun
 from gateway.openapi import openapi_document
 from gateway.prometheus import render_check
 from gateway.sharing import cache_key
@@ -63,7 +65,6 @@ DEADLINE_ERRORS = frozenset(
     }
 )
 FORMATS = ("json", "prometheus")
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TASK_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNKNOWN_ID = "unknown or expired id"
 
@@ -166,7 +167,7 @@ class JsonHandler(tornado.web.RequestHandler):
         return values
 
     def on_finish(self) -> None:
-        self.gateway.responses[(self.metric_label(), self.get_status())] += 1
+        self.gateway.metrics.count_response(self.metric_label(), self.get_status())
 
     def metric_label(self) -> str:
         """The label this request is counted under in /metrics."""
@@ -298,7 +299,7 @@ class CheckHandler(JsonHandler):
             if self.away is not None:
                 # The gateway's own time: the whole request (from its parsed head) but the stretch the
                 # task spent with the broker, the worker and Redis.
-                self.gateway.overhead[check.name].observe(self.request.request_time() - self.away)
+                self.gateway.metrics.observe_overhead(check.name, self.request.request_time() - self.away)
 
     def send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
         """Like JsonHandler.send, but a task outcome in format=prometheus is blackbox-style text.
@@ -447,56 +448,28 @@ class HealthHandler(JsonHandler):
 
 
 class MetricsHandler(JsonHandler):
-    """GET /metrics: request counts, connection state and scheduled checks in Prometheus text format."""
+    """GET /metrics: the process's metrics (gateway/metrics.py) and the scheduled checks' latest runs, read
+    from Redis without blocking (none while it is away), in Prometheus text format."""
 
     async def get(self) -> None:
-        self.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
-        gw = self.gateway
-        lines = [
-            "# HELP checkgate_http_responses_total HTTP responses by handler or check type and status code.",
-            "# TYPE checkgate_http_responses_total counter",
-        ]
-        for (label, code), count in sorted(gw.responses.items()):
-            lines.append(f'checkgate_http_responses_total{{handler="{label}",code="{code}"}} {count}')
-        gauges = {
-            "checkgate_inflight_requests": gw.inflight,
-            "checkgate_waiting_results": gw.client.results.pending,
-            "checkgate_broker_up": int(gw.client.broker.available),
-            "checkgate_backend_up": int(gw.client.results.available),
-        }
-        for name, value in gauges.items():
-            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
-        lines += [
-            "# HELP checkgate_gateway_overhead_seconds Time a check answered by a task of its own spent in the "
-            "gateway itself: the request but the time its task was with broker, worker and Redis.",
-            "# TYPE checkgate_gateway_overhead_seconds histogram",
-        ]
-        for name, histogram in sorted(gw.overhead.items()):
-            lines += histogram.render("checkgate_gateway_overhead_seconds", f'type="{name}"')
-        lines += await self._scheduled()
-        self.finish("\n".join(lines) + "\n")
-
-    async def _scheduled(self) -> list[str]:
-        """One success and one last-run gauge per scheduled check (nothing while Redis is away)."""
         try:
             runs = await self.gateway.scheduled_runs()
         except BackendUnavailable:
-            return []
-        if not runs:
-            return []
-        lines = ["# TYPE checkgate_scheduled_check_success gauge"]
-        stamps = ["# TYPE checkgate_scheduled_check_last_run_timestamp_seconds gauge"]
-        for name, meta in sorted(runs.items()):
-            result = meta.get("result")
-            ok = meta.get("status") == states.SUCCESS and not (isinstance(result, dict) and result.get("ok") is False)
-            labels = f'{{name="{name}",type="{scheduled_type(meta)}"}}'
-            lines.append(f"checkgate_scheduled_check_success{labels} {int(ok)}")
-            with contextlib.suppress(TypeError, ValueError):
-                stamps.append(
-                    f"checkgate_scheduled_check_last_run_timestamp_seconds{labels} "
-                    f"{datetime.fromisoformat(str(meta['date_done'])).timestamp():.3f}"
-                )
-        return lines + stamps
+            runs = {}
+        self.gateway.sample_metrics()
+        self.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
+        self.finish(self.gateway.metrics.exposition(scheduled_run(name, meta) for name, meta in runs.items()))
+
+
+def scheduled_run(name: str, meta: dict[str, Any]) -> ScheduledRun:
+    """What /metrics says of a scheduled check's latest stored run."""
+    result = meta.get("result")
+    ok = meta.get("status") == states.SUCCESS and not (isinstance(result, dict) and result.get("ok") is False)
+    try:
+        finished_at: float | None = datetime.fromisoformat(str(meta["date_done"])).timestamp()
+    except (KeyError, TypeError, ValueError):
+        finished_at = None
+    return ScheduledRun(name, scheduled_type(meta), ok, finished_at)
 
 
 class ScheduleHandler(JsonHandler):

@@ -2,13 +2,13 @@
 
 One `Gateway` per process, built by gateway/server.py and handed to every handler (gateway/http_api.py).
 It decides when a new request must be shed to keep the backlog bounded (`refusal`), keeps the queues'
-depth fresh for that (`watch_queues`), and counts what /metrics reports.
+depth fresh for that (`watch_queues`), and holds the metric objects /metrics reports (gateway/metrics.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from gateway.aiocelery import BrokerUnavailable, CeleryClient
 from gateway.auth import KeyRing
 from gateway.config import Settings
-from gateway.histogram import Histogram
+from gateway.metrics import GatewayMetrics
 from gateway.sharing import SharedResults
 from tasks.registry import CheckType
 from tasks.schedule import latest_key
@@ -34,17 +34,16 @@ class Gateway:
     inflight_by_type: Counter[str] = field(default_factory=Counter)
     # Ready messages and consumers per queue, refreshed by `watch_queues`.
     queue_stats: dict[str, dict[str, int]] = field(default_factory=dict)
-    responses: Counter[tuple[str, int]] = field(default_factory=Counter)
     shared: SharedResults = field(default_factory=SharedResults)
     keys: KeyRing | None = None
     # CHECKGATE_QUEUE_PREFIX: scheduled-check pointers carry it, like queue names.
     queue_prefix: str = ""
-    # Per check type: the gateway's own time per answered check (see CheckHandler._run).
-    overhead: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
+    # Answers by handler and code, the gateway's own time per answered check, the state gauges.
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
 
     def count_refusal(self, status: int) -> None:
         """Count a request the HTTP edge refused before any handler (gateway/edge.py)."""
-        self.responses[("edge", status)] += 1
+        self.metrics.count_response("edge", status)
 
     def refusal(self, check: CheckType) -> str | None:
         """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
@@ -63,11 +62,21 @@ class Gateway:
         """Name → meta of the latest finished run of each scheduled check (raises BackendUnavailable)."""
         return await self.client.results.latest_runs(latest_key("", self.queue_prefix))
 
+    def sample_metrics(self) -> None:
+        """Set the state gauges of /metrics from this process's state (at each scrape and each second)."""
+        metrics = self.metrics
+        metrics.inflight.set(self.inflight)
+        metrics.waiting_results.set(self.client.results.pending)
+        metrics.broker_up.set(int(self.client.broker.available))
+        metrics.backend_up.set(int(self.client.results.available))
+
     async def watch_queues(self, interval: float = 1.0) -> None:
-        """Keep `queue_stats` fresh so deep queues shed load (runs until cancelled)."""
+        """Keep `queue_stats` fresh so deep queues shed load, and the state gauges of /metrics (in
+        multiprocess mode a scrape reads every process's from their last sample); runs until cancelled."""
         while True:
             try:
                 self.queue_stats = await self.client.broker.queue_stats()
             except BrokerUnavailable:
                 self.queue_stats = {}
+            self.sample_metrics()
             await asyncio.sleep(interval)

@@ -125,3 +125,41 @@ def hog(tag: str) -> dict:
     only killing the process ends it (prefork's hard time limit)."""
     runs = record_run(tag)
     return {"ok": True, "runs": runs, "sum": sum(range(10**11))}
+
+
+# Every way a plugin's result can trip the Prometheus rendering (gateway/prometheus.py): field names whose
+# derived metric names collide with checkgate's fixed series or with each other, names and label values
+# that need escaping, two phases that map to one blackbox phase.
+COLLIDING_FIELDS = {
+    "success": 7,  # checkgate_check_success is the fixed series
+    "ran": 3,  # checkgate_check_ran
+    "duration_seconds": 99.5,  # checkgate_check_duration_seconds
+    "a-b": 1,  # checkgate_check_a_b: the first of the two in sorted order keeps it
+    "a.b": 2,  # checkgate_check_a_b as well: left out
+    "multi\nline \\ name": 4,  # checkgate_check_multi_line___name, its HELP has a newline and a backslash
+    "status_code": 204,  # blackbox's probe_http_status_code, and checkgate_check_status_code
+    "text": "not a number",
+}
+COLLIDING_PHASES = {"dns": 1.5, "resolve": 2.5, 'odd "phase" \\ \n name': 3.5, "total": 9.0}
+
+
+@check(
+    params=(Param("subject", str, default='CN=a "quoted" \\ name\nline two', doc="the leaf's subject to report"),),
+    queue="count",
+    default_timeout=10.0,
+    max_timeout=30.0,
+)
+def colliding(subject: str) -> dict:
+    """A plugin whose result field names collide in format=prometheus and whose labels need escaping."""
+    return {
+        "ok": True,
+        "duration_ms": 2.5,
+        **COLLIDING_FIELDS,
+        "phases_ms": COLLIDING_PHASES,
+        "fingerprint_sha256": "ab" * 32,
+        "subject": subject,
+        "issuer": 'CN=issuer "x"',
+        "sans": ['DNS:we"ird\\.example', "IP:127.0.0.1"],
+        "serial": "00c0ffee",
+        "tls_version": "TLSv1.3",
+    }
