@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from gateway import status as node_status  # aliased: cmd_check has a local named `status`
-from gateway.credentials import SetupError, ensure_credentials, flower_env, rabbitmq_env, redis_env
+from gateway.credentials import SetupError, console_env, ensure_credentials, flower_env, rabbitmq_env, redis_env
 from gateway.home import BIN_ENV, HOME_ENV, bin_dir, node_home, supervisord_conf
 
 
@@ -40,15 +40,15 @@ def supervisor_env(home: Path, env: dict[str, str]) -> dict[str, str]:
 
 def node_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     """Everything supervisord.conf needs for the node whose home is `home`: its paths (`CHECKGATE_HOME`,
-    `CHECKGATE_BIN`), the Supervisor console's, Flower's, the stack's own Redis and its RabbitMQ account
-    (each from the environment when given, else generated once under `home/var/`).
-    Raises SetupError or ValueError with a message for the operator."""
+    `CHECKGATE_BIN`), the Supervisor console's, Flower's, the stack's own Redis and its RabbitMQ account,
+    and the gateway's operations console (each from the environment when given, else generated once
+    under `home/var/`). Raises SetupError or ValueError with a message for the operator."""
     if not env.get("CHECKGATE_RESULT_BACKEND") and shutil.which("redis-server", path=env.get("PATH")) is None:
         raise SetupError("redis-server not found: run scripts/bootstrap.sh, or set CHECKGATE_RESULT_BACKEND")
     env = {**env, HOME_ENV: str(home)}
     env.setdefault(BIN_ENV, str(bin_dir()))
     env = flower_env(home, supervisor_env(home, env))
-    return rabbitmq_env(home, redis_env(home, env))
+    return console_env(home, rabbitmq_env(home, redis_env(home, env)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

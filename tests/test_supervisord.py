@@ -1,5 +1,6 @@
 """The shipped supervisord.conf runs the whole node: every program RUNNING, a check answered, the console locked,
-and the stack's own Redis and broker account behind credentials generated once (issue #11)."""
+the stack's own Redis and broker account behind credentials generated once (issue #11), and the gateway's
+operations console served from the first start (issue #16)."""
 
 import base64
 import contextlib
@@ -76,6 +77,15 @@ def command_lines() -> str:
     return "\n".join(lines)
 
 
+def process_environments() -> str:
+    """Every process's environment on this machine (root reads them all)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            found.append(environ.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(found)
+
+
 def inspect_replies(env: dict[str, str]) -> dict[str, dict]:
     """`celery inspect conf / stats / report` on the node's broker: what Flower's worker pages show."""
     app = Celery(broker=env["CHECKGATE_BROKER_URL"].replace("amqp://", "pyamqp://", 1))
@@ -112,6 +122,13 @@ def test_supervisord_runs_the_whole_node(node: ShippedNode) -> None:
         assert response.status == 200
         assert b"gateway" in response.read()
 
+    # Issue #16: the gateway serves the node's own console from the first start (the browser test logs in).
+    # Forwarding headers change nothing: the peer is the connection's (here loopback, so it answers).
+    login = gateway + "/console/login"
+    for headers in ({}, {"X-Forwarded-For": "10.0.0.7", "X-Real-IP": "10.0.0.7"}):
+        with urllib.request.urlopen(urllib.request.Request(login, headers=headers), timeout=10) as response:
+            assert response.status == 200 and b'id="password"' in response.read()
+
     # Issue #11: the stack's Redis and broker answer no one without the generated credentials, which are
     # private, nowhere on a command line, in a log or in the workers' settings, and the same next start.
     port = int(env["CHECKGATE_REDIS_PORT"])
@@ -127,8 +144,11 @@ def test_supervisord_runs_the_whole_node(node: ShippedNode) -> None:
         own.close()
 
     var = node.home / "var"
+    console_login = (var / "console-credentials").read_text()
     secrets_ = {"redis": env["CHECKGATE_REDIS_PASSWORD"], "flower": env["CHECKGATE_FLOWER_PASSWORD"]}
+    secrets_["console"] = console_login.strip().partition(":")[2]
     private = [var / "redis-credentials", var / "flower-credentials", var / "redis.conf"]
+    private += [var / "console-credentials", var / "console.toml"]
     if "CHECKGATE_RABBITMQ_VHOST" in node.given:
         vhost = node.given["CHECKGATE_RABBITMQ_VHOST"]
         assert env["CHECKGATE_BROKER_URL"].endswith(f"@127.0.0.1:5672/{vhost}")
@@ -146,6 +166,8 @@ def test_supervisord_runs_the_whole_node(node: ShippedNode) -> None:
         assert password not in everything_ps_shows, f"{name} password on a command line"
         assert password not in logs, f"{name} password in a log"
         assert password not in replies, f"{name} password in `celery inspect conf/stats/report`"
+    # The console's password is only in its file (the gateway gets its scrypt hash): no process has it.
+    assert secrets_["console"] not in process_environments()
 
     status = subprocess.run(
         [str(BIN / "checkgate"), "status", "--socket", str(var / "supervisor.sock")],
@@ -161,6 +183,7 @@ def test_supervisord_runs_the_whole_node(node: ShippedNode) -> None:
     again = node.start()
     for key in ("CHECKGATE_RESULT_BACKEND", "CHECKGATE_BROKER_URL", "CHECKGATE_FLOWER_PASSWORD"):
         assert again[key] == env[key], key
+    assert (var / "console-credentials").read_text() == console_login
     node.wait_running()
     wait_for_add(gateway)
 
@@ -171,7 +194,8 @@ def test_the_operators_urls_win_and_the_node_runs_no_redis_of_its_own(tmp_path: 
     assert (env["CHECKGATE_BROKER_URL"], env["CHECKGATE_RESULT_BACKEND"]) == (BROKER_URL, BACKEND_URL)
     assert env["CHECKGATE_REDIS_NUMPROCS"] == "0"
     made = sorted(p.name for p in (tmp_path / "var").iterdir())
-    assert made == ["flower-credentials", "supervisor-credentials"]  # nothing for Redis or RabbitMQ
+    # Nothing for Redis or RabbitMQ.
+    assert made == ["console-credentials", "console.toml", "flower-credentials", "supervisor-credentials"]
 
 
 def test_supervisor_password_is_generated_once_and_private(tmp_path: Path) -> None:

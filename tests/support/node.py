@@ -2,10 +2,10 @@
 
 The node's home is a temp directory without a supervisord.conf of its own, so the conf is the one
 `checkgate run` picks there (gateway.home.supervisord_conf: the shipped default) and the environment is
-the one it makes (gateway.cli.node_env: generated credentials under the home's var/). supervisord
-daemonizes instead of being exec'd in the foreground; it is always driven over the node's own socket
-(`-s`), never through the conf's [supervisorctl] section, which in a checkout names the developer's own
-node.
+the one it makes (gateway.cli.node_env: generated credentials under the home's var/, the console's
+config). supervisord daemonizes instead of being exec'd in the foreground; it is always driven over the
+node's own socket (`-s`), never through the conf's [supervisorctl] section, which in a checkout names
+the developer's own node.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class ShippedNode:
             "PYTHONPATH": str(ROOT),
         }
         self.given.pop("CHECKGATE_CHECK_MODULES", None)  # the shipped check types only: each has its worker
+        self.given.pop("CHECKGATE_CONSOLE_CONFIG", None)  # the node's own console, as on a first run
         self.given.pop("CHECKGATE_HOME", None)
         if own_redis:
             self.given.pop("CHECKGATE_RESULT_BACKEND", None)  # the tests' shared Redis: the node runs its own
