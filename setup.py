@@ -2,7 +2,24 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
+from setuptools.command.build_py import build_py
+
+# The node's defaults kept at the top of the checkout, where operators of a checkout edit and run them;
+# a wheel carries them as gateway/node/<name>, where `checkgate run` finds them (gateway/home.py).
+NODE_FILES = ("supervisord.conf", "schedule.example.toml")
+
+
+class BuildPyWithNodeFiles(build_py):
+    """build_py, plus the node's top-level default files copied into the built `gateway` package."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "gateway" / "node"
+        self.mkpath(str(target))
+        for name in NODE_FILES:
+            self.copy_file(name, str(target / name))
+
 
 setup(
     name="checkgate",
@@ -11,7 +28,9 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["gateway", "gateway.*", "tasks", "tasks.*", "bench", "bench.*"]),
+    # Namespace discovery lists the console's templates/ and static/ too, so their files are package data
+    # of a package setuptools knows. The benchmark and the tests stay in the checkout.
+    packages=find_namespace_packages(include=["gateway", "gateway.*", "tasks", "tasks.*"], exclude=["*__pycache__"]),
     py_modules=["celeryconfig"],
     install_requires=[
         "celery[redis,msgpack]>=5.4,<6",
@@ -55,6 +74,9 @@ setup(
             "schemathesis>=4.3,<5",
             "selenium>=4.20",
             "requests>=2.31",
+            # tests/test_wheel.py builds the sdist and the wheel (python -m build --no-isolation).
+            "build>=1.2",
+            "setuptools>=70.1",
         ],
         # `make bench`: the peers checkgate is measured against (Flask+gunicorn, Flower) and the plots.
         "bench": ["flask>=3.0", "gunicorn>=22", "matplotlib>=3.8"],
@@ -65,9 +87,10 @@ setup(
     entry_points={
         "console_scripts": ["checkgate=gateway.cli:main"],
     },
-    include_package_data=True,
     package_data={
-        "bench": ["jmeter/*.jmx", "jmeter/*.java", "jmeter/MANIFEST.MF", "wrk_report.lua"],
-        "gateway.console": ["templates/*.html", "static/*.css", "static/*.js", "console.example.toml"],
+        "gateway.console": ["console.example.toml"],
+        "gateway.console.templates": ["*.html"],
+        "gateway.console.static": ["*.css", "*.js"],
     },
+    cmdclass={"build_py": BuildPyWithNodeFiles},
 )

@@ -5,6 +5,9 @@ checkgate gateway                   the HTTP gateway alone (what supervisord sta
 checkgate status                    every process of every node, like supervisorctl status
 checkgate check add x=1 y=2         run one check through a running gateway, print the JSON
 checkgate new-key billing           an API key and its entry for CHECKGATE_API_KEYS_FILE
+
+`run` and `status` work on the node's home (`CHECKGATE_HOME`, else the checkout, else the current
+directory: gateway/home.py).
 """
 
 from __future__ import annotations
@@ -20,14 +23,8 @@ import urllib.request
 from pathlib import Path
 
 from gateway import status as node_status  # aliased: cmd_check has a local named `status`
-from gateway.credentials import SetupError, ensure_credentials, flower_env, rabbitmq_env, redis_env
-
-
-def project_home() -> Path:
-    """The checkout holding supervisord.conf (where celeryconfig.py lives)."""
-    import celeryconfig
-
-    return Path(celeryconfig.__file__).resolve().parent
+from gateway.credentials import SetupError, console_env, ensure_credentials, flower_env, rabbitmq_env, redis_env
+from gateway.home import BIN_ENV, HOME_ENV, bin_dir, node_home, supervisord_conf
 
 
 def supervisor_env(home: Path, env: dict[str, str]) -> dict[str, str]:
@@ -42,26 +39,30 @@ def supervisor_env(home: Path, env: dict[str, str]) -> dict[str, str]:
 
 
 def node_env(home: Path, env: dict[str, str]) -> dict[str, str]:
-    """Everything supervisord.conf at `home` needs: the console's, Flower's, the stack's own Redis and its
-    RabbitMQ account (each from the environment when given, else generated once under `home/var/`).
-    Raises SetupError or ValueError with a message for the operator."""
+    """Everything supervisord.conf needs for the node whose home is `home`: its paths (`CHECKGATE_HOME`,
+    `CHECKGATE_BIN`), the Supervisor console's, Flower's, the stack's own Redis and its RabbitMQ account,
+    and the gateway's operations console (each from the environment when given, else generated once
+    under `home/var/`). Raises SetupError or ValueError with a message for the operator."""
     if not env.get("CHECKGATE_RESULT_BACKEND") and shutil.which("redis-server", path=env.get("PATH")) is None:
         raise SetupError("redis-server not found: run scripts/bootstrap.sh, or set CHECKGATE_RESULT_BACKEND")
+    env = {**env, HOME_ENV: str(home)}
+    env.setdefault(BIN_ENV, str(bin_dir()))
     env = flower_env(home, supervisor_env(home, env))
-    return rabbitmq_env(home, redis_env(home, env))
+    return console_env(home, rabbitmq_env(home, redis_env(home, env)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Exec supervisord in the foreground with the node's programs."""
-    home = project_home()
-    conf = Path(args.config).resolve() if args.config else home / "supervisord.conf"
-    (conf.parent / "var" / "log").mkdir(parents=True, exist_ok=True)
     try:
-        env = node_env(conf.parent, dict(os.environ))
-    except (SetupError, ValueError) as exc:
+        home = node_home(config=args.config)
+        conf = supervisord_conf(home, args.config)
+        (home / "var" / "log").mkdir(parents=True, exist_ok=True)
+        env = node_env(home, dict(os.environ))
+    except (SetupError, ValueError, OSError) as exc:
         print(f"\ncheckgate run: {exc}", file=sys.stderr)
         return 1
-    supervisord = str(Path(sys.executable).with_name("supervisord"))
+    supervisord = str(bin_dir() / "supervisord")
+    print(f"home: {home} (var/, supervisord.d/, schedule.toml)")
     print(f"starting supervisord -n -c {conf}; gateway on http://127.0.0.1:{env.get('CHECKGATE_PORT', '8888')}/")
     sys.stdout.flush()
     os.execve(supervisord, [supervisord, "-n", "-c", str(conf)], env)
@@ -107,7 +108,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print every process of every node; exit 3 if one is not RUNNING, 4 if a node cannot be asked."""
-    return node_status.run(args, project_home())
+    return node_status.run(args, node_home())
 
 
 def cmd_new_key(args: argparse.Namespace) -> int:
@@ -125,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="checkgate", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole node under supervisord (foreground)")
-    run.add_argument("-c", "--config", help="supervisord.conf to use (default: the checkout's)")
+    run.add_argument(
+        "-c", "--config", help="supervisord.conf to use (default: the home's own, else the one shipped with checkgate)"
+    )
     run.set_defaults(func=cmd_run)
     sub.add_parser("gateway", help="run the HTTP gateway").set_defaults(func=cmd_gateway)
     check = sub.add_parser("check", help="run one check through a running gateway")

@@ -1,10 +1,11 @@
 """Credentials that `checkgate run` hands to supervisord: from the environment, else generated once.
 
 Every service of the node asks for a password nobody can guess: the Supervisor console, Flower, the
-stack's own Redis (results, beat's schedule) and the stack's own vhost on the local RabbitMQ. A
-generated password is written to `var/<name>-credentials` (mode 0600, `user:password`) and reused on the
-next start, so operators find it in one place and nothing ships with a default password. An operator's
-`CHECKGATE_BROKER_URL` / `CHECKGATE_RESULT_BACKEND` are used as they are: nothing is generated for them.
+stack's own Redis (results, beat's schedule), the stack's own vhost on the local RabbitMQ and the
+gateway's operations console. A generated password is written to `var/<name>-credentials` (mode 0600,
+`user:password`) and reused on the next start, so operators find it in one place and nothing ships with
+a default password. An operator's `CHECKGATE_BROKER_URL` / `CHECKGATE_RESULT_BACKEND` /
+`CHECKGATE_CONSOLE_CONFIG` are used as they are: nothing is generated for them.
 
 Passwords reach the processes through supervisord's environment, never a command line (`ps` shows those
 to every user of the machine).
@@ -13,6 +14,8 @@ to every user of the machine).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import json
 import os
 import re
 import secrets
@@ -49,11 +52,13 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def ensure_credentials(home: Path, env: dict[str, str], prefix: str, name: str) -> tuple[dict[str, str], Path | None]:
+def ensure_credentials(
+    home: Path, env: dict[str, str], prefix: str, name: str, default_user: str = DEFAULT_USER
+) -> tuple[dict[str, str], Path | None]:
     """Fill `<prefix>_USER` / `<prefix>_PASSWORD` in a copy of `env`; return it and the file used, if any.
 
     A password in `env` is used as it is (no file); else `var/<name>-credentials` gives it, made on first
-    use. A user in `env` wins over the file's (which is rewritten with it); the default is `checkgate`.
+    use. A user in `env` wins over the file's (which is rewritten with it); the default is `default_user`.
     Raises ValueError for a user with ':' (the file's separator).
     """
     env = dict(env)
@@ -61,7 +66,7 @@ def ensure_credentials(home: Path, env: dict[str, str], prefix: str, name: str) 
     given_user = env.get(user_var)
     if given_user and ":" in given_user:
         raise ValueError(f"{user_var}: no ':'")
-    env.setdefault(user_var, DEFAULT_USER)
+    env.setdefault(user_var, default_user)
     if env.get(password_var):
         return env, None
     secret = home / "var" / f"{name}-credentials"
@@ -291,4 +296,133 @@ def rabbitmq_env(home: Path, env: dict[str, str], rabbitmqctl: str | None = None
         f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(vhost, safe='')}"
     )
     print(f"rabbitmq: vhost {vhost!r} on {host}:{port} ({_where(secret, 'CHECKGATE_RABBITMQ')})")
+    return env
+
+
+# --- the operations console ------------------------------------------------------------------------
+
+DEFAULT_CONSOLE_USER = "admin"
+
+
+def gateway_loopback_url(env: dict[str, str]) -> str | None:
+    """`http://host:port` of the gateway as reached over this machine's loopback (from `CHECKGATE_BIND`
+    and `CHECKGATE_PORT`), or None when it listens on no loopback address (a non-loopback address, or a
+    host name whose addresses are not known here)."""
+    bind = (env.get("CHECKGATE_BIND") or "127.0.0.1").strip("[]")
+    port = env.get("CHECKGATE_PORT") or "8888"
+    if bind == "localhost":
+        return f"http://127.0.0.1:{port}"
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        return None
+    if not (address.is_loopback or address.is_unspecified):
+        return None
+    if address.version == 4:
+        return f"http://{'127.0.0.1' if address.is_unspecified else address}:{port}"
+    # Tornado binds "::" as IPv6 only (IPV6_V6ONLY): reached as [::1], not 127.0.0.1.
+    return f"http://[{'::1' if address.is_unspecified else address}]:{port}"
+
+
+def _toml_string(text: str) -> str:
+    # A JSON string is a TOML basic string (same escapes) but for DEL, which TOML wants escaped.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def console_config(home: Path, node: str, user: str, password_hash: str, health_url: str, secret: str) -> str:
+    """The text of `var/console.toml`: this node's console (see `console_env`)."""
+    q = _toml_string
+    return "\n".join(
+        [
+            "# Written by `checkgate run` at every start (from CHECKGATE_CONSOLE_* and var/console-credentials):",
+            "# the console of this node alone. For more nodes, groups or users, copy it out of var/, edit it and",
+            "# point CHECKGATE_CONSOLE_CONFIG at the copy (gateway/console/console.example.toml explains every key).",
+            f"secret = {q(secret)}",
+            "loopback_only = true   # answers this machine only: plain HTTP, so no password crosses a network",
+            f"audit_db = {q(str(home / 'var' / 'console-audit.sqlite3'))}",
+            "",
+            "[[nodes]]",
+            f"name = {q(node)}",
+            "# This node's supervisord over its unix socket: owner-only (chmod 0700), so no password to keep.",
+            f"url = {q('unix://' + str(home / 'var' / 'supervisor.sock'))}",
+            f"health_url = {q(health_url)}",
+            "",
+            "[[users]]",
+            f"name = {q(user)}",
+            f"password_hash = {q(password_hash)}",
+            'role = "admin"',
+            "",
+        ]
+    )
+
+
+def console_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """The environment the gateway's operations console needs under `checkgate run`.
+
+    With `CHECKGATE_CONSOLE_CONFIG` given, that file is the console (the operator's nodes, users and
+    secret): its path is made absolute (the programs run in the home, not in the caller's directory) and
+    the file is checked now; nothing is generated. Otherwise this node's own console, at /console/ on the
+    gateway, answering connections from this machine only (`loopback_only`):
+
+    - its admin `CHECKGATE_CONSOLE_USER` (default `admin`) with `CHECKGATE_CONSOLE_PASSWORD`, else a
+      password generated once into `var/console-credentials` (mode 0600, `user:password`);
+    - `var/console.toml` (mode 0600, written at every start, so it follows the password): the local
+      supervisord over its unix socket, the gateway's /health, the user with the scrypt hash of the
+      password, and a new cookie secret (sessions end when the node restarts; `CHECKGATE_CONSOLE_SECRET`
+      wins when given); `CHECKGATE_CONSOLE_CONFIG` names it. The password itself leaves the environment:
+      no program of the node receives it.
+
+    When the gateway listens on no loopback address (`CHECKGATE_BIND` a non-loopback address or a host
+    name), such a console could never answer: it stays off, and the line printed says why.
+    Raises SetupError for a config file the console would refuse, ValueError for a bad user name.
+    """
+    from gateway.console.auth import hash_password
+    from gateway.console.config import load_settings
+    from gateway.nodes import NAME_RE, ConfigError
+
+    env = dict(env)
+    given = env.get("CHECKGATE_CONSOLE_CONFIG")
+    if given:
+        env.pop("CHECKGATE_CONSOLE_PASSWORD", None)
+        env["CHECKGATE_CONSOLE_CONFIG"] = str(Path(given).expanduser().resolve())
+        try:
+            settings = load_settings(env["CHECKGATE_CONSOLE_CONFIG"], env)
+        except ConfigError as exc:
+            raise SetupError(f"CHECKGATE_CONSOLE_CONFIG: {exc}") from None
+        print(f"console: {settings.base_path}/ on the gateway, from {env['CHECKGATE_CONSOLE_CONFIG']}")
+        return env
+    base = gateway_loopback_url(env)
+    if base is None:
+        env.pop("CHECKGATE_CONSOLE_PASSWORD", None)
+        print(
+            f"console: off (the gateway listens on {env.get('CHECKGATE_BIND')}, not on loopback, and the generated "
+            "console answers this machine only; CHECKGATE_CONSOLE_CONFIG serves one configured for that)"
+        )
+        return env
+    bad_user = ValueError("CHECKGATE_CONSOLE_USER: 1 to 64 of A-Z a-z 0-9 . _ - (starting alphanumeric)")
+    if env.get("CHECKGATE_CONSOLE_USER") and not NAME_RE.fullmatch(env["CHECKGATE_CONSOLE_USER"]):
+        raise bad_user
+    env, secret = ensure_credentials(home, env, "CHECKGATE_CONSOLE", "console", DEFAULT_CONSOLE_USER)
+    user = env["CHECKGATE_CONSOLE_USER"]
+    password = env.pop("CHECKGATE_CONSOLE_PASSWORD")
+    if not NAME_RE.fullmatch(user):  # a hand-edited var/console-credentials
+        raise bad_user
+    node = env.get("CHECKGATE_NODE") or socket.gethostname()
+    text = console_config(
+        home,
+        node if NAME_RE.fullmatch(node) else "local",
+        user,
+        hash_password(password),
+        f"{base}/health",
+        secrets.token_urlsafe(32),
+    )
+    path = home / "var" / "console.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_private(path, text)
+    env["CHECKGATE_CONSOLE_CONFIG"] = str(path)
+    try:
+        load_settings(path, env)  # what the gateway will read: a given CHECKGATE_CONSOLE_SECRET too
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
+    print(f"console: {base}/console/ ({_where(secret, 'CHECKGATE_CONSOLE')}; this machine only)")
     return env

@@ -2,7 +2,7 @@
 
 Nodes come from the console's config file (`--console-config` or `CHECKGATE_CONSOLE_CONFIG`: its
 `[[nodes]]`, read by gateway/nodes.py under the console's rules); without one, the local supervisord
-is asked over its unix socket (`var/supervisor.sock` beside supervisord.conf). The nodes are asked at
+is asked over its unix socket (`var/supervisor.sock` in the node's home, gateway/home.py). The nodes are asked at
 once, on an asyncio loop of this command's own, through the console's non-blocking client
 (gateway/supervisor_rpc.py): one dead node costs one timeout, not one per node.
 
@@ -44,7 +44,7 @@ class NodeStatus:
 
 
 def local_node(home: Path) -> NodeConfig:
-    """The supervisord of the checkout at `home`, over its unix socket (owner-only, so no password)."""
+    """The supervisord of the node whose home is `home`, over its unix socket (owner-only, so no password)."""
     return NodeConfig(node_name(), f"unix://{home / 'var' / 'supervisor.sock'}")
 
 
@@ -129,7 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, home: Path) -> int:
-    """Print the table for the nodes `args` selects; `home` is the checkout whose socket is the default.
+    """Print the table for the nodes `args` selects; `home` is the node's home, whose socket is the default.
 
     :returns: the exit status (EXIT_OK, EXIT_NOT_RUNNING, EXIT_UNREACHABLE, or EXIT_USAGE with the
         reason on stderr). Must be called outside a running event loop (it runs its own).

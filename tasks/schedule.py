@@ -8,9 +8,10 @@ timeout = 10                       # optional: seconds, default the type's defau
 params = { url = "https://example.org/", status_codes = "200-299" }
 ```
 
-The file is `CHECKGATE_SCHEDULE`, else `schedule.toml` beside celeryconfig.py when it exists. Every entry
-is validated against the check registry exactly as the gateway validates a request, and a bad one stops
-beat at start with the entry's name (`python -m tasks.schedule` checks a file without starting beat).
+The file is `CHECKGATE_SCHEDULE`, else `schedule.toml` in the node's home (`CHECKGATE_HOME`; without it,
+beside celeryconfig.py) when it exists. Every entry is validated against the check registry exactly as the
+gateway validates a request, and a bad one stops beat at start with the entry's name (`python -m
+tasks.schedule` checks a file without starting beat).
 
 Only beat reads the file (`ScheduleFileScheduler.setup_schedule`), so a broken schedule stops beat and
 not every worker and gateway that loads celeryconfig. The scheduler is RedBeat's: the schedule lives in
@@ -182,15 +183,19 @@ def load_schedule(path: Path, checks: Mapping[str, CheckType] | None = None) -> 
 
 
 def schedule_path(environ: Mapping[str, str] = os.environ) -> Path | None:
-    """`CHECKGATE_SCHEDULE` (which must exist), else schedule.toml beside celeryconfig.py if present."""
+    """`CHECKGATE_SCHEDULE` (which must exist), else schedule.toml in the node's home (`CHECKGATE_HOME`, which
+    `checkgate run` sets) or, without one, beside celeryconfig.py (a checkout) — if present."""
     if environ.get(SCHEDULE_ENV):
         path = Path(environ[SCHEDULE_ENV])
         if not path.is_file():
             raise ScheduleError(f"{SCHEDULE_ENV}={path}: no such file")
         return path
-    import celeryconfig  # imported here: celeryconfig itself may be importing this module
+    if environ.get("CHECKGATE_HOME"):
+        path = Path(environ["CHECKGATE_HOME"]) / "schedule.toml"
+    else:
+        import celeryconfig  # imported here: celeryconfig itself may be importing this module
 
-    path = Path(celeryconfig.__file__).resolve().with_name("schedule.toml")
+        path = Path(celeryconfig.__file__).resolve().with_name("schedule.toml")
     return path if path.is_file() else None
 
 
@@ -250,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = Path(args[0]) if args else schedule_path()
         if path is None:
-            print("no schedule file (set CHECKGATE_SCHEDULE or add schedule.toml beside celeryconfig.py)")
+            print("no schedule file (set CHECKGATE_SCHEDULE or add schedule.toml to the node's home, CHECKGATE_HOME)")
             return 0
         entries = load_schedule(path)
     except ScheduleError as exc:

@@ -1,12 +1,12 @@
 """The shipped supervisord.conf runs the whole node: every program RUNNING, a check answered, the console locked,
-and the stack's own Redis and broker account behind credentials generated once (issue #11)."""
+the stack's own Redis and broker account behind credentials generated once (issue #11), and the gateway's
+operations console served from the first start (issue #16)."""
 
 import base64
 import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import stat
 import subprocess
@@ -24,82 +24,19 @@ from celery import Celery
 from gateway.cli import node_env, supervisor_env
 from tests.ops.helpers import BrokerAccounts, usable_rabbitmqctl
 from tests.support.env import BACKEND_URL, BROKER_URL
-from tests.support.stack import ROOT, Stack, free_port, http_get
+from tests.support.node import ShippedNode
+from tests.support.stack import ROOT, http_get
 
 BIN = Path(sys.executable).parent
 
 
-def supervisorctl(conf: Path, *args: str) -> str:
-    result = subprocess.run([str(BIN / "supervisorctl"), "-c", str(conf), *args], capture_output=True, text=True)
-    return result.stdout
-
-
-class Node:
-    """The repository's supervisord.conf, run from a copy so its var/ is the test's own, with the
-    environment `checkgate run` makes (gateway.cli.node_env): the stack's own Redis on a free port and,
-    where rabbitmqctl can reach the local broker, the stack's own RANDOM vhost and user on it."""
-
-    def __init__(self, tmp_path: Path, accounts: BrokerAccounts | None) -> None:
-        self.home = tmp_path / "node"
-        self.home.mkdir()
-        shutil.copy(ROOT / "supervisord.conf", self.home / "supervisord.conf")
-        (self.home / "supervisord.d").mkdir()
-        (self.home / ".venv").symlink_to(BIN.parent)
-        (self.home / "var" / "log").mkdir(parents=True)
-        self.conf = self.home / "supervisord.conf"
-        self.cleanup = Stack(tmp_path, f"cgs{os.getpid()}_", BROKER_URL, BACKEND_URL)
-        empty_schedule = tmp_path / "schedule.toml"  # a developer's own schedule.toml must not fire here
-        empty_schedule.write_text("")
-        self.given = {
-            **os.environ,
-            "CHECKGATE_QUEUE_PREFIX": self.cleanup.prefix,
-            "CHECKGATE_PORT": str(free_port()),
-            "CHECKGATE_SUPERVISOR_PORT": str(free_port()),
-            "CHECKGATE_SUPERVISOR_USER": "operator",
-            "CHECKGATE_SUPERVISOR_PASSWORD": "s3cret-for-test",
-            "CHECKGATE_FLOWER_PORT": str(free_port()),
-            "CHECKGATE_REDIS_PORT": str(free_port()),
-            "CHECKGATE_SCHEDULE": str(empty_schedule),
-            "PYTHONPATH": str(ROOT),
-        }
-        self.given.pop("CHECKGATE_CHECK_MODULES", None)  # the shipped check types only: each has its worker
-        self.given.pop("CHECKGATE_RESULT_BACKEND", None)  # the tests' shared Redis: the node runs its own
-        if accounts is not None:
-            vhost, user = accounts.new("node")
-            self.given.pop("CHECKGATE_BROKER_URL", None)
-            self.given.update(CHECKGATE_RABBITMQ_VHOST=vhost, CHECKGATE_RABBITMQ_USER=user)
-        self.env: dict[str, str] = {}
-
-    def start(self) -> dict[str, str]:
-        """`checkgate run` without the exec: the environment, then supervisord (daemonized)."""
-        self.env = node_env(self.home, self.given)
-        subprocess.run([str(BIN / "supervisord"), "-c", str(self.conf)], env=self.env, check=True)
-        return self.env
-
-    def wait_running(self, programs: set[str]) -> None:
-        deadline = time.monotonic() + 90
-        states: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            states = dict(line.split()[:2] for line in supervisorctl(self.conf, "status").splitlines() if line.strip())
-            if set(states) == programs and set(states.values()) == {"RUNNING"}:
-                return
-            time.sleep(1)
-        pytest.fail(f"not all RUNNING: {states}")
-
-    def stop(self) -> None:
-        supervisorctl(self.conf, "shutdown")
-        deadline = time.monotonic() + 60
-        while (self.home / "var" / "supervisord.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
+def node(tmp_path: Path) -> Iterator[ShippedNode]:
     ctl = usable_rabbitmqctl()
     if ctl is None and os.environ.get("CI"):
         pytest.fail("CI must provide a rabbitmqctl that reaches the local broker (the node's own vhost)")
     accounts = BrokerAccounts(ctl) if ctl else None
-    node = Node(tmp_path, accounts)
+    node = ShippedNode(tmp_path, accounts.new("node") if accounts else None)
     try:
         yield node
     finally:
@@ -109,22 +46,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
         finally:
             if accounts is not None:
                 accounts.delete()
-
-
-PROGRAMS = {
-    "redis",
-    "gateway",
-    "workers:worker-add",
-    "workers:worker-sleep-0",
-    "workers:worker-sleep-1",
-    "workers:worker-http",
-    "workers:worker-tcp",
-    "workers:worker-dns",
-    "workers:worker-tls",
-    "alerts",
-    "monitor:flower",
-    "monitor:beat",
-}
 
 
 def wait_for_add(gateway: str) -> None:
@@ -156,6 +77,15 @@ def command_lines() -> str:
     return "\n".join(lines)
 
 
+def process_environments() -> str:
+    """Every process's environment on this machine (root reads them all)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            found.append(environ.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(found)
+
+
 def inspect_replies(env: dict[str, str]) -> dict[str, dict]:
     """`celery inspect conf / stats / report` on the node's broker: what Flower's worker pages show."""
     app = Celery(broker=env["CHECKGATE_BROKER_URL"].replace("amqp://", "pyamqp://", 1))
@@ -168,10 +98,10 @@ def inspect_replies(env: dict[str, str]) -> dict[str, dict]:
         app.close()
 
 
-def test_supervisord_runs_the_whole_node(node: Node) -> None:
+def test_supervisord_runs_the_whole_node(node: ShippedNode) -> None:
     env = node.start()
-    node.wait_running(PROGRAMS)
-    gateway = f"http://127.0.0.1:{env['CHECKGATE_PORT']}"
+    node.wait_running()
+    gateway = node.gateway
     wait_for_add(gateway)
     code, body, _ = http_get(gateway + "/check/sleep?ms=10")
     assert (code, body["result"]["slept_ms"]) == (200, 10)
@@ -192,6 +122,13 @@ def test_supervisord_runs_the_whole_node(node: Node) -> None:
         assert response.status == 200
         assert b"gateway" in response.read()
 
+    # Issue #16: the gateway serves the node's own console from the first start (the browser test logs in).
+    # Forwarding headers change nothing: the peer is the connection's (here loopback, so it answers).
+    login = gateway + "/console/login"
+    for headers in ({}, {"X-Forwarded-For": "10.0.0.7", "X-Real-IP": "10.0.0.7"}):
+        with urllib.request.urlopen(urllib.request.Request(login, headers=headers), timeout=10) as response:
+            assert response.status == 200 and b'id="password"' in response.read()
+
     # Issue #11: the stack's Redis and broker answer no one without the generated credentials, which are
     # private, nowhere on a command line, in a log or in the workers' settings, and the same next start.
     port = int(env["CHECKGATE_REDIS_PORT"])
@@ -207,8 +144,11 @@ def test_supervisord_runs_the_whole_node(node: Node) -> None:
         own.close()
 
     var = node.home / "var"
+    console_login = (var / "console-credentials").read_text()
     secrets_ = {"redis": env["CHECKGATE_REDIS_PASSWORD"], "flower": env["CHECKGATE_FLOWER_PASSWORD"]}
+    secrets_["console"] = console_login.strip().partition(":")[2]
     private = [var / "redis-credentials", var / "flower-credentials", var / "redis.conf"]
+    private += [var / "console-credentials", var / "console.toml"]
     if "CHECKGATE_RABBITMQ_VHOST" in node.given:
         vhost = node.given["CHECKGATE_RABBITMQ_VHOST"]
         assert env["CHECKGATE_BROKER_URL"].endswith(f"@127.0.0.1:5672/{vhost}")
@@ -226,6 +166,8 @@ def test_supervisord_runs_the_whole_node(node: Node) -> None:
         assert password not in everything_ps_shows, f"{name} password on a command line"
         assert password not in logs, f"{name} password in a log"
         assert password not in replies, f"{name} password in `celery inspect conf/stats/report`"
+    # The console's password is only in its file (the gateway gets its scrypt hash): no process has it.
+    assert secrets_["console"] not in process_environments()
 
     status = subprocess.run(
         [str(BIN / "checkgate"), "status", "--socket", str(var / "supervisor.sock")],
@@ -241,7 +183,8 @@ def test_supervisord_runs_the_whole_node(node: Node) -> None:
     again = node.start()
     for key in ("CHECKGATE_RESULT_BACKEND", "CHECKGATE_BROKER_URL", "CHECKGATE_FLOWER_PASSWORD"):
         assert again[key] == env[key], key
-    node.wait_running(PROGRAMS)
+    assert (var / "console-credentials").read_text() == console_login
+    node.wait_running()
     wait_for_add(gateway)
 
 
@@ -251,7 +194,8 @@ def test_the_operators_urls_win_and_the_node_runs_no_redis_of_its_own(tmp_path: 
     assert (env["CHECKGATE_BROKER_URL"], env["CHECKGATE_RESULT_BACKEND"]) == (BROKER_URL, BACKEND_URL)
     assert env["CHECKGATE_REDIS_NUMPROCS"] == "0"
     made = sorted(p.name for p in (tmp_path / "var").iterdir())
-    assert made == ["flower-credentials", "supervisor-credentials"]  # nothing for Redis or RabbitMQ
+    # Nothing for Redis or RabbitMQ.
+    assert made == ["console-credentials", "console.toml", "flower-credentials", "supervisor-credentials"]
 
 
 def test_supervisor_password_is_generated_once_and_private(tmp_path: Path) -> None:

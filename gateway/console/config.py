@@ -39,8 +39,11 @@ KNOBS = (
     "loop_window",
     "session_hours",
     "cookie_secure",
+    "loopback_only",
     "max_tails",
 )
+# Knobs that are true or false.
+FLAGS = ("cookie_secure", "loopback_only")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class ConsoleSettings:
     session_hours: float = 12.0
     # Mark the session cookie Secure (set when the console is served over TLS, e.g. behind a proxy).
     cookie_secure: bool = False
+    # Answer only connections from a loopback address (403 for others): the console `checkgate run`
+    # generates, served over plain HTTP, never has its password or cookie cross a network.
+    loopback_only: bool = False
     audit_db: str = "var/console-audit.sqlite3"
     # Live tails open at once (each polls its node twice a second).
     max_tails: int = 32
@@ -146,7 +152,7 @@ def parse_settings(raw: Mapping[str, Any], base_dir: Path, env: Mapping[str, str
     knobs = {k: v for k, v in raw.items() if k in KNOBS}
     audit_db = Path(str(raw.get("audit_db", ConsoleSettings.audit_db)))
     for knob, value in knobs.items():
-        if knob == "cookie_secure":
+        if knob in FLAGS:
             if not isinstance(value, bool):
                 raise ConfigError(f"{knob} must be true or false")
         elif isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:

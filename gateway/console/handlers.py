@@ -14,7 +14,7 @@ from gateway.console.poller import NodeState
 from gateway.console.service import Console
 from gateway.console.streams import StateStreamHandler, TailStreamHandler
 from gateway.console.views import SCOPES, ScopeError, groups, resolve
-from gateway.console.web import STATIC, ConsoleHandler
+from gateway.console.web import STATIC, ConsoleHandler, refuse_unless_local
 from gateway.supervisor_rpc import LOG_STREAMS
 
 
@@ -248,6 +248,13 @@ class AuditHandler(ConsoleHandler):
 class StaticHandler(tornado.web.StaticFileHandler):
     """The console's CSS and JS."""
 
+    def initialize(self, path: str, default_filename: str | None = None, *, console: Console) -> None:
+        super().initialize(path, default_filename)
+        self.console = console
+
+    def prepare(self) -> None:
+        refuse_unless_local(self, self.console)
+
     def set_extra_headers(self, path: str) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
 
@@ -267,5 +274,5 @@ def routes(console: Console) -> list[tornado.web.URLSpec]:
         tornado.web.url(f"{base}/tail", TailPageHandler, args),
         tornado.web.url(f"{base}/tail/stream", TailStreamHandler, args),
         tornado.web.url(f"{base}/audit", AuditHandler, args),
-        tornado.web.url(f"{base}/static/(.*)", StaticHandler, {"path": str(STATIC)}),
+        tornado.web.url(f"{base}/static/(.*)", StaticHandler, {"path": str(STATIC), "console": console}),
     ]

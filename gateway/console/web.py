@@ -8,6 +8,7 @@ pages render from the poller's last snapshot, so no request waits for a node.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from pathlib import Path
@@ -42,6 +43,28 @@ def fmt_duration(seconds: float) -> str:
 
 def fmt_ago(ts: float) -> str:
     return "never" if not ts else f"{fmt_duration(time.time() - ts)} ago"
+
+
+def loopback_peer(remote_ip: str | None) -> bool:
+    """Is `remote_ip` (the TCP peer's address, as Tornado gives it) a loopback address? IPv4-mapped IPv6
+    (`::ffff:127.0.0.1`, from a dual-stack socket) counts as its IPv4 address; anything else, a unix
+    socket's peer included (Tornado says 0.0.0.0), does not."""
+    try:
+        address = ipaddress.ip_address(remote_ip or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def refuse_unless_local(handler: tornado.web.RequestHandler, console: Console) -> None:
+    """403 when the console is `loopback_only` and the request comes from elsewhere. The peer is the TCP
+    connection's: the gateway's server takes no X-Forwarded-For / X-Real-IP (no `xheaders`)."""
+    if console.settings.loopback_only and not loopback_peer(handler.request.remote_ip):
+        raise tornado.web.HTTPError(
+            403, "this console answers connections from its own machine only (loopback_only; e.g. ssh -L)"
+        )
 
 
 def pretty(detail: str) -> str:
@@ -79,6 +102,7 @@ class ConsoleHandler(tornado.web.RequestHandler):
         return self.console.settings.users.get(name) if name else None
 
     def prepare(self) -> None:
+        refuse_unless_local(self, self.console)
         if self.request.method not in ("GET", "HEAD", "OPTIONS"):
             # Tornado checks this only when the application sets xsrf_cookies; the gateway's does not
             # need to, so the console checks every POST itself.

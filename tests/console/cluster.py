@@ -172,8 +172,10 @@ def silent_listener() -> socket.socket:
 class ConsoleServer:
     """The console's routes in a Tornado app on its own loop in a thread."""
 
-    def __init__(self, settings: ConsoleSettings) -> None:
+    def __init__(self, settings: ConsoleSettings, xheaders: bool = False) -> None:
         self.settings = settings
+        # xheaders: X-Real-IP names the peer, so a test can stand for a client on another machine.
+        self.xheaders = xheaders
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}{settings.base_path}"
         self._ready = threading.Event()
@@ -198,7 +200,7 @@ class ConsoleServer:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         console = Console(self.settings)
-        server = tornado.httpserver.HTTPServer(tornado.web.Application(console_routes(console)))
+        server = tornado.httpserver.HTTPServer(tornado.web.Application(console_routes(console)), xheaders=self.xheaders)
         server.listen(self.port, "127.0.0.1")
         await start_console(console)
         self._ready.set()

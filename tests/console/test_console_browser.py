@@ -1,4 +1,5 @@
-"""A real browser (Debian's chromium, headless, driven by Selenium) uses the console end to end."""
+"""A real browser (Debian's chromium, headless, driven by Selenium) uses the console end to end: a console of
+many nodes, and the console a node serves on its first run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -16,7 +18,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from gateway.console.config import load_settings
 from tests.console.cluster import PASSWORDS, Cluster, wait_for
+from tests.support.node import ShippedNode
 from tests.support.stack import ROOT
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -117,3 +121,48 @@ def test_a_browser_logs_in_sees_both_nodes_and_restarts_a_process(
     wait_for(lambda: browser.find_element(By.ID, "log").text != first, 5, "more log lines")
     browser.save_screenshot(str(tmp_path / "console-tail.png"))
     shutil.copyfile(tmp_path / "console-tail.png", ARTIFACT.with_name("console-tail.png"))
+
+
+@pytest.fixture
+def first_run(tmp_path: Path) -> Iterator[ShippedNode]:
+    """A whole node started the way `checkgate run` starts it, with no console configured (a first run),
+    on the tests' broker and Redis under its own queue prefix."""
+    node = ShippedNode(tmp_path, own_redis=False)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+        node.cleanup.cleanup()
+
+
+def test_a_first_run_node_serves_its_console_to_the_generated_admin(
+    first_run: ShippedNode, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    node = first_run
+    node.wait_running()
+    # RUNNING is supervisord's view; the gateway listens once its broker and backend answer.
+    wait_for(lambda: requests.get(f"{node.gateway}/console/login", timeout=5).ok, 90, "the gateway's console")
+    # The one place `checkgate run` says the password is.
+    user, _, password = (node.home / "var" / "console-credentials").read_text().strip().partition(":")
+    name = load_settings(node.env["CHECKGATE_CONSOLE_CONFIG"], node.env).nodes[0].name  # this host's name
+
+    wait = WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException])
+    browser.get(f"{node.gateway}/console/")  # sent to the login page
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "password")))
+    browser.find_element(By.ID, "name").send_keys(user)
+    browser.find_element(By.ID, "password").send_keys(password)
+    browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".nodecard.status-ok"))
+    keys = "return [...document.querySelectorAll('tr.proc.state-running')].map(e => e.dataset.key)"
+    expected = {f"{name}/{program}" for program in node.programs}
+    wait.until(lambda d: expected <= set(d.execute_script(keys)))
+    # The node's application health, from its gateway's /health: ok once every queue has its worker.
+    WebDriverWait(browser, 90).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".health.health-ok"))
+
+    shot = tmp_path / "console-first-run.png"
+    browser.execute_script("window.scrollTo(0, 0)")
+    assert browser.save_screenshot(str(shot))
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, ARTIFACT.with_name("console-first-run.png"))

@@ -1,7 +1,8 @@
 """Real supervisord instances, processes and a webhook receiver for the operations tests.
 
 Each supervisord runs from its own short directory under /tmp (a unix socket path must stay under 108
-bytes), with `.venv` linked to the checkout's, so `%(here)s/.venv/bin/...` in the shipped sections works.
+bytes), which is its home (`CHECKGATE_HOME`) with the test's environment as `CHECKGATE_BIN`, as `checkgate
+run` sets them for the shipped sections; `.venv` is linked to the checkout's for sections of the tests' own.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class Supervisord:
         self.url = f"unix://{self.socket}"
 
     def start(self) -> Supervisord:
-        subprocess.run([str(BIN / "supervisord"), "-c", str(self.conf)], env=self.env, check=True, cwd=self.home)
+        env = {**self.env, "CHECKGATE_HOME": str(self.home), "CHECKGATE_BIN": str(BIN)}
+        subprocess.run([str(BIN / "supervisord"), "-c", str(self.conf)], env=env, check=True, cwd=self.home)
         wait_for(self.socket.exists, 10, "supervisord socket")
         return self
 
