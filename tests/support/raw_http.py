@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +30,8 @@ class Raw:
 
 @dataclass
 class RawServer:
-    """A TCP server on 127.0.0.1 that answers each request with the bytes scripted for its path.
+    """A TCP server on 127.0.0.1 that answers each request with the bytes scripted for its path (over
+    TLS when `scheme` is https).
 
     `answer(path, *parts, pause=, hold=)` scripts a path (as sent on the request line, percent-escapes
     and all; see `Raw`) and returns its URL; `requests[path]` holds the request heads received for it.
@@ -39,10 +41,11 @@ class RawServer:
     port: int
     routes: dict[str, Raw]
     requests: dict[str, list[bytes]]
+    scheme: str = "http"
 
     def answer(self, path: str, *parts: bytes, pause: float = 0.0, hold: float = 0.0) -> str:
         self.routes[path] = Raw(parts, pause, hold)
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
 
 class _RawHandler(socketserver.BaseRequestHandler):
@@ -50,10 +53,13 @@ class _RawHandler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         state: RawServer = self.server.state  # type: ignore[attr-defined]
+        tls: ssl.SSLContext | None = self.server.tls  # type: ignore[attr-defined]
         sock: socket.socket = self.request
         sock.settimeout(5)
         head = b""
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # ssl.SSLError included: a client that refused our certificate
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_side=True)
             while b"\r\n\r\n" not in head and len(head) < 65536:
                 chunk = sock.recv(4096)
                 if not chunk:
@@ -68,14 +74,18 @@ class _RawHandler(socketserver.BaseRequestHandler):
                 sock.sendall(part)
             if raw.hold:
                 time.sleep(raw.hold)
+        if sock is not self.request:
+            sock.close()  # the TLS socket took the connection over from the one socketserver closes
 
 
 @contextlib.contextmanager
-def raw_server() -> Iterator[RawServer]:
-    """A `RawServer` on an ephemeral loopback port, served by daemon threads until the block ends."""
+def raw_server(tls: ssl.SSLContext | None = None) -> Iterator[RawServer]:
+    """A `RawServer` on an ephemeral loopback port, served by daemon threads until the block ends; behind
+    a TLS handshake with the server context `tls` if given."""
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RawHandler)
     server.daemon_threads = True
-    server.state = RawServer(server.server_address[1], {}, {})  # type: ignore[attr-defined]
+    server.tls = tls  # type: ignore[attr-defined]
+    server.state = RawServer(server.server_address[1], {}, {}, "https" if tls else "http")  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         yield server.state  # type: ignore[attr-defined]
@@ -120,6 +130,28 @@ def exchange(base: str, data: bytes, timeout: float = 10.0, body_after: int = 0)
         if sender is not None:
             sender.join(timeout)
         return received
+
+
+def trickle(base: str, head: bytes, every: float = 0.25, timeout: float = 30.0) -> bytes:
+    """Send `head`, then one more byte of a header name every `every` s, never ending the head (slowloris),
+    until the server closes or `timeout` passes; what the server sent meanwhile."""
+    started = time.monotonic()
+    received = b""
+    with socket.create_connection(address(base), timeout=timeout) as sock:
+        sock.sendall(head)
+        sock.settimeout(every)
+        while time.monotonic() - started < timeout:
+            try:
+                sock.sendall(b"X")
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received
 
 
 def answer(raw: bytes) -> tuple[int, dict[str, str], Any]:
