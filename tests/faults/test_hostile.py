@@ -21,7 +21,8 @@ The kinds, and the documented answer each attempt must get:
 - slow: slowloris heads, one byte at a time (408 at the head timeout), and bodies that stall after
   2 bytes (405 and 413 at once, from the head).
 - overrun: `sleep` for 60 s with a 1 s timeout (504 at the deadline; the worker ends the task there, so
-  /result/<id> says DeadlineExceeded), and a timeout below the minimum (400 naming `timeout`).
+  /result/<id> says DeadlineExceeded, or REVOKED/EXPIRED when it expired before a worker took it), and a
+  timeout below the minimum (400 naming `timeout`).
 """
 
 from __future__ import annotations
