@@ -7,6 +7,7 @@ code before the deadline module (the sleep went on for 60 s, the plugins for as 
 
 from __future__ import annotations
 
+import random
 import secrets
 import sys
 import threading
@@ -24,9 +25,11 @@ from celery.contrib.testing.mocks import TaskMessage
 from gateway.http_api import task_answer
 from tasks import deadline
 from tasks.celery import app
+from tasks.checks.http import http_check
 from tasks.deadline import GRACE, HARD_GRACE, DeadlineExceeded, DeadlineRequest, call_within, task_deadline
 from tests.support.env import BACKEND_URL, BROKER_URL
 from tests.support.extra_checks import RUNS_KEY
+from tests.support.raw_http import raw_server
 from tests.support.stack import Stack, http_get
 
 # --- the module -----------------------------------------------------------------------------------
@@ -203,6 +206,25 @@ def test_every_check_type_runs_under_its_deadline() -> None:
     for task in (t for name, t in app.tasks.items() if name.startswith("checkgate.")):
         assert task.Request == "tasks.deadline:DeadlineRequest", task.name
         assert DeadlineExceeded in task.throws, task.name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="not fixed (issue #11, kind of finding 2): RE2's NFA fallback costs text x pattern in one C call",
+)
+def test_a_pattern_re2_cannot_run_as_a_dfa_stops_at_the_deadline() -> None:
+    """Found by the hostile-caller fault row's probing: `body_match=(?s).*a.{999}c` over random a/b text
+    outgrows RE2's DFA budget, so RE2 matches with its NFA, in time linear in the text but times the
+    pattern's size — 1.5 to 2 s per 64 KiB on the development VM, minutes over the 10 MiB a caller may ask for with
+    `max_body_bytes` — in one C call that no deadline ends (it releases the GIL: only its slot is held)."""
+    rng = random.Random(11)
+    body = bytes(rng.choice(b"ab") for _ in range(256 * 1024))
+    with raw_server() as raw:
+        url = raw.answer("/ab", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        end = time.time() + 0.5
+        result = http_check(url, body_match="(?s).*a.{999}c", max_body_bytes=len(body), deadline=end)
+    assert time.time() < end + GRACE, f"{time.time() - end:.1f} s past the deadline: {result}"
 
 
 # --- real workers ---------------------------------------------------------------------------------

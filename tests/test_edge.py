@@ -5,11 +5,9 @@ make the gateway spin. In-process twins of most cases are in test_contract.py.""
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.env import BACKEND_URL, BROKER_URL
+from tests.support.raw_http import address, answer, exchange, is_json_refusal, trickle
 from tests.support.stack import Stack, http_get
 
 HEAD_TIMEOUT = 1.0
@@ -39,62 +38,9 @@ def edge(edge_stack: Stack) -> str:
     return edge_stack.start_gateway("gw", CHECKGATE_HEAD_TIMEOUT=str(HEAD_TIMEOUT), CHECKGATE_BODY_TIMEOUT="1")
 
 
-def address(base: str) -> tuple[str, int]:
-    host, port = base.removeprefix("http://").split(":")
-    return host, int(port)
-
-
-def exchange(base: str, data: bytes, timeout: float = 10.0, body_after: int = 0) -> bytes:
-    """Send `data` (then `body_after` more bytes from another thread, as a client streaming a body
-    does), read until the gateway closes; b"" when it answered nothing before `timeout`."""
-    with socket.create_connection(address(base), timeout=timeout) as sock:
-        sock.sendall(data)
-        sender = None
-        if body_after:
-
-            def send_body() -> None:
-                chunk = b"z" * 65536
-                try:
-                    for start in range(0, body_after, len(chunk)):
-                        sock.sendall(chunk[: body_after - start])
-                except OSError:
-                    pass  # the gateway closed its side: it will not read this body
-
-            sender = threading.Thread(target=send_body, daemon=True)
-            sender.start()
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-        if sender is not None:
-            sender.join(timeout)
-        return received
-
-
-def answer(raw: bytes) -> tuple[int, dict[str, str], Any]:
-    """(status, headers with lower-case names, JSON body) of an answer; status 0 when there is none."""
-    if not raw.startswith(b"HTTP/1.1 "):
-        return 0, {}, raw
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-    try:
-        return int(lines[0].split()[1]), headers, json.loads(body)
-    except ValueError:
-        return int(lines[0].split()[1]), headers, body
-
-
 def assert_json_refusal(raw: bytes, status: int, field: str | None = None) -> dict[str, Any]:
-    got, headers, body = answer(raw)
-    assert got == status, raw[:300]
-    assert headers["content-type"].startswith("application/json")
-    assert headers["connection"] == "close"
-    assert isinstance(body, dict) and body["error"]
-    if field is not None:
-        assert body["field"] == field
-    return body
+    assert is_json_refusal(raw, status, field), raw[:300]
+    return answer(raw)[2]
 
 
 @pytest.mark.parametrize(
@@ -168,21 +114,7 @@ def test_ten_95_mb_posts_are_refused_before_their_bodies_are_read(edge: str, edg
 
 def test_a_head_that_trickles_in_is_timed_out_with_a_408(edge: str) -> None:
     started = time.monotonic()
-    with socket.create_connection(address(edge), timeout=10) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-        received = b""
-        sock.settimeout(0.25)
-        while time.monotonic() - started < HEAD_TIMEOUT + 5:
-            try:
-                sock.sendall(b"X")  # one byte of a header name every 0.25 s, never a line end
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not chunk:
-                break
-            received += chunk
+    received = trickle(edge, b"GET /health HTTP/1.1\r\nHost: x\r\n", timeout=HEAD_TIMEOUT + 5)
     assert_json_refusal(received, 408)
     assert time.monotonic() - started < HEAD_TIMEOUT + 5
 

@@ -19,11 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import h2.config
 import h2.connection
 import h2.events
@@ -31,7 +26,9 @@ import h2.exceptions
 import pytest
 
 from tests.support import pki
+from tests.support.dns_server import Zone, dns_server
 from tests.support.listener import Listener
+from tests.support.raw_http import RawServer, raw_server
 
 # --- certificates (tests/support/pki.py) -----------------------------------------------------------
 
@@ -280,68 +277,11 @@ def tls_port(certs: Certs) -> Iterator[Callable[[str], int]]:
 # --- scripted raw HTTP answers --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Raw:
-    """A scripted answer, written byte for byte: `parts` with `pause` seconds between them, then the
-    connection held open for `hold` seconds (a server keeping it alive) before it is closed."""
-
-    parts: tuple[bytes, ...]
-    pause: float = 0.0
-    hold: float = 0.0
-
-
-@dataclass
-class RawServer:
-    """A TCP server on 127.0.0.1 that answers each request with the bytes scripted for its path.
-
-    `answer(path, *parts, pause=, hold=)` scripts a path (as sent on the request line, percent-escapes
-    and all; see `Raw`) and returns its URL; `requests[path]` holds the request heads received for it.
-    Unknown paths get a 404.
-    """
-
-    port: int
-    routes: dict[str, Raw]
-    requests: dict[str, list[bytes]]
-
-    def answer(self, path: str, *parts: bytes, pause: float = 0.0, hold: float = 0.0) -> str:
-        self.routes[path] = Raw(parts, pause, hold)
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-class _RawHandler(socketserver.BaseRequestHandler):
-    server: socketserver.ThreadingTCPServer
-
-    def handle(self) -> None:
-        state: RawServer = self.server.state  # type: ignore[attr-defined]
-        sock: socket.socket = self.request
-        sock.settimeout(5)
-        head = b""
-        with contextlib.suppress(OSError):
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    return
-                head += chunk
-            path = head.split(b" ", 2)[1].decode("latin-1") if head.count(b" ") >= 2 else ""
-            state.requests.setdefault(path, []).append(head)
-            raw = state.routes.get(path, Raw((b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",)))
-            for i, part in enumerate(raw.parts):
-                if i and raw.pause:
-                    time.sleep(raw.pause)
-                sock.sendall(part)
-            if raw.hold:
-                time.sleep(raw.hold)
-
-
 @pytest.fixture(scope="session")
 def raw_http() -> Iterator[RawServer]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RawHandler)
-    server.daemon_threads = True
-    server.state = RawServer(server.server_address[1], {}, {})  # type: ignore[attr-defined]
-    _serve(server)
-    yield server.state  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
+    """Scripted raw HTTP answers (tests/support/raw_http.py)."""
+    with raw_server() as server:
+        yield server
 
 
 H2Routes = dict[str, tuple[list[tuple[str, str]], bytes]]
@@ -438,7 +378,7 @@ def echo_port() -> Iterator[int]:
 
 # --- DNS ------------------------------------------------------------------------------------------
 
-ZONE = {
+ZONE: Zone = {
     ("example.test.", "A"): ["192.0.2.10", "192.0.2.11"],
     ("example.test.", "AAAA"): ["2001:db8::10"],
     ("example.test.", "MX"): ["10 mail.example.test.", "20 backup.example.test."],
@@ -448,45 +388,10 @@ ZONE = {
 SILENT = "silent.example.test."  # never answered: the timeout case
 
 
-def _dns_answer(wire: bytes) -> bytes | None:
-    query = dns.message.from_wire(wire)
-    question = query.question[0]
-    name, rdtype = question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype)
-    if name == SILENT:
-        return None
-    response = dns.message.make_response(query)
-    response.flags |= dns.flags.AA
-    values = ZONE.get((name, rdtype))
-    if values:
-        response.answer.append(dns.rrset.from_text(question.name, 300, "IN", rdtype, *values))
-    elif not any(key[0] == name for key in ZONE):
-        response.set_rcode(dns.rcode.NXDOMAIN)
-    return response.to_wire()
-
-
 @pytest.fixture(scope="session")
 def dns_port() -> Iterator[int]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                wire, peer = sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            answer = _dns_answer(wire)
-            if answer is not None:
-                sock.sendto(answer, peer)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1]
-    stop.set()
-    thread.join()
-    sock.close()
+    with dns_server(ZONE, silent=(SILENT,)) as port:
+        yield port
 
 
 # --- a protected endpoint that counts who reached it ----------------------------------------------

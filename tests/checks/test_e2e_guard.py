@@ -12,11 +12,11 @@ import urllib.parse
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
-import msgpack
 import pytest
 import redis
 
 from tests.support.env import BACKEND_URL
+from tests.support.forge import escaped, forge_command
 from tests.support.listener import Listener
 from tests.support.stack import Stack, http_get
 
@@ -38,16 +38,6 @@ def assert_refused(status: int, body: dict) -> None:
         assert word not in body["error"].lower(), word
 
 
-def escaped(data: bytes) -> str:
-    r"""`data` in the tcp check's `send` syntax (\xHH for every byte)."""
-    return "".join(f"\\x{byte:02x}" for byte in data)
-
-
-def resp(*args: bytes) -> bytes:
-    """One Redis command in RESP."""
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args)
-
-
 @pytest.fixture(scope="module")
 def console_ports(stack: Stack) -> Iterator[tuple[Listener, Listener]]:
     """Listeners on the Flower and Supervisor ports the deployment's environment names."""
@@ -62,9 +52,8 @@ def test_a_forged_result_cannot_be_written_through_tcp(gateway: str, stack: Stac
     """The issue's forge: SET celery-task-meta-<id> over the tcp check, then GET /result/<id> answered it."""
     task_id = f"{stack.prefix}forged-{secrets.token_hex(6)}"
     key = f"celery-task-meta-{task_id}".encode()
-    forged = {"status": "SUCCESS", "result": {"ok": True, "forged": True}, "task_id": task_id, "traceback": None}
     db = urllib.parse.urlsplit(stack.backend_url).path.strip("/") or "0"
-    payload = resp(b"SELECT", db.encode()) + resp(b"SET", key, msgpack.packb(forged), b"EX", b"120")
+    payload = forge_command(task_id, db)
     for host in ("127.0.0.1", "::1", "localhost"):
         status, body = check(gateway, "tcp", host=host, port=REDIS_PORT, send=escaped(payload), expect=r"\+OK")
         assert_refused(status, body)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,44 +25,10 @@ from tasks.checks.tcp import tcp_check
 from tasks.checks.tls import tls_check
 from tasks.registry import REGISTRY, ParamError
 from tests.support.env import BACKEND_URL, BROKER_URL
+from tests.support.hostile_paths import make_hostile
 from tests.support.stack import Stack, http_get
 
 REFUSAL = "not an allowed CA bundle"
-
-
-def make_hostile(d: Path, outside_pem: Path) -> dict[str, Path]:
-    """Paths under the CA directory `d` that must all be refused, by what they are."""
-    paths = {
-        "missing": d / "missing.pem",
-        "fifo": d / "fifo.pem",
-        "symlink to /proc/self/fd/0": d / "stdin.pem",
-        "symlink to /dev/stdin": d / "devstdin.pem",
-        "symlink to /etc/shadow": d / "shadow.pem",
-        "symlink to /root/.ssh/id_rsa": d / "id_rsa.pem",
-        "symlink out of the directory": d / "elsewhere.pem",
-        "through a directory symlink out": d / "etc" / "passwd",
-        "symlink loop": d / "loop-a.pem",
-        "directory": d / "dir.pem",
-        "socket": d / "sock.pem",
-        "oversized": d / "big.pem",
-        "not PEM": d / "text.pem",
-    }
-    os.mkfifo(paths["fifo"])
-    paths["symlink to /proc/self/fd/0"].symlink_to("/proc/self/fd/0")
-    paths["symlink to /dev/stdin"].symlink_to("/dev/stdin")
-    paths["symlink to /etc/shadow"].symlink_to("/etc/shadow")
-    paths["symlink to /root/.ssh/id_rsa"].symlink_to("/root/.ssh/id_rsa")
-    paths["symlink out of the directory"].symlink_to(outside_pem)
-    (d / "etc").symlink_to("/etc")
-    paths["symlink loop"].symlink_to(d / "loop-b.pem")
-    (d / "loop-b.pem").symlink_to(paths["symlink loop"])
-    paths["directory"].mkdir()
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(paths["socket"]))
-    pem = outside_pem.read_text()
-    paths["oversized"].write_text(pem + "#" * _trust.MAX_CA_BYTES)  # a valid bundle, only too big
-    paths["not PEM"].write_text("root:x:0:0:root:/root:/bin/bash\n")
-    return paths
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""A steady closed-loop load for the fault tests, and the report row each fault test adds."""
+"""A steady closed-loop load for the fault tests, what they measure of it (latency, the gateway's
+memory), and the report row each fault test adds."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +72,44 @@ def run_load(
 
     with ThreadPoolExecutor(clients) as pool:
         return [o for outcomes in pool.map(caller, range(clients)) for o in outcomes]
+
+
+def latency_ms(outcomes: list[Outcome], quantile: float) -> float:
+    """The `quantile` (0.5: median, 0.99: p99) of the outcomes' latencies, in ms (nearest rank)."""
+    latencies = sorted(o.ended - o.started for o in outcomes)
+    return latencies[round(quantile * (len(latencies) - 1))] * 1000 if latencies else float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` now (VmRSS), in MB."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1)) / 1024
+
+
+class RssPeak:
+    """Samples a process's resident memory every `interval` s while the `with` block runs: `before`,
+    `peak` and `after`, in MB."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.pid, self.interval = pid, interval
+        self.before = self.peak = self.after = rss_mb(pid)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            self.peak = max(self.peak, rss_mb(self.pid))
+
+    def __enter__(self) -> RssPeak:
+        self.before = self.peak = rss_mb(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.after = rss_mb(self.pid)
+        self.peak = max(self.peak, self.after)
 
 
 def write_report(path: Path) -> str:

@@ -1,18 +1,11 @@
 """Thousands of sync requests open at once on slow checks: every one answered, gateway memory bounded."""
 
 import asyncio
-import re
-import threading
 import time
 
 from tests.faults.conftest import scale
-from tests.faults.load import REPORT, FaultRow
+from tests.faults.load import REPORT, FaultRow, RssPeak
 from tests.support.stack import Stack, http_get
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1)) / 1024
 
 
 async def open_requests(base: str, count: int, path: str) -> list[int]:
@@ -38,30 +31,15 @@ def test_thousands_of_open_requests(new_stack: Stack) -> None:
     gateway = new_stack.start_gateway("gw")
     for n in range(2):
         new_stack.start_worker(f"sleep{n}", ["sleep"], concurrency=int(scale(250, 500)))
-    pid = new_stack.procs["gw"].pid
-    before = rss_mb(pid)
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.2):
-            peak.append(rss_mb(pid))
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     started = time.monotonic()
-    try:
+    with RssPeak(new_stack.procs["gw"].pid) as rss:
         codes = asyncio.run(open_requests(gateway, count, "/check/sleep?ms=1000&timeout=110"))
-    finally:
-        done.set()
-        sampler.join()
     elapsed = time.monotonic() - started
-    after = rss_mb(pid)
     _, metrics, _ = http_get(gateway + "/metrics")
     assert codes.count(200) == count, {c: codes.count(c) for c in set(codes)}
     assert "checkgate_waiting_results 0" in metrics
     assert "checkgate_inflight_requests 0" in metrics
-    assert max(peak) < before + 0.1 * count  # well under 100 KB per open request
+    assert rss.peak < rss.before + 0.1 * count  # well under 100 KB per open request
     REPORT.append(
         FaultRow(
             f"{count} sync requests open at once (1 s checks)",
@@ -71,6 +49,7 @@ def test_thousands_of_open_requests(new_stack: Stack) -> None:
             0,
             count - codes.count(200),
             0,
-            f"all answered in {elapsed:.1f}s; gateway RSS {before:.0f} MB → peak {max(peak):.0f} MB → {after:.0f} MB",
+            f"all answered in {elapsed:.1f}s; gateway RSS {rss.before:.0f} MB → peak {rss.peak:.0f} MB "
+            f"→ {rss.after:.0f} MB",
         )
     )
