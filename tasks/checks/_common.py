@@ -29,7 +29,7 @@ from typing import Any
 
 import tasks.checks._guard as _guard
 import tasks.checks._trust as _trust
-from tasks.checks._pattern import MAX_PATTERN_CHARS, validate_pattern
+from tasks.checks._pattern import MAX_PATTERN_CHARS, compile_pattern, validate_pattern, worst_case_seconds
 from tasks.checks._x509 import CertInfo, parse_certificate
 from tasks.deadline import current as current_deadline
 from tasks.registry import Param
@@ -148,6 +148,30 @@ class Probe:
         """The answer for a network-level exception (one of `NETWORK_ERRORS`)."""
         reason, detail = classify(exc)
         return self.result(reason, detail, **fields)
+
+
+# A search whose worst case is this short may still run at the deadline: judging what arrived is part
+# of the answer (a reply read until the deadline is matched then).
+MATCH_SLACK_S = 0.05
+
+
+def affordable(probe: Probe, compiled: Any, length: int, what: str) -> None:
+    """Raise `ProbeFailure("timeout")` unless searching `compiled` over `length` characters surely ends
+    by the probe's deadline, give or take `MATCH_SLACK_S` (`_pattern.worst_case_seconds`: a search is one
+    C call that no deadline stops)."""
+    need = worst_case_seconds(compiled, length)
+    left = max(probe.deadline.at - time.monotonic(), 0.0)
+    if need > left + MATCH_SLACK_S:
+        detail = f"matching {what} over {length} characters could take up to {need:.1f}s, {left:.1f}s left"
+        raise ProbeFailure("timeout", detail)
+
+
+def search(probe: Probe, pattern: str, text: str, what: str) -> bool:
+    """Whether the caller's `pattern` (RE2) matches anywhere in `text`, given the time the probe has left
+    (raises `ProbeFailure("timeout")` when the search might outlast it; `what` names the parameter)."""
+    compiled = compile_pattern(pattern)
+    affordable(probe, compiled, len(text), what)
+    return compiled.search(text) is not None
 
 
 # --- resolving and connecting under the guard -----------------------------------------------------

@@ -29,9 +29,9 @@ from tasks.checks._common import (
     port_param,
     regex_param,
     resolve,
+    search,
 )
 from tasks.checks._guard import normalize_name, validate_host, validate_name
-from tasks.checks._pattern import search
 from tasks.registry import Param, check
 
 RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV")
@@ -60,13 +60,13 @@ def _comparable(answer: str) -> str:
     return " ".join(token.rstrip(".") for token in answer.lower().split())
 
 
-def _judge(answers: list[str], includes: str | None, match: str | None) -> tuple[str, str] | None:
+def _judge(probe: Probe, answers: list[str], includes: str | None, match: str | None) -> tuple[str, str] | None:
     if includes:
         present = {_comparable(a) for a in answers}
         missing = [item.strip() for item in includes.split(",") if _comparable(item) not in present]
         if missing:
             return "answer_includes", f"missing from the answers: {', '.join(missing)}"
-    if match is not None and not any(search(match, answer) for answer in answers):
+    if match is not None and not any(search(probe, match, answer, "answer_match") for answer in answers):
         return "answer_match", f"no answer matches {match!r}"
     return None
 
@@ -165,7 +165,10 @@ def dns_check(
     )
     if facts["rcode"] != rcode:
         return probe.result("rcode", f"rcode {facts['rcode']}, expected {rcode}", **facts)
-    failed = _judge(answers, answer_includes, answer_match)
+    try:
+        failed = _judge(probe, answers, answer_includes, answer_match)
+    except ProbeFailure as exc:  # no time left to match the answers (`affordable`)
+        return probe.result(exc.reason, exc.detail, **facts)
     return probe.result(*failed, **facts) if failed else probe.result(**facts)
 
 

@@ -68,13 +68,13 @@ from tasks.checks._common import (
     connect,
     ip_version_param,
     regex_param,
+    search,
     start_tls,
     tls_context,
     tls_details,
     verify_tls_param,
 )
 from tasks.checks._guard import URLTarget, parse_url, validate_url
-from tasks.checks._pattern import search
 from tasks.registry import Param, ParamError, check
 
 USER_AGENT = "checkgate/0.1"
@@ -523,7 +523,12 @@ _HOP_ERRORS = (
 
 
 def _judge(
-    answer: _Answer, codes: tuple[tuple[int, int], ...], spec: str, match: str | None, not_match: str | None
+    probe: Probe,
+    answer: _Answer,
+    codes: tuple[tuple[int, int], ...],
+    spec: str,
+    match: str | None,
+    not_match: str | None,
 ) -> tuple[str, str] | None:
     """The first failed assertion as (reason, detail), or None when all hold."""
     if not any(low <= answer.status <= high for low, high in codes):
@@ -531,9 +536,9 @@ def _judge(
     if match is None and not_match is None:
         return None
     text = _body_text(answer.body, answer.content_type)
-    if match is not None and not search(match, text):
+    if match is not None and not search(probe, match, text, "body_match"):
         return "body_match", f"body does not match {match!r}"
-    if not_match is not None and search(not_match, text):
+    if not_match is not None and search(probe, not_match, text, "body_not_match"):
         return "body_not_match", f"body matches {not_match!r}"
     return None
 
@@ -656,5 +661,8 @@ def http_check(
             facts["redirects"] += 1
     except _HOP_ERRORS as exc:
         return _answer(probe, facts, *_failure(exc))
-    failed = _judge(answer, codes, status_codes, body_match, body_not_match)
+    try:
+        failed = _judge(probe, answer, codes, status_codes, body_match, body_not_match)
+    except ProbeFailure as exc:  # no time left to match the body (`affordable`)
+        return _answer(probe, facts, exc.reason, exc.detail)
     return _answer(probe, facts, *failed) if failed else _answer(probe, facts)

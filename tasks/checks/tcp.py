@@ -28,6 +28,7 @@ from tasks.checks._common import (
     NETWORK_ERRORS,
     Probe,
     ProbeFailure,
+    affordable,
     ca_bundle_param,
     ca_pem_param,
     classify,
@@ -89,12 +90,14 @@ def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, s
         while (end := received.find(b"\n", start)) >= 0:
             line = _line_text(received[start : end + 1])
             start, tried = end + 1, 0
+            affordable(probe, pattern, len(line), "expect")
             if pattern.search(line):
                 return received.decode("utf-8", "replace"), line
         unfinished = len(received) - start
         if unfinished and unfinished >= 2 * tried:
             tried = unfinished
             line = received[start:].decode("utf-8", "replace")
+            affordable(probe, pattern, len(line), "expect")
             match = pattern.search(line)
             if match is not None and match.end() < len(line):
                 return received.decode("utf-8", "replace"), line.removesuffix("\r")
@@ -111,6 +114,8 @@ def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, s
             break
         received += chunk
     line = _line_text(received[start:])
+    if start < len(received):
+        affordable(probe, pattern, len(line), "expect")
     matched = line if start < len(received) and pattern.search(line) else None
     return received.decode("utf-8", "replace"), matched
 

@@ -249,6 +249,7 @@ class _Drip:
 class _Counting:
     def __init__(self, pattern: str) -> None:
         self.pattern = compile_pattern(pattern)
+        self.programsize = self.pattern.programsize
         self.chars = 0
 
     def search(self, text: str):

@@ -28,6 +28,7 @@ The kinds, and the documented answer each attempt must get:
 from __future__ import annotations
 
 import itertools
+import random
 import secrets
 import shutil
 import ssl
@@ -62,6 +63,9 @@ REDOS_TIMEOUT = 3  # s, as in the issue's reproduction
 HEAD_TIMEOUT = scale(2, 10)  # s: the gateway's head timeout (the full run keeps the default, 10 s)
 # Steps a backtracking engine takes on "a" * n + "!": 2**n for the first three, n**12 for the last.
 CATASTROPHIC = ("(a+)+$", "(a|aa)+$", "(a|a)+$", "(.*a){12}$")
+# Too big for RE2's DFA: its NFA costs text x pattern size in one C call (tasks/checks/_pattern.py).
+NFA_BOUND = "(?s).*a.{999}c"
+AB_BYTES = 1024 * 1024
 SHORT, LONG = "a" * 30 + "!", "a" * 60_000 + "!"  # the issue's text, and one near the 64 KiB body cap
 _nonce = itertools.count()
 # How an overrun ends (/result: status, state, error type): stopped by its worker at the deadline, or
@@ -153,6 +157,8 @@ def deployment(new_stack: Stack, tmp_path: Path) -> Iterator[Deployment]:
             target.answer("/ok", ok_answer(b"ok\n"))
         raw.answer("/redos-short", ok_answer(SHORT.encode()))
         raw.answer("/redos-long", ok_answer(LONG.encode()))
+        rng = random.Random(7)
+        raw.answer("/redos-ab", ok_answer(bytes(rng.choice(b"ab") for _ in range(AB_BYTES))))
         gateway = new_stack.start_gateway("gw", port=new_stack.gateway_port, CHECKGATE_HEAD_TIMEOUT=str(HEAD_TIMEOUT))
         workers = [("add", ["add"], 4), ("sleep", ["sleep"], 10), ("probes", ["http", "tcp", "dns", "tls"], 10)]
         with ThreadPoolExecutor(len(workers)) as pool:  # started side by side: each takes seconds to import
@@ -373,6 +379,15 @@ def redos_attacks(d: Deployment) -> list[Attack]:
                     judged("answer_match"),
                 ),
             ]
+    url = f"http://127.0.0.1:{raw.port}/redos-ab"
+    attacks.append(
+        Attack(
+            "ReDoS",
+            f"body_match {NFA_BOUND} over 1 MiB",
+            get(gw, "http", url=url, body_match=NFA_BOUND, max_body_bytes=AB_BYTES, timeout=t),
+            judged("timeout"),
+        )
+    )
     url = f"http://127.0.0.1:{raw.port}/redos-short"
     for pattern in (r"(a+)\1$", "(?=a+)+!", "(?<!b)a+$"):
         attacks.append(
