@@ -41,7 +41,8 @@ class CeleryClient:
         if amqp_url(conf.broker_url).startswith("amqps://"):
             # Built once at start-up (reads the CA file) so no TLS set-up happens on the loop later.
             ssl_context = ssl.create_default_context(cafile=broker_ssl.get("ca_certs"))
-        self.broker = BrokerPublisher(amqp_url(conf.broker_url), list(conf.task_queues), publish_timeout, ssl_context)
+        queues = list(app.amqp.queues.values())  # task_queues, or the default queue when it is unset
+        self.broker = BrokerPublisher(amqp_url(conf.broker_url), queues, publish_timeout, ssl_context)
         backend_ssl = conf.redis_backend_use_ssl if conf.result_backend.startswith("rediss://") else None
         self.results = ResultListener(
             conf.result_backend,

@@ -48,7 +48,10 @@ class OutgoingMessage:
     headers: dict[str, Any]
     content_type: str
     content_encoding: str
-    expiration: float
+    # Seconds the broker keeps it unconsumed (AMQP `expiration`); None: no TTL.
+    expiration: float | None
+    # AMQP priority (0-255; the queue's x-max-priority caps it); None: none sent.
+    priority: int | None = None
 
 
 # What `create_task_message` fills in per message for the gateway's tasks; every other header is the
