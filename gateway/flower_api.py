@@ -183,8 +183,11 @@ def task_options(options: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(400, {"error": "invalid option 'priority': an integer 0-255", "field": "priority"})
     out["priority"] = priority
     headers = options.get("headers")
-    if headers is not None and not isinstance(headers, dict):
-        raise ApiError(400, {"error": "invalid option 'headers': an object", "field": "headers"})
+    if headers is not None and not (
+        isinstance(headers, dict) and all(v is None or isinstance(v, str | int | float) for v in headers.values())
+    ):
+        message = "invalid option 'headers': an object of strings, numbers, booleans or nulls"
+        raise ApiError(400, {"error": message, "field": "headers"})
     out["headers"] = headers
     return {k: v for k, v in out.items() if v is not None}
 
@@ -224,6 +227,8 @@ class TaskApiHandler(JsonHandler):
             options = json.loads(raw) if raw else {}
         except ValueError as exc:  # UnicodeDecodeError included
             raise ApiError(400, {"error": f"request body is not JSON: {exc}", "field": "body"}) from None
+        except RecursionError:
+            raise ApiError(400, {"error": "request body nests too deep", "field": "body"}) from None
         if not isinstance(options, dict):
             raise ApiError(400, {"error": "invalid options: the body must be a JSON object", "field": "body"})
         args = options.pop("args", None)

@@ -42,6 +42,8 @@ BAD_BODIES: list[tuple[Any, str]] = [
     ({"priority": 1.5}, "priority"),
     ({"queue": ""}, "queue"),
     ({"headers": ["x"]}, "headers"),
+    ({"headers": {"x-deep": {"a": {"b": 1}}}}, "headers"),
+    (b"[" * 5000 + b"]" * 5000, "body"),
     ({"time_limit": 0}, "time_limit"),
     ({"timeout": "long"}, "timeout"),
 ]

@@ -7,6 +7,7 @@ aiohttp.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -358,6 +359,23 @@ def test_results_decode_as_celerys_async_result(serializer: str) -> None:
     assert ours["ok"] == theirs["ok"] == value
     for kind in ("bad", "own"):
         assert type(ours[kind]) is type(theirs[kind]) and ours[kind].args == theirs[kind].args
+
+
+def test_a_forged_failure_is_celerys_security_error_not_a_crash() -> None:
+    """A stored FAILURE naming something that is not an exception class (anyone who can write to Redis can
+    store one): Celery refuses to call it (SecurityError); so does the client, as the task's error."""
+    task_id = f"{PREFIX}forged-{time.monotonic_ns()}"
+    forged = {"status": "FAILURE", "result": {"exc_type": "system", "exc_module": "os", "exc_message": ["id"]}}
+    backend = redis.Redis.from_url(BACKEND_URL)
+    backend.set(f"celery-task-meta-{task_id}", json.dumps({**forged, "traceback": None, "task_id": task_id}), ex=60)
+    backend.close()
+
+    async def scenario(client: CeleryClient) -> tuple[Any, TaskResult]:
+        return await client.result(task_id, timeout=5, propagate=False), await client.fetch(task_id)
+
+    returned, fetched = run(scenario)
+    assert type(returned).__name__ == "SecurityError" and "os.system" in str(returned)
+    assert fetched.failed and type(fetched.result).__name__ == "SecurityError"
 
 
 # --- in other frameworks -----------------------------------------------------------------------------

@@ -143,6 +143,8 @@ class AsyncTask:
         self._future = None if watch is None else watch.future
         # A handle holding a watch (send_task's) keeps the client's waiter for its id; dropping it ends it.
         self._finalizer = None if watch is None else weakref.finalize(self, client._release, task_id, watch)
+        if self._finalizer is not None:
+            self._finalizer.atexit = False  # at exit the loop is gone: nothing left to release
 
     def __repr__(self) -> str:
         return f"<AsyncTask {self.name or '?'} {self.id}>"
@@ -437,17 +439,20 @@ class CeleryClient:
         if self._watches.get(task_id) is watch:
             del self._watches[task_id]
         if watch.poller is not None:
-            watch.poller.cancel()
+            with contextlib.suppress(RuntimeError):  # its loop closed already
+                watch.poller.cancel()
         if watch.subscribed:
             watch.subscribed = False
             self.results.forget(task_id)
 
     def _release(self, task_id: str, watch: _Watch) -> None:
-        """One holder of `watch` is gone; the last one ends it."""
+        """One holder of `watch` is gone (a handle collected: this may run from the garbage collector,
+        even after the loop closed); the last one ends it."""
         watch.holders -= 1
         if watch.holders <= 0:
             if not watch.future.done():
-                watch.future.cancel()
+                with contextlib.suppress(RuntimeError):
+                    watch.future.cancel()
             self._unwatch(task_id, watch)
 
     async def _poll(self, task_id: str, future: asyncio.Future[dict[str, Any] | None], once: bool = False) -> None:
@@ -495,7 +500,10 @@ class CeleryClient:
         state = str(meta.get("status") or states.PENDING)
         result = meta.get("result")
         if state in states.EXCEPTION_STATES:
-            result = self.app.backend.exception_to_python(result)
+            try:
+                result = self.app.backend.exception_to_python(result)
+            except Exception as refused:  # not an exception class (SecurityError), or no type: Celery raises it
+                result = refused
         done = meta.get("date_done")
         if isinstance(done, str):
             try:
