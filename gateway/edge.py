@@ -30,7 +30,8 @@ What changes, each as narrow as Tornado allows:
 
 Statuses: 400 malformed request line, header, Host, body framing, or more than `max_query_params`
 parameters; 405 a method other than GET/HEAD that announces a body (outside `body_paths`); 408 head
-or body not received in time; 413 a body on GET/HEAD, or larger than `max_body_bytes`; 414 a request
+or body not received in time; 413 a body on GET/HEAD, or larger than its path's cap (`max_body_bytes`,
+or a smaller one `body_paths` gives); 414 a request
 target longer than `max_uri_bytes`; 431 a head longer than `max_head_bytes`. The body is the API's
 error shape, ``{"error": …, "field": …}``.
 """

@@ -305,6 +305,22 @@ def test_a_timeout_names_the_task_and_a_later_read_gets_its_result(workers: None
     assert value == 1.0
 
 
+def test_reading_an_id_the_gateways_call_waits_for_leaves_that_call_its_result(workers: None) -> None:
+    """The gateway's `call` and a library read of the same id at once (Flower's /api/task/result on an id a
+    /check request waits for): both get the result (the listener keeps one waiter per id)."""
+
+    async def scenario(client: CeleryClient) -> tuple[tuple[str, dict | None, float], float]:
+        await client.start(wait=10)  # call() is the gateway's path: it publishes on a started client only
+        task_id = client.new_id()
+        calling = asyncio.ensure_future(client.call("foreign.sleep", {"seconds": 0.5}, timeout=20, task_id=task_id))
+        await asyncio.sleep(0.1)
+        return await asyncio.gather(calling, client.result(task_id, timeout=20))
+
+    (_, meta, _), read = run(scenario)
+    assert meta is not None and meta["status"] == "SUCCESS" and meta["result"] == 0.5
+    assert read == 0.5
+
+
 def test_a_thousand_concurrent_awaits_in_one_process(workers: None) -> None:
     async def scenario(client: CeleryClient) -> list[int]:
         return await asyncio.gather(*(client.apply("foreign.add", (i, i), timeout=120) for i in range(1000)))

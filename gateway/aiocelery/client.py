@@ -101,10 +101,12 @@ class TaskResult:
 
     @property
     def successful(self) -> bool:
+        """The task returned (SUCCESS)."""
         return self.state == states.SUCCESS
 
     @property
     def failed(self) -> bool:
+        """The task raised (FAILURE)."""
         return self.state == states.FAILURE
 
     def value(self, propagate: bool = True) -> Any:
