@@ -77,6 +77,11 @@ setup(
             # tests/test_wheel.py builds the sdist and the wheel (python -m build --no-isolation).
             "build>=1.2",
             "setuptools>=70.1",
+            # The library's usage tests (tests/test_library.py): a FastAPI app and an aiohttp one awaiting
+            # Celery tasks through gateway.aiocelery, driven in process by httpx.
+            "fastapi>=0.110",
+            "httpx>=0.27",
+            "aiohttp>=3.9",
         ],
         # `make bench`: the peers checkgate is measured against (Flask+gunicorn, Flower) and the plots.
         "bench": ["flask>=3.0", "gunicorn>=22", "matplotlib>=3.8"],

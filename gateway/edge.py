@@ -30,7 +30,8 @@ What changes, each as narrow as Tornado allows:
 
 Statuses: 400 malformed request line, header, Host, body framing, or more than `max_query_params`
 parameters; 405 a method other than GET/HEAD that announces a body (outside `body_paths`); 408 head
-or body not received in time; 413 a body on GET/HEAD, or larger than `max_body_bytes`; 414 a request
+or body not received in time; 413 a body on GET/HEAD, or larger than its path's cap (`max_body_bytes`,
+or a smaller one `body_paths` gives); 414 a request
 target longer than `max_uri_bytes`; 431 a head longer than `max_head_bytes`. The body is the API's
 error shape, ``{"error": …, "field": …}``.
 """
@@ -45,7 +46,7 @@ import json
 import logging
 import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.client import responses
 from typing import Any
@@ -306,14 +307,16 @@ class EdgeConnection(HTTP1Connection):
             length = int(value)
         if not length and "Transfer-Encoding" not in headers:
             return
-        limit = self.edge.limits.max_body_bytes
-        if not self.edge.accepts_body(request.path):
+        limit = self.edge.body_limit(request.path)
+        if limit is None:
             if request.method in ("GET", "HEAD"):
                 raise EdgeRefusal(413, f"{request.method} takes no request body", "body")
             message = f"method {request.method} not allowed: this API takes GET and HEAD"
             raise EdgeRefusal(405, message, "method", {"Allow": "GET, HEAD"})
         if length > limit:
             raise EdgeRefusal(413, f"request body larger than {limit} bytes", "body")
+        # A chunked body (no Content-Length) is held to the same cap while it is read.
+        self.set_max_body_size(limit)
 
     def _read_body(
         self, code: int, headers: httputil.HTTPHeaders, delegate: httputil.HTTPMessageDelegate
@@ -418,7 +421,8 @@ class EdgeServer(HTTPServer):
     """Tornado's HTTPServer with the edge's limits, JSON refusals and a pausing accept loop.
 
     `limits`: the `EdgeLimits`; `body_paths`: path prefixes whose handlers read request bodies (the
-    console's forms) — everywhere else a body is refused from the head; `on_refusal(status)`: called
+    console's forms, up to `limits.max_body_bytes`), or a mapping of such prefixes to their own smaller
+    caps in bytes (Flower's task API) — everywhere else a body is refused from the head; `on_refusal(status)`: called
     for every refusal (for the metrics). No TLS (the gateway serves plain HTTP behind its proxy).
     """
 
@@ -426,12 +430,17 @@ class EdgeServer(HTTPServer):
         self,
         request_callback: httputil.HTTPServerConnectionDelegate | Callable[[httputil.HTTPServerRequest], None],
         limits: EdgeLimits | None = None,
-        body_paths: Iterable[str] = (),
+        body_paths: Iterable[str] | Mapping[str, int] = (),
         on_refusal: Callable[[int], None] | None = None,
         **kwargs: Any,
     ) -> None:
         self.limits = limits = limits or EdgeLimits()
-        self.body_paths = tuple(body_paths)
+        cap = limits.max_body_bytes
+        if isinstance(body_paths, Mapping):
+            self.body_caps = {prefix: min(limit, cap) for prefix, limit in body_paths.items()}
+        else:
+            self.body_caps = dict.fromkeys(body_paths, cap)
+        self.body_paths = tuple(self.body_caps)
         self.on_refusal = on_refusal
         self.ratelog = RateLimitedLog(log)
         kwargs.setdefault("max_buffer_size", 4 * max(limits.max_head_bytes, limits.max_body_bytes))
@@ -446,8 +455,15 @@ class EdgeServer(HTTPServer):
         self._acceptors: list[_Acceptor] = []
 
     def accepts_body(self, path: str) -> bool:
-        """Whether requests to `path` may carry a body (up to `limits.max_body_bytes`)."""
-        return path.startswith(self.body_paths) if self.body_paths else False
+        """Whether requests to `path` may carry a body (up to `body_limit(path)` bytes)."""
+        return self.body_limit(path) is not None
+
+    def body_limit(self, path: str) -> int | None:
+        """The largest body requests to `path` may carry, or None when they may carry none."""
+        for prefix, limit in self.body_caps.items():
+            if path.startswith(prefix):
+                return limit
+        return None
 
     def refused(self, refusal: EdgeRefusal, peer: str) -> None:
         """Count and log (at a bounded rate) a refusal."""

@@ -13,6 +13,9 @@ from gateway.auth import KeyRing
 from gateway.config import Settings
 from gateway.console import Console, console_routes, start_console
 from gateway.edge import EdgeLimits, EdgeServer
+from gateway.flower_api import MAX_BODY_BYTES as FLOWER_MAX_BODY_BYTES
+from gateway.flower_api import PATH_PREFIX as FLOWER_PATH_PREFIX
+from gateway.flower_api import TaskApiSettings, task_api_routes
 from gateway.http_api import make_app
 from gateway.state import Gateway
 from tasks.registry import load_checks
@@ -48,6 +51,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     watcher = asyncio.create_task(gateway.watch_queues(), name="checkgate-queue-watch")
     web_app = make_app(gateway)
+    task_api = TaskApiSettings.from_env()  # None unless CHECKGATE_TASK_API lists tasks (Flower's task API)
+    if task_api is not None:
+        web_app.add_handlers(r".*", task_api_routes(gateway, task_api))
+        if keys is None:
+            log.warning("task API on without API keys: whoever reaches the gateway runs %s", task_api.patterns)
     console = Console.from_env()  # None unless CHECKGATE_CONSOLE_CONFIG is set; a bad file stops the start
     if console is not None:
         web_app.add_handlers(r".*", console_routes(console))
@@ -55,8 +63,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     limits = EdgeLimits(
         idle_timeout=settings.idle_timeout, head_timeout=settings.head_timeout, body_timeout=settings.body_timeout
     )
-    # Only the console's forms carry request bodies; the API refuses any body from the request head.
-    body_paths = (console.settings.base_path.rstrip("/") + "/",) if console is not None else ()
+    # Only the console's forms and Flower's task API carry request bodies (the latter small ones); the
+    # rest of the API refuses any body from the request head.
+    body_paths = {console.settings.base_path.rstrip("/") + "/": limits.max_body_bytes} if console is not None else {}
+    if task_api is not None:
+        body_paths[FLOWER_PATH_PREFIX] = FLOWER_MAX_BODY_BYTES
     server = EdgeServer(web_app, limits=limits, body_paths=body_paths, on_refusal=gateway.count_refusal)
     server.listen(settings.port, settings.bind, backlog=4096)
     log.info(

@@ -87,6 +87,27 @@ def test_publish_frames_decode_with_pamqp(size: int) -> None:
     assert len(chunks) == -(-size // (131072 - 8))
 
 
+@pytest.mark.parametrize(("priority", "expiration_ms"), [(None, None), (0, None), (9, 1500), (255, 1)])
+def test_publish_frames_priority_and_no_expiration(priority: int | None, expiration_ms: int | None) -> None:
+    data = publish_frames(
+        1,
+        "",
+        "q",
+        b"{}",
+        content_type="application/json",
+        content_encoding="utf-8",
+        headers={"task": "t"},
+        message_id="id-1",
+        expiration_ms=expiration_ms,
+        priority=priority,
+    )
+    props = frames_of(data)[1][1].properties
+    assert props.priority == priority
+    assert props.expiration == (None if expiration_ms is None else str(expiration_ms))
+    assert (props.delivery_mode, props.message_id, props.correlation_id) == (2, "id-1", "id-1")
+    assert props.headers == {"task": "t"}
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [

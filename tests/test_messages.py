@@ -124,7 +124,7 @@ def test_messages_from_the_template_equal_celerys_own(
     task_id = client.new_id()
     msg = client.build_message(task_id, check.task_name, kwargs, timeout=10, ignore_result=ignore_result)
     expires = datetime.fromisoformat(msg.headers["expires"])
-    headers, body = client.messages.celery_message(task_id, check.task_name, kwargs, expires, ignore_result)
+    headers, body = client.messages.celery_message(task_id, check.task_name, (), kwargs, expires, ignore_result)
     assert msg.headers == headers
     assert list(msg.headers) == list(headers)
     decoded = loads(msg.body, msg.content_type, msg.content_encoding, accept=["application/x-msgpack"])

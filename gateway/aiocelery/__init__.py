@@ -1,6 +1,17 @@
-"""aiocelery: publish Celery tasks and await their results from asyncio, without blocking the loop.
+"""aiocelery: send any Celery task and await its result from asyncio, without blocking the loop.
 
-The part of checkgate that tornado-celery was for Celery 3 and Tornado 4:
+The library checkgate's gateway is built on (the role tornado-celery played for Celery 3 and Tornado 4),
+usable from any asyncio program — Tornado, aiohttp, FastAPI/Starlette, plain asyncio:
+
+    from gateway.aiocelery import CeleryClient
+
+    client = CeleryClient(app)                      # any Celery app: RabbitMQ broker, Redis results
+    task = await client.send_task("proj.add", (2, 3), countdown=5, priority=3)
+    value = await task.get(timeout=10)              # or: await client.apply("proj.add", (2, 3), timeout=10)
+    state = await client.fetch(task.id)             # state and value now, without waiting
+    await client.close()
+
+Public: `CeleryClient`, `AsyncTask`, `TaskResult` and the errors below. The modules under it:
 
 - `messages`: protocol-2 task messages made by the Celery app's own code (templated per task type);
 - `amqp`: a lean AMQP 0-9-1 connection that publishes them with confirms;
@@ -11,25 +22,33 @@ The part of checkgate that tornado-celery was for Celery 3 and Tornado 4:
 - `errors`: what they raise, each failure saying whose it is.
 """
 
-from gateway.aiocelery.client import CeleryClient
+from gateway.aiocelery.client import AsyncTask, CeleryClient, TaskResult
 from gateway.aiocelery.errors import (
     BackendUnavailable,
     BrokerRefused,
     BrokerUnavailable,
+    ClientClosed,
     DeadlinePassed,
     OutOfDescriptors,
+    ResultTimeout,
     Unroutable,
+    UnsupportedBackend,
 )
 from gateway.aiocelery.messages import MessageFactory, OutgoingMessage
 
 __all__ = [
+    "AsyncTask",
     "BackendUnavailable",
     "BrokerRefused",
     "BrokerUnavailable",
     "CeleryClient",
+    "ClientClosed",
     "DeadlinePassed",
     "MessageFactory",
     "OutOfDescriptors",
     "OutgoingMessage",
+    "ResultTimeout",
+    "TaskResult",
     "Unroutable",
+    "UnsupportedBackend",
 ]

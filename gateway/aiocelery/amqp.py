@@ -139,24 +139,31 @@ def publish_frames(
     content_encoding: str,
     headers: Mapping[str, Any],
     message_id: str,
-    expiration_ms: int,
+    expiration_ms: int | None,
+    priority: int | None = None,
     frame_max: int = DEFAULT_FRAME_MAX,
 ) -> bytes:
     """Basic.Publish (mandatory) + content header + body frames of a persistent message.
 
-    Properties: content type and encoding, headers, delivery mode 2, correlation id and message id
-    (both the task id, as Celery sets the former), expiration.
+    Properties: content type and encoding, headers, delivery mode 2, priority (0-255, when given),
+    correlation id and message id (both the task id, as Celery sets the former), expiration (when
+    given: None publishes without a TTL).
     """
     method = _PUBLISH_HEAD.pack(60, 40, 0) + _shortstr(exchange) + _shortstr(routing_key) + b"\x01"
-    flags = 0x8000 | 0x4000 | 0x2000 | 0x1000 | 0x0400 | 0x0100 | 0x0080
+    flags = 0x8000 | 0x4000 | 0x2000 | 0x1000 | 0x0400 | 0x0080
+    if priority is not None:
+        flags |= 0x0800
+    if expiration_ms is not None:
+        flags |= 0x0100
     properties = b"".join(
         (
             _shortstr(content_type),
             _shortstr(content_encoding),
             field_table(headers),
             b"\x02",
+            b"" if priority is None else bytes((priority,)),
             _shortstr(message_id),
-            _shortstr(str(expiration_ms)),
+            b"" if expiration_ms is None else _shortstr(str(expiration_ms)),
             _shortstr(message_id),
         )
     )
@@ -324,8 +331,9 @@ class AmqpConnection(asyncio.Protocol):
         content_encoding: str,
         headers: Mapping[str, Any],
         message_id: str,
-        expiration_ms: int,
+        expiration_ms: int | None,
         timeout: float,
+        priority: int | None = None,
     ) -> asyncio.Future[None]:
         """Send a persistent, mandatory message on the publish channel; the future completes when the
         broker confirms it, or fails with `Returned` (unroutable), `AmqpError` (nack, connection or
@@ -346,6 +354,7 @@ class AmqpConnection(asyncio.Protocol):
             headers=headers,
             message_id=message_id,
             expiration_ms=expiration_ms,
+            priority=priority,
             frame_max=self.frame_max,
         )
         self._write(data)

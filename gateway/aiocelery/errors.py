@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+
 # Errors that mean this process is out of file descriptors, not that a service is down.
 _OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
 
@@ -48,3 +50,23 @@ def backend_error(exc: BaseException) -> BackendUnavailable:
             return OutOfDescriptors(f"out of file descriptors: {cause}")
         cause = cause.__cause__ or cause.__context__
     return BackendUnavailable(str(exc))
+
+
+class UnsupportedBackend(ValueError):
+    """The app's result backend cannot be awaited without blocking: only Redis (redis://, rediss://,
+    sentinel://) publishes each result as it is stored. Raised when a `CeleryClient` is made."""
+
+
+class ClientClosed(RuntimeError):
+    """The `CeleryClient` was closed: nothing more is published, and waits still open end with this."""
+
+
+class ResultTimeout(CeleryTimeoutError, TimeoutError):
+    """No result within the `timeout` given (seconds). The task may still run and store one later: read
+    it by `task_id`. Both `celery.exceptions.TimeoutError` (as `AsyncResult.get` raises) and the
+    built-in `TimeoutError` (as asyncio raises) catch it."""
+
+    def __init__(self, task_id: str, timeout: float) -> None:
+        super().__init__(f"task {task_id} not ready within {timeout:g} s")
+        self.task_id = task_id
+        self.timeout = timeout

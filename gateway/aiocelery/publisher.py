@@ -14,6 +14,7 @@ import logging
 import ssl
 
 from kombu import Queue
+from kombu.transport.base import to_rabbitmq_queue_arguments
 from pamqp import commands
 
 from gateway.aiocelery.amqp import PUBLISH_CHANNEL, AmqpConnection, AmqpError, AmqpParams, Nacked, Returned
@@ -115,7 +116,16 @@ class BrokerPublisher:
                 durable=q.durable,
                 exclusive=q.exclusive,
                 auto_delete=q.auto_delete,
-                arguments=q.queue_arguments,
+                # kombu's own merge: x-max-priority, x-expires, x-message-ttl and x-max-length come
+                # from the Queue's attributes, as the workers declare them.
+                arguments=to_rabbitmq_queue_arguments(
+                    q.queue_arguments or {},
+                    expires=q.expires,
+                    message_ttl=q.message_ttl,
+                    max_length=q.max_length,
+                    max_length_bytes=q.max_length_bytes,
+                    max_priority=q.max_priority,
+                ),
             )
             await connection.rpc(channel, declare, commands.Queue.DeclareOk)
             if q.exchange is not None and q.exchange.name:
@@ -138,7 +148,9 @@ class BrokerPublisher:
         connection = self._open_connection()
         # A burst of thousands of publishes queues in the socket; each may wait for its confirm as long
         # as its own deadline allows, up to the configured cap.
-        cut_by_deadline = msg.expiration <= self._publish_timeout
+        # A message without expiry (None) waits for the configured cap only.
+        expiration = self._publish_timeout if msg.expiration is None else msg.expiration
+        cut_by_deadline = msg.expiration is not None and expiration <= self._publish_timeout
         try:
             await connection.publish(
                 msg.exchange,
@@ -148,8 +160,9 @@ class BrokerPublisher:
                 content_encoding=msg.content_encoding,
                 headers=msg.headers,
                 message_id=msg.task_id,
-                expiration_ms=max(1, int(msg.expiration * 1000)),
-                timeout=min(self._publish_timeout, msg.expiration),
+                expiration_ms=None if msg.expiration is None else max(1, int(msg.expiration * 1000)),
+                timeout=min(self._publish_timeout, expiration),
+                priority=msg.priority,
             )
         except Returned as exc:
             raise Unroutable(f"no queue bound for routing key {msg.routing_key!r}") from exc

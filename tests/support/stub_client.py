@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gateway.aiocelery import BackendUnavailable
+from gateway.aiocelery import BackendUnavailable, TaskResult
 from gateway.aiocelery.results import pending_marker
 from tasks.registry import REGISTRY, CheckType
 
@@ -55,11 +55,29 @@ class StubBroker:
         return dict(self.stats)
 
 
+class StubTask:
+    """`AsyncTask`'s interface as Flower's task API uses it: an id, and `wait` answering what the test set."""
+
+    def __init__(self, client: StubClient, task_id: str) -> None:
+        self.id = task_id
+        self._client = client
+
+    async def wait(self, timeout: float | None = None) -> TaskResult:
+        self._client.waited.append((self.id, timeout))
+        outcome = self._client.task_outcome(self.id)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
 class StubClient:
     """CeleryClient's interface as the handlers use it.
 
     `answer(check, kwargs, timeout)` decides what a sync call returns (a meta, None for a deadline, or
-    an exception to raise); `publish_error` is raised by every publish (async and fire modes).
+    an exception to raise); `publish_error` is raised by every publish (async and fire modes). The
+    library's calls (Flower's task API): `send_task` records what it was asked (`sent`) or raises
+    `send_error`; a task's `wait` answers `task_outcome(id)` (a TaskResult or an exception to raise);
+    `fetch` answers from `fetched` (PENDING otherwise).
     """
 
     def __init__(self) -> None:
@@ -69,6 +87,13 @@ class StubClient:
         self.publish_error: BaseException | None = None
         self.answer: Callable[[CheckType, dict[str, Any], float], dict[str, Any] | None] = self._success
         self._ids = 0
+        self.sent: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
+        self.send_error: BaseException | None = None
+        self.waited: list[tuple[str, float | None]] = []
+        self.task_outcome: Callable[[str], TaskResult | BaseException] = lambda task_id: TaskResult(
+            task_id, "SUCCESS", 3
+        )
+        self.fetched: dict[str, TaskResult] = {}
 
     @staticmethod
     def _success(check: CheckType, kwargs: dict[str, Any], timeout: float) -> dict[str, Any] | None:
@@ -102,3 +127,17 @@ class StubClient:
         if meta is not None:
             self.results.stored[task_id] = {**meta, "task_id": task_id}
         return task_id, meta, 0.0
+
+    async def send_task(self, name: str, args: Any = (), kwargs: Any = None, **options: Any) -> StubTask:
+        if self.send_error is not None:
+            raise self.send_error
+        self.sent.append((name, list(args), dict(kwargs or {}), options))
+        return StubTask(self, self.new_id())
+
+    def task(self, task_id: str, name: str | None = None) -> StubTask:
+        return StubTask(self, task_id)
+
+    async def fetch(self, task_id: str) -> TaskResult:
+        if self.results.fail is not None:
+            raise self.results.fail
+        return self.fetched.get(task_id, TaskResult(task_id, "PENDING"))
