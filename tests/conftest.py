@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from tasks.registry import load_checks
 from tests.support.env import BACKEND_URL, BROKER_URL, RUN_PREFIX
 from tests.support.stack import Stack
+
+# Every declared check (built-ins, the test plugins of CHECKGATE_CHECK_MODULES), as workers and gateway
+# see them: tests that read tasks.registry.REGISTRY directly find them whatever runs first.
+load_checks()
 
 
 @pytest.fixture(scope="session")
