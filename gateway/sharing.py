@@ -2,10 +2,13 @@
 
 Identical sync requests in flight at the same time share one task ("single flight"), and for `cache_ttl`
 seconds after it ended a new identical request gets the same result without publishing anything. Only
-idempotent checks may share (the registry refuses the others); only SUCCESS results are kept; only
-requests with the same timeout share a task in flight, so a follower that may wait longer than its
-leader never gets the leader's 504. The recent results are a `cachetools.TLRUCache` (per-entry time to
-live, bounded in entries).
+idempotent checks may share (the registry refuses the others); only SUCCESS results are kept. Requests
+are identical only with the same timeout, in flight and in the cache alike: a check's verdict depends on
+its deadline (a target 150 ms away is `ok: false, reason: timeout` for a 0.12 s check and fine for a
+30 s one), so a caller's short timeout must never answer another caller's longer one — the hostile-
+caller attack kept a false alarm up by asking every 30 s with `timeout=0.12` — and a follower that may
+wait longer than its leader never gets the leader's 504. The recent results are a
+`cachetools.TLRUCache` (per-entry time to live, bounded in entries).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any, NamedTuple
 import cachetools
 
 Key = tuple[str, tuple[tuple[str, Any], ...]]
+# A request's identity for sharing: its key and its timeout (seconds).
+Identity = tuple[Key, float]
 Meta = dict[str, Any]
 
 
@@ -47,21 +52,21 @@ class SharedResults:
     """Recent SUCCESS metas by request identity, plus the futures of identical requests in flight."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self._recent: cachetools.TLRUCache[Key, _Kept] = cachetools.TLRUCache(
+        self._recent: cachetools.TLRUCache[Identity, _Kept] = cachetools.TLRUCache(
             maxsize=max_entries, ttu=lambda _key, kept, now: now + kept.ttl, timer=time.monotonic
         )
         # (identity, timeout) → (task id, future of its meta) of the request whose task the others share.
-        self.inflight: dict[tuple[Key, float], tuple[str, asyncio.Future[Meta | None]]] = {}
+        self.inflight: dict[Identity, tuple[str, asyncio.Future[Meta | None]]] = {}
 
-    def recent(self, key: Key) -> tuple[str, Meta] | None:
+    def recent(self, identity: Identity) -> tuple[str, Meta] | None:
         """(task id, meta) of a result younger than its TTL, or None."""
-        kept = self._recent.get(key)
+        kept = self._recent.get(identity)
         return None if kept is None else (kept.task_id, kept.meta)
 
-    def keep(self, key: Key, task_id: str, meta: Meta, ttl: float) -> None:
+    def keep(self, identity: Identity, task_id: str, meta: Meta, ttl: float) -> None:
         """Remember a SUCCESS result for `ttl` seconds (the least recently used go beyond the bound)."""
         if meta.get("status") == "SUCCESS" and ttl > 0:
-            self._recent[key] = _Kept(task_id, meta, ttl)
+            self._recent[identity] = _Kept(task_id, meta, ttl)
 
     async def call(
         self,
@@ -71,12 +76,12 @@ class SharedResults:
         new_id: Callable[[], str],
         run: Callable[[str], Awaitable[tuple[str, Meta | None, float]]],
     ) -> Shared:
-        """Answer a sync request of identity `key`: from a recent result (when `ttl` > 0), from the task of
-        an identical request in flight with the same `timeout`, or by `run(new_id())` — a new task that
-        identical requests arriving meanwhile share. Exceptions of `run` reach every sharer."""
-        if (hit := self.recent(key)) is not None:
-            return Shared(hit[0], hit[1], True, None)
+        """Answer a sync request of `key` and `timeout` (seconds): from a recent result of the same key and
+        timeout (when `ttl` > 0), from the task of such a request in flight, or by `run(new_id())` — a new
+        task that identical requests arriving meanwhile share. Exceptions of `run` reach every sharer."""
         flight = (key, timeout)
+        if (hit := self.recent(flight)) is not None:
+            return Shared(hit[0], hit[1], True, None)
         if (leader := self.inflight.get(flight)) is not None:
             task_id, future = leader
             try:
@@ -96,5 +101,5 @@ class SharedResults:
             self.inflight.pop(flight, None)
         future.set_result(meta)
         if meta is not None:
-            self.keep(key, task_id, meta, ttl)
+            self.keep(flight, task_id, meta, ttl)
         return Shared(task_id, meta, False, away)
