@@ -25,13 +25,14 @@ from kombu.serialization import dumps
 log = logging.getLogger("checkgate.gateway")
 
 
-def route_of(app: Celery, task_name: str) -> tuple[str, str]:
-    """Exchange and routing key for a task, by the rule Celery's own `send_task_message` applies.
+def route_of(app: Celery, task_name: str, queue_name: str | None = None) -> tuple[str, str]:
+    """Exchange and routing key for a task, by the rule Celery's own `send_task_message` applies: to the
+    queue the app's routes give the task, or to `queue_name` (as `send_task(..., queue=…)`).
 
     A queue on a direct exchange is published to the default exchange with the queue's name as
     routing key; other exchange types are published to the queue's exchange with its routing key.
     """
-    queue: Queue = app.amqp.router.route({}, task_name)["queue"]
+    queue: Queue = app.amqp.router.route({"queue": queue_name} if queue_name else {}, task_name)["queue"]
     if queue.exchange is None or queue.exchange.type == "direct":
         return "", queue.name
     return queue.exchange.name, queue.routing_key or app.conf.task_default_routing_key
@@ -72,14 +73,22 @@ class MessageFactory:
         self.app = app
         self._origin = origin or f"aiocelery@{socket.gethostname()}/{os.getpid()}"
         self._serializer = app.conf.task_serializer
-        self._routes: dict[str, tuple[str, str]] = {}
+        self._routes: dict[tuple[str, str | None], tuple[str, str]] = {}
         self._templates: dict[tuple[str, bool], dict[str, Any] | None] = {}
 
     def build(
-        self, task_id: str, task_name: str, kwargs: dict[str, Any], *, timeout: float, ignore_result: bool = False
+        self,
+        task_id: str,
+        task_name: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        ignore_result: bool = False,
+        queue: str | None = None,
     ) -> OutgoingMessage:
         """A message running `task_name(**kwargs)`, expiring `timeout` seconds from now (broker TTL and
-        the `expires` header); `ignore_result` asks the worker to store no result (fire and forget)."""
+        the `expires` header); `ignore_result` asks the worker to store no result (fire and forget);
+        `queue` routes it to that queue of the app instead of the task's own (`route_of`)."""
         key = (task_name, ignore_result)
         if key not in self._templates:
             self._templates[key] = self._template(*key)
@@ -96,9 +105,9 @@ class MessageFactory:
         content_type, content_encoding, data = dumps(body, serializer=self._serializer)
         if isinstance(data, str):
             data = data.encode(content_encoding)
-        route = self._routes.get(task_name)
+        route = self._routes.get((task_name, queue))
         if route is None:
-            route = self._routes[task_name] = route_of(self.app, task_name)
+            route = self._routes[task_name, queue] = route_of(self.app, task_name, queue)
         exchange, routing_key = route
         return OutgoingMessage(
             task_id=task_id,
