@@ -19,6 +19,7 @@ _ANSWER = {
         "result": {"description": "what the check returned"},
         "duration_ms": {"type": "number"},
         "worker": {"type": "string"},
+        "location": {"type": "string"},
         "result_url": {"type": "string"},
         "error": {
             "oneOf": [
@@ -28,15 +29,56 @@ _ANSWER = {
         },
     },
 }
+# A check run in several locations (gateway/locations.py): each location's Answer (with its HTTP
+# `status`) and the verdict; async and fire answers carry each location's id only.
+_FANOUT = {
+    "type": "object",
+    "required": ["type", "state", "locations"],
+    "properties": {
+        "type": {"type": "string"},
+        "state": {"type": "string", "enum": ["SUCCESS", "PENDING", "SENT"]},
+        "ok": {"type": "boolean", "nullable": True, "description": "the verdict; null when undecided (504)"},
+        "require": {"type": "string", "description": "all, any or a number of locations"},
+        "needed": {"type": "integer"},
+        "passed": {"type": "integer"},
+        "failed": {"type": "integer"},
+        "undecided": {"type": "integer"},
+        "duration_ms": {"type": "number"},
+        "error": {"type": "string"},
+        "skipped": {"type": "array", "items": {"type": "string"}},
+        "locations": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "integer"}, "error": _ANSWER["properties"]["error"]},
+            },
+        },
+    },
+}
 _ERROR = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {"type": "string"}, "field": {"type": "string"}, "retry_after": {"type": "integer"}},
+    "properties": {
+        "error": {"type": "string"},
+        "field": {"type": "string"},
+        "retry_after": {"type": "integer"},
+        "locations": {"type": "array", "items": {"type": "string"}},
+    },
 }
 
 
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": schema_ref}}}}
+
+
+def _answers(description: str, text: bool = False) -> dict[str, Any]:
+    """A response of /check: one location's Answer, or a fan-out's (`text`: format=prometheus too)."""
+    schema = {"anyOf": [{"$ref": "#/components/schemas/Answer"}, {"$ref": "#/components/schemas/FanoutAnswer"}]}
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if text:
+        content["text/plain"] = {"schema": {"type": "string"}}
+    return {"description": description, "content": content}
 
 
 def _edge(responses: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +126,19 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
             "schema": {"type": "number", "minimum": check.min_timeout, "maximum": check.max_timeout},
         },
         {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "prometheus"]}},
+        {
+            "name": "location",
+            "in": "query",
+            "description": "run it in this location (its usual answer), in each of a comma-separated list, "
+            "or in every live one (all): one answer per location and a verdict",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 2048},
+        },
+        {
+            "name": "require",
+            "in": "query",
+            "description": "with several locations: how many must pass for the verdict (default all)",
+            "schema": {"type": "string", "pattern": "^(all|any|[1-9][0-9]{0,2})$"},
+        },
     ]
     return {
         "summary": (check.doc.splitlines() or [check.name])[0],
@@ -92,14 +147,11 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
         "parameters": params,
         "responses": _edge(
             {
-                "200": {
-                    "description": "the check ran (a target that is down is ok: false)",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Answer"}},
-                        "text/plain": {"schema": {"type": "string"}},
-                    },
-                },
-                "202": _json("#/components/schemas/Answer", "accepted (async, fire)"),
+                "200": _answers(
+                    "the check ran (a target that is down is ok: false); in several locations: the verdict was decided",
+                    text=True,
+                ),
+                "202": _answers("accepted (async, fire)"),
                 "400": _json("#/components/schemas/Error", "bad parameter; `field` names it"),
                 "401": _json("#/components/schemas/Error", "API key missing or invalid (when keys are configured)"),
                 "403": {
@@ -117,8 +169,12 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
                 },
                 "429": _json("#/components/schemas/Error", "API key over its rate; see Retry-After"),
                 "502": _json("#/components/schemas/Answer", "the task raised"),
-                "503": _json("#/components/schemas/Error", "overloaded or broker/backend down; see Retry-After"),
-                "504": _json("#/components/schemas/Answer", "deadline passed; poll result_url"),
+                "503": _json(
+                    "#/components/schemas/Error",
+                    "overloaded, broker/backend down, or a location with no live consumer (`locations` names "
+                    "them); see Retry-After",
+                ),
+                "504": _answers("deadline passed (poll result_url); in several locations: too few answered to decide"),
             }
         ),
     }
@@ -211,5 +267,5 @@ def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "checkgate", "version": "1", "description": "Run checks on distributed Celery workers."},
         "paths": paths,
-        "components": {"schemas": {"Answer": _ANSWER, "Error": _ERROR}},
+        "components": {"schemas": {"Answer": _ANSWER, "FanoutAnswer": _FANOUT, "Error": _ERROR}},
     }

@@ -14,6 +14,7 @@ from gateway.config import Settings
 from gateway.console import Console, console_routes, start_console
 from gateway.edge import EdgeLimits, EdgeServer
 from gateway.http_api import make_app
+from gateway.locations import Locations
 from gateway.state import Gateway
 from tasks.registry import load_checks
 
@@ -44,7 +45,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     queues = {c.name: conf.task_routes[c.task_name]["queue"] for c in checks.values()}
     keys = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
     gateway = Gateway(
-        client=client, settings=settings, checks=checks, queues=queues, keys=keys, queue_prefix=conf.QUEUE_PREFIX
+        client=client,
+        settings=settings,
+        checks=checks,
+        queues=queues,
+        keys=keys,
+        queue_prefix=conf.QUEUE_PREFIX,
+        locations=Locations(conf.LOCATIONS, queues),
     )
     watcher = asyncio.create_task(gateway.watch_queues(), name="checkgate-queue-watch")
     web_app = make_app(gateway)

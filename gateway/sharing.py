@@ -17,13 +17,14 @@ from typing import Any, NamedTuple
 
 import cachetools
 
-Key = tuple[str, tuple[tuple[str, Any], ...]]
+Key = tuple[str, str, tuple[tuple[str, Any], ...]]
 Meta = dict[str, Any]
 
 
-def cache_key(check_name: str, kwargs: dict[str, Any]) -> Key:
-    """Identity of a request: the check type and its validated arguments."""
-    return check_name, tuple(sorted(kwargs.items()))
+def cache_key(check_name: str, kwargs: dict[str, Any], location: str = "") -> Key:
+    """Identity of a request: the check type, where it runs (a location, or "" for anywhere: the same
+    check from another place may well answer otherwise) and its validated arguments."""
+    return check_name, location, tuple(sorted(kwargs.items()))
 
 
 class Shared(NamedTuple):
