@@ -86,6 +86,8 @@ class Stack:
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
+        # Locations whose queues (`<queue>@<location>`) the run may have declared, for `cleanup`.
+        self.locations = {n.strip() for n in self.env.get("CHECKGATE_LOCATIONS", "").split(",") if n.strip()}
 
     def client_app(self, **env: str) -> Celery:
         """A Celery app configured exactly as this stack's workers (celeryconfig read under the stack's
@@ -139,6 +141,8 @@ class Stack:
         argv += ["--without-gossip", "--without-mingle", "-l", "info"]
         if host is not None:
             argv = host.command(argv)
+        if (env or {}).get("CHECKGATE_LOCATION"):
+            self.locations.add((env or {})["CHECKGATE_LOCATION"])
         proc = self._spawn(name, argv, {**self.env, **(env or {})})
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
@@ -195,7 +199,9 @@ class Stack:
 
     def cleanup(self) -> None:
         """Delete the run's queues, exchanges and Redis keys from the shared broker and Redis."""
-        cleanup_deployment(self.prefix, self.broker_url, self.backend_url, {c.queue for c in load_checks().values()})
+        queues = {c.queue for c in load_checks().values()}
+        queues |= {f"{queue}@{where}" for queue in queues for where in self.locations}
+        cleanup_deployment(self.prefix, self.broker_url, self.backend_url, queues)
 
 
 @contextlib.contextmanager
