@@ -588,7 +588,7 @@ class OpenApiHandler(JsonHandler):
     """GET /openapi.json: the API, generated from the check declarations."""
 
     def get(self) -> None:
-        self.send(200, openapi_document(self.gateway.checks))
+        self.send(200, openapi_document(self.gateway.checks, self.gateway.locations.names))
 
 
 class NotFoundHandler(JsonHandler):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tasks.registry import CheckType, Param
@@ -112,7 +113,36 @@ def param_schema(param: Param) -> dict[str, Any]:
     return schema
 
 
-def _check_operation(check: CheckType) -> dict[str, Any]:
+def _location_params(locations: Sequence[str]) -> list[dict[str, Any]]:
+    """`location` and `require` (gateway/locations.py), documented when the deployment has locations.
+
+    Their values are listed: `all`, each location, and the comma-separated lists in the configured order
+    (any order is accepted; for more than 5 locations only single names are listed)."""
+    lists = [
+        ",".join(combo)
+        for size in range(2, len(locations) + 1 if len(locations) <= 5 else 2)
+        for combo in itertools.combinations(locations, size)
+    ]
+    return [
+        {
+            "name": "location",
+            "in": "query",
+            "description": "run it in this location (its usual answer, with `location`), in each of a "
+            "comma-separated list, or in every location with a live consumer (all): one answer per location "
+            "and the verdict (FanoutAnswer). A named location with no live consumer is a 503 naming it.",
+            "schema": {"type": "string", "enum": ["all", *locations, *lists]},
+        },
+        {
+            "name": "require",
+            "in": "query",
+            "description": "with a list or all, in sync mode: how many locations must pass for `ok` "
+            "(all: every one; default all); at most the number named",
+            "schema": {"type": "string", "enum": ["all", "any", *(str(n) for n in range(1, len(locations) + 1))]},
+        },
+    ]
+
+
+def _check_operation(check: CheckType, locations: Sequence[str] = ()) -> dict[str, Any]:
     params = [
         {"name": p.name, "in": "query", "required": p.required, "description": p.doc, "schema": param_schema(p)}
         for p in check.params
@@ -126,20 +156,9 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
             "schema": {"type": "number", "minimum": check.min_timeout, "maximum": check.max_timeout},
         },
         {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "prometheus"]}},
-        {
-            "name": "location",
-            "in": "query",
-            "description": "run it in this location (its usual answer), in each of a comma-separated list, "
-            "or in every live one (all): one answer per location and a verdict",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 2048},
-        },
-        {
-            "name": "require",
-            "in": "query",
-            "description": "with several locations: how many must pass for the verdict (default all)",
-            "schema": {"type": "string", "pattern": "^(all|any|[1-9][0-9]{0,2})$"},
-        },
     ]
+    if locations:
+        params += _location_params(locations)
     return {
         "summary": (check.doc.splitlines() or [check.name])[0],
         "description": check.doc,
@@ -180,11 +199,16 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
     }
 
 
-def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
-    """The whole API: one path per check type plus /add, /result, /checks, /health, /metrics."""
-    paths: dict[str, Any] = {f"/check/{name}": {"get": _check_operation(c)} for name, c in sorted(checks.items())}
+def openapi_document(checks: Mapping[str, CheckType], locations: Sequence[str] = ()) -> dict[str, Any]:
+    """The whole API: one path per check type plus /add, /result, /checks, /health, /metrics; `locations`:
+    the deployment's (CHECKGATE_LOCATIONS), which add `location` and `require` to every check."""
+    paths: dict[str, Any] = {
+        f"/check/{name}": {"get": _check_operation(c, locations)} for name, c in sorted(checks.items())
+    }
     if "add" in checks:
-        add = dict(_check_operation(checks["add"]), operationId="add_legacy", summary="tornado-celery's /add")
+        add = dict(
+            _check_operation(checks["add"], locations), operationId="add_legacy", summary="tornado-celery's /add"
+        )
         paths["/add"] = {"get": add}
     paths["/result/{id}"] = {
         "get": {
