@@ -239,7 +239,7 @@ def verdict_answer(
     }
     if ok is None:
         body["error"] = (
-            f"deadline of {timeout:g}s passed undecided: {passes} of the {needed} location(s) needed passed, "
+            f"deadline of {timeout:g}s passed before a verdict: {passes} of the {needed} location(s) needed passed, "
             f"{undecided} gave no answer"
         )
     body["locations"] = {where: {"status": status, **part} for where, (status, part) in answers.items()}

@@ -279,6 +279,16 @@ class TestVerdict(LocationsTest):
         samples = [s for f in text_string_to_metric_families(response.body.decode()) for s in f.samples]
         assert samples and all(s.labels["location"] == "eu-west" for s in samples)
 
+    def test_openapi_lists_location_and_require_when_there_are_locations(self) -> None:
+        _, doc, _ = self.json("/openapi.json")
+        params = {p["name"]: p for p in doc["paths"]["/check/sleep"]["get"]["parameters"]}
+        locations = params["location"]["schema"]["enum"]
+        assert {"all", "eu-west", "us-east,ap-south", "eu-west,us-east,ap-south"} <= set(locations)
+        assert params["require"]["schema"]["enum"] == ["all", "any", "1", "2", "3"]
+        assert "FanoutAnswer" in json.dumps(doc["paths"]["/check/sleep"]["get"]["responses"]["504"])
+        bare = openapi_document(self.checks)
+        assert "location" not in {p["name"] for p in bare["paths"]["/check/sleep"]["get"]["parameters"]}
+
 
 class TestSharingKeepsLocationsApart(LocationsTest):
     def test_a_cached_result_is_never_answered_for_another_location(self) -> None:
