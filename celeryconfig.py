@@ -63,6 +63,8 @@ _QUEUE_NAMES = sorted({QUEUE_PREFIX + c.queue for c in _CHECKS.values()})
 LOCATIONS = locations.configured()
 WORKER_LOCATION = locations.worker_location()
 WORKER_LOCATION_ONLY = locations.worker_location_only()
+if WORKER_LOCATION_ONLY and not WORKER_LOCATION:
+    raise ValueError("CHECKGATE_LOCATION_ONLY is set but CHECKGATE_LOCATION is not")
 _LOCATED = sorted({*LOCATIONS, WORKER_LOCATION} - {""})
 if _LOCATED and locations.SEPARATOR in QUEUE_PREFIX:
     raise ValueError(f"CHECKGATE_QUEUE_PREFIX: no {locations.SEPARATOR!r} with locations (it separates them)")

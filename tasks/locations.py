@@ -30,6 +30,7 @@ log = logging.getLogger("checkgate.locations")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 ALL = "all"
 SEPARATOR = "@"
+EX_CONFIG = 78  # sysexits.h: a configuration error
 
 
 def check_name(name: str, source: str) -> str:
@@ -108,17 +109,22 @@ def worker_selection(consumed: Iterable[str], declared: Iterable[str], location:
 def consume_location_queues(sender: str | None = None, instance: Any = None, conf: Any = None, **_: Any) -> None:
     """Celery's `celeryd_after_setup` handler (connected by tasks/celery.py): after `-Q` was applied,
     make the worker consume what `worker_selection` says, from celeryconfig's `WORKER_LOCATION` and
-    `WORKER_LOCATION_ONLY`."""
-    queues = instance.app.amqp.queues
-    location = getattr(conf, "WORKER_LOCATION", "") or ""
-    only = bool(getattr(conf, "WORKER_LOCATION_ONLY", False))
-    if only and not location:
-        raise ValueError("CHECKGATE_LOCATION_ONLY is set but CHECKGATE_LOCATION is not")
-    before = list(queues.consume_from)
-    after = worker_selection(before, queues.keys(), location, only)
-    if after == before:
-        return
-    if not after:
-        raise ValueError(f"no queue left to consume in location {location!r}: none of {before} has a location queue")
-    queues.select(after)
-    log.info("location %r: consuming %s", location or "(none)", ", ".join(after))
+    `WORKER_LOCATION_ONLY`.
+
+    Celery logs and ignores an exception a signal handler raises, which would leave the worker on its
+    unfiltered selection (without `-Q`: every location's queues). So any failure here, a selection left
+    empty included, stops the worker instead (SystemExit, EX_CONFIG)."""
+    try:
+        queues = instance.app.amqp.queues
+        location = getattr(conf, "WORKER_LOCATION", "") or ""
+        only = bool(getattr(conf, "WORKER_LOCATION_ONLY", False))
+        before = list(queues.consume_from)
+        after = worker_selection(before, queues.keys(), location, only)
+        if not after:
+            raise ValueError(f"no queue to consume in location {location or '(none)'!r} among {', '.join(before)}")
+        if after != before:
+            queues.select(after)
+            log.info("location %r: consuming %s", location or "(none)", ", ".join(after))
+    except Exception as exc:
+        log.critical("cannot select the queues of this worker's location: %s", exc)
+        raise SystemExit(EX_CONFIG) from exc

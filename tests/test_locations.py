@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import runpy
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema_rs
+import pytest
 import tornado.web
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +25,7 @@ from gateway.http_api import make_app
 from gateway.locations import Locations
 from gateway.openapi import openapi_document
 from gateway.state import Gateway
-from tasks.locations import location_of, location_queue, parse_names, worker_selection
+from tasks.locations import consume_location_queues, location_of, location_queue, parse_names, worker_selection
 from tasks.registry import CheckType, load_checks
 from tests.support.stack import ROOT, _environ
 from tests.support.stub_client import StubClient
@@ -354,6 +356,20 @@ def test_a_worker_consumes_its_own_location_and_never_another() -> None:
     assert worker_selection(["p_celery"], declared, "eu", False) == ["p_celery"]
 
 
+def test_the_worker_hook_applies_the_selection_or_stops_the_worker() -> None:
+    app = configured_app(CHECKGATE_QUEUE_PREFIX="pre_", CHECKGATE_LOCATIONS="eu,us")
+    queues = app.amqp.queues
+    worker = SimpleNamespace(app=app)
+    consume_location_queues(instance=worker, conf=SimpleNamespace(WORKER_LOCATION="eu", WORKER_LOCATION_ONLY=False))
+    chosen = set(queues.consume_from)
+    assert {"pre_http", "pre_http@eu"} <= chosen and not any(name.endswith("@us") for name in chosen)
+    queues.select(["pre_http@us"])  # -Q naming only another location's queue: nothing left, the worker stops
+    with pytest.raises(SystemExit) as stopped:
+        consume_location_queues(instance=worker, conf=SimpleNamespace(WORKER_LOCATION="eu", WORKER_LOCATION_ONLY=True))
+    assert stopped.value.code == 78
+    assert list(queues.consume_from) == ["pre_http@us"]  # untouched: the worker never started consuming
+
+
 def test_location_names_are_validated() -> None:
     assert parse_names(" eu-west, us-east ,", "X") == ("eu-west", "us-east")
     for bad, says in (("eu west", "must be"), ("all", "reserved"), ("a,a", "more than once"), ("a@b", "must be")):
@@ -393,7 +409,12 @@ def test_celeryconfig_declares_each_location_queue_like_its_plain_queue() -> Non
     # A worker's own location is declared even when its environment lacks the list.
     alone = configured_app(CHECKGATE_QUEUE_PREFIX="pre_", CHECKGATE_LOCATION="ap-south")
     assert "pre_http@ap-south" in {q.name for q in alone.conf.task_queues}
-    for bad in ({"CHECKGATE_LOCATIONS": "all"}, {"CHECKGATE_LOCATION": "x y"}, {"CHECKGATE_LOCATION_ONLY": "maybe"}):
+    for bad in (
+        {"CHECKGATE_LOCATIONS": "all"},
+        {"CHECKGATE_LOCATION": "x y"},
+        {"CHECKGATE_LOCATION_ONLY": "maybe"},
+        {"CHECKGATE_LOCATION_ONLY": "1"},  # without CHECKGATE_LOCATION
+    ):
         try:
             configured_app(**bad)
         except ValueError as exc:

@@ -1,8 +1,9 @@
 """Checks from several locations, end to end: two sites as network namespaces (`west`, `east`), each with a
-worker that consumes its own location's queues only (CHECKGATE_LOCATION, CHECKGATE_LOCATION_ONLY), a
-RabbitMQ node and a Redis on the bridge, and a gateway (CHECKGATE_LOCATIONS=west,east) in the root
-namespace. The same tcp check answers differently from each site (its target listens on west's own
-loopback only); then east goes dark mid-load (its link cut: no FIN, no RST) and comes back.
+worker of its location (CHECKGATE_LOCATION; west's takes the plain queues too, east's only its own:
+CHECKGATE_LOCATION_ONLY), a RabbitMQ node and a Redis on the bridge, and a gateway
+(CHECKGATE_LOCATIONS=west,east) in the root namespace. The same tcp check answers differently from each
+site (its target listens on west's own loopback only); then east goes dark mid-load (its link cut: no
+FIN, no RST) and comes back.
 
 What a caller sees when a site goes dark, in order:
 1. from the cut until the broker drops east's consumer (missed heartbeats, ≤ 3 × heartbeat): requests are
@@ -106,7 +107,8 @@ def sites(
                     ["sleep", "tcp"],
                     concurrency=2 * CLIENTS + 10,
                     host=host,
-                    env={"CHECKGATE_LOCATION": name, "CHECKGATE_LOCATION_ONLY": "1"},
+                    # west takes the plain queues too; east only the checks asked of it.
+                    env={"CHECKGATE_LOCATION": name, "CHECKGATE_LOCATION_ONLY": "1" if name == "east" else "0"},
                 )
                 for name, host in hosts.items()
             ]
@@ -155,11 +157,14 @@ def test_the_same_check_answers_from_each_site(sites: Sites) -> None:
     status, text, _ = http_get(f"{tcp}&location=all&format=prometheus")
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert {s.labels["location"]: s.value for s in families["probe_success"].samples} == {"west": 1.0, "east": 0.0}
-    # Both sites consume their location's queues only: the plain queue has no consumer.
+    # west consumes the plain queues besides its own, east its own only; neither the other's.
     status, health, _ = http_get(f"{sites.gateway}/health")
     assert health["locations"]["west"]["live"] and health["locations"]["east"]["live"]
-    assert health["queues"][f"{sites.stack.prefix}tcp"]["consumers"] == 0
-    assert health["queues"][f"{sites.stack.prefix}tcp@east"]["consumers"] == 1
+    consumers = {name: q["consumers"] for name, q in health["queues"].items() if "tcp" in name}
+    prefix = sites.stack.prefix
+    assert consumers == {f"{prefix}tcp": 1, f"{prefix}tcp@west": 1, f"{prefix}tcp@east": 1}
+    status, body, _ = http_get(tcp)  # no location: the plain queue, which only west consumes
+    assert (status, body["result"]["ok"]) == (200, True) and body["worker"].startswith(f"{prefix}west@")
 
 
 @dataclass
