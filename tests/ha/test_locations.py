@@ -147,6 +147,8 @@ def test_the_same_check_answers_from_each_site(sites: Sites) -> None:
     status, body, _ = http_get(f"{tcp}&location=west")
     assert (status, body["location"], body["result"]["ok"]) == (200, "west", True), body
     assert body["worker"].startswith(f"{sites.stack.prefix}west@")
+    status, stored, _ = http_get(f"{sites.gateway}/result/{body['id']}")  # where it ran, from the worker's meta
+    assert (status, stored["location"], stored["result"]) == (200, "west", body["result"])
     status, body, _ = http_get(f"{tcp}&location=west,east")
     assert (status, body["ok"], body["passed"], body["failed"]) == (200, False, 1, 1), body
     east = body["locations"]["east"]
