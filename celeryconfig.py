@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from kombu import Exchange, Queue
 from kombu.utils.url import url_to_parts
 
+from tasks import locations
 from tasks.registry import load_checks
 
 # A clustered broker is a kombu failover list, every node of the cluster: "amqp://…@h1:5672//;amqp://…@h2:5672//;…"
@@ -56,6 +57,18 @@ QUEUE_ARGUMENTS = {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT}
 check_exchange = Exchange(f"{QUEUE_PREFIX}checkgate", type="direct", durable=True)
 _CHECKS = load_checks()
 _QUEUE_NAMES = sorted({QUEUE_PREFIX + c.queue for c in _CHECKS.values()})
+# Checks from several locations (tasks/locations.py): every check queue has a `<queue>@<location>` twin per
+# location of the deployment (CHECKGATE_LOCATIONS), declared alike; a worker's own location
+# (CHECKGATE_LOCATION) is declared too, so a worker whose environment lacks the list still finds its queues.
+LOCATIONS = locations.configured()
+WORKER_LOCATION = locations.worker_location()
+WORKER_LOCATION_ONLY = locations.worker_location_only()
+if WORKER_LOCATION_ONLY and not WORKER_LOCATION:
+    raise ValueError("CHECKGATE_LOCATION_ONLY is set but CHECKGATE_LOCATION is not")
+_LOCATED = sorted({*LOCATIONS, WORKER_LOCATION} - {""})
+if _LOCATED and locations.SEPARATOR in QUEUE_PREFIX:
+    raise ValueError(f"CHECKGATE_QUEUE_PREFIX: no {locations.SEPARATOR!r} with locations (it separates them)")
+_QUEUE_NAMES += [locations.location_queue(name, where) for where in _LOCATED for name in _QUEUE_NAMES]
 
 task_queues = tuple(
     Queue(

@@ -20,6 +20,7 @@ answered like GET, without the body.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -42,12 +43,14 @@ from gateway.aiocelery import (
 )
 from gateway.aiocelery.results import EXPIRED, EXPIRY_GRACE_S, settled
 from gateway.auth import ApiKey, AuthError
+from gateway.locations import NoConsumer, Placement, accepted_answer, verdict_answer
 from gateway.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from gateway.metrics import ScheduledRun
 from gateway.openapi import openapi_document
-from gateway.prometheus import render_check
+from gateway.prometheus import render_check, render_locations
 from gateway.sharing import cache_key
 from gateway.state import Gateway
+from tasks.locations import location_of
 from tasks.registry import CheckType, ParamError
 
 log = logging.getLogger("checkgate.gateway")
@@ -128,10 +131,10 @@ class JsonHandler(tornado.web.RequestHandler):
             self.set_header(name, value)
         self.finish(to_json(body))
 
-    def unavailable(self, reason: str) -> ApiError:
-        """503 with Retry-After: the caller should come back, nothing was accepted."""
+    def unavailable(self, reason: str, **extra: Any) -> ApiError:
+        """503 with Retry-After: the caller should come back, nothing was accepted (`extra`: more fields)."""
         retry = str(self.gateway.settings.retry_after)
-        return ApiError(503, {"error": reason, "retry_after": int(retry)}, {"Retry-After": retry})
+        return ApiError(503, {"error": reason, "retry_after": int(retry), **extra}, {"Retry-After": retry})
 
     def authorize(self, check_name: str | None) -> ApiKey | None:
         """When API keys are configured: the caller's key must exist, allow `check_name`, have tokens.
@@ -188,7 +191,7 @@ class JsonHandler(tornado.web.RequestHandler):
 
 
 class CheckHandler(JsonHandler):
-    """GET /check/<type>: validate, publish to the type's queue, answer per mode."""
+    """GET /check/<type>: validate, publish to the type's queue (or a location's), answer per mode."""
 
     # Seconds this request's own task was out of the gateway's hands (None: no task of its own).
     away: float | None = None
@@ -204,19 +207,31 @@ class CheckHandler(JsonHandler):
             raise ApiError(404, {"error": f"unknown check type {type_name!r}", "field": "type", "allowed": allowed})
         self.check_name = check.name
         given = self.query_values()
+        gateway = self.gateway
         try:
             mode, timeout, self.output = self._gateway_params(check, given)
+            asked = gateway.locations.parse(given, mode)
             kwargs = check.validate(given)
         except ParamError as exc:
             raise bad_param(exc) from None
-        gateway = self.gateway
-        refusal = gateway.refusal(check)
-        if refusal is not None:
-            raise self.unavailable(refusal)
+        placement = None
+        if asked is not None:
+            try:
+                placement = gateway.locations.place(check.name, asked, gateway.queue_stats)
+            except NoConsumer as exc:
+                raise self.unavailable(str(exc), locations=list(exc.locations)) from None
+        queues = [gateway.locations.queue(check.name, w) for w in placement.locations] if placement else [None]
+        for queue in queues:
+            refusal = gateway.refusal(check, queue)
+            if refusal is not None:
+                raise self.unavailable(refusal)
         gateway.inflight += 1
         gateway.inflight_by_type[check.name] += 1
         try:
-            await self._run(check, kwargs, mode, timeout)
+            if placement is not None and placement.fanout:
+                await self._fan_out(check, kwargs, mode, timeout, placement)
+            else:
+                await self._run(check, kwargs, mode, timeout, placement.locations[0] if placement else None)
         finally:
             gateway.inflight -= 1
             gateway.inflight_by_type[check.name] -= 1
@@ -244,28 +259,75 @@ class CheckHandler(JsonHandler):
             raise ParamError("timeout", f"must be {bounds} seconds for check {check.name!r}")
         return mode, timeout, output
 
-    async def _run(self, check: CheckType, kwargs: dict[str, Any], mode: str, timeout: float) -> None:
+    async def _run(
+        self, check: CheckType, kwargs: dict[str, Any], mode: str, timeout: float, location: str | None
+    ) -> None:
+        status, body, headers, self.away = await self._answer(check, kwargs, mode, timeout, location)
+        self.send(status, body, headers)
+        if self.away is not None:
+            # The gateway's own time: the whole request (from its parsed head) but the stretch the
+            # task spent with the broker, the worker and Redis.
+            self.gateway.metrics.observe_overhead(check.name, self.request.request_time() - self.away)
+
+    async def _fan_out(
+        self, check: CheckType, kwargs: dict[str, Any], mode: str, timeout: float, placement: Placement
+    ) -> None:
+        """Run the check in every location of `placement` at once, each with the same deadline, and answer
+        one body (gateway/locations.py); 503 only when no location's task could be published."""
+        started = time.perf_counter()
+
+        async def one(location: str) -> tuple[int, dict[str, Any], float | None]:
+            try:
+                status, body, _, away = await self._answer(check, kwargs, mode, timeout, location)
+            except ApiError as exc:  # its 503: nothing was published there
+                return exc.status_code, exc.body, None
+            return status, body, away
+
+        outcomes = await asyncio.gather(*(one(where) for where in placement.locations))
+        answers = {
+            where: (status, body) for where, (status, body, _) in zip(placement.locations, outcomes, strict=True)
+        }
+        if all(status == 503 for status, _ in answers.values()):
+            raise self.unavailable(outcomes[0][1]["error"], locations=list(placement.locations))
+        if mode == "sync":
+            status, body = verdict_answer(check.name, placement, answers, timeout, started)
+        else:
+            status, body = accepted_answer(check.name, "SENT" if mode == "fire" else states.PENDING, placement, answers)
+        self.send(status, body)
+        aways = [away for _, _, away in outcomes]
+        if mode == "sync" and None not in aways:
+            # The tasks ran side by side: the request waited for the one longest away.
+            self.away = max(a for a in aways if a is not None)
+            self.gateway.metrics.observe_overhead(check.name, self.request.request_time() - self.away)
+
+    async def _answer(
+        self, check: CheckType, kwargs: dict[str, Any], mode: str, timeout: float, location: str | None
+    ) -> tuple[int, dict[str, Any], dict[str, str], float | None]:
+        """Publish one task (to `location`'s queue when given) and make its answer: (status, body, headers,
+        seconds its own task was away or None). Raises ApiError (503) when nothing could be published."""
         client = self.gateway.client
         if mode != "fire" and not client.results.available:
             raise self.unavailable("result backend unavailable")
+        queue = self.gateway.locations.queue(check.name, location) if location else None
         started = time.perf_counter()
         deadline = time.time() + timeout  # the task's `expires`, as epoch seconds
         task_id = ""
+        away = None
         try:
             if mode == "sync" and check.shares_results:
 
                 async def run(new_id: str) -> tuple[str, dict[str, Any] | None, float]:
-                    return await client.call(check.task_name, kwargs, timeout=timeout, task_id=new_id)
+                    return await client.call(check.task_name, kwargs, timeout=timeout, task_id=new_id, queue=queue)
 
-                task_id, meta, shared, self.away = await self.gateway.shared.call(
-                    cache_key(check.name, kwargs), timeout, check.cache_ttl, client.new_id, run
+                task_id, meta, shared, away = await self.gateway.shared.call(
+                    cache_key(check.name, kwargs, location or ""), timeout, check.cache_ttl, client.new_id, run
                 )
             elif mode == "sync":
-                task_id, meta, self.away = await client.call(check.task_name, kwargs, timeout=timeout)
+                task_id, meta, away = await client.call(check.task_name, kwargs, timeout=timeout, queue=queue)
             else:
                 task_id = client.new_id()
                 message = client.build_message(
-                    task_id, check.task_name, kwargs, timeout=timeout, ignore_result=mode == "fire"
+                    task_id, check.task_name, kwargs, timeout=timeout, ignore_result=mode == "fire", queue=queue
                 )
                 if mode == "async":
                     await client.results.mark_pending(task_id, check.task_name, deadline)
@@ -273,8 +335,9 @@ class CheckHandler(JsonHandler):
         except DeadlinePassed:
             # Async and fire publish without waiting for a result, but still for the broker's confirm,
             # which their own deadline cut short: that is this request's 504, not a broker outage.
-            await self._deadline_passed(check, task_id, timeout, deadline, "before the broker confirmed the task", mode)
-            return
+            when = "before the broker confirmed the task"
+            body = await self._deadline_passed(check, task_id, timeout, deadline, when, mode)
+            return 504, located(body, location), {}, None
         except BrokerRefused:
             raise self.unavailable("broker refused the task (queue full?)") from None
         except BrokerUnavailable:
@@ -282,57 +345,66 @@ class CheckHandler(JsonHandler):
         except BackendUnavailable as exc:
             raise self.unavailable(backend_down(exc)) from None
         except Unroutable:
-            raise self.unavailable(f"no queue for check type {check.name!r}") from None
+            raise self.unavailable(
+                f"no queue {queue or self.gateway.queues[check.name]!r} for check type {check.name!r}"
+            ) from None
         if mode == "fire":
-            self.send(202, {"id": task_id, "type": check.name, "state": "SENT"})
-        elif mode == "async":
+            return 202, located({"id": task_id, "type": check.name, "state": "SENT"}, location), {}, None
+        if mode == "async":
             url = f"/result/{task_id}"
             body = {"id": task_id, "type": check.name, "state": states.PENDING, "result_url": url}
-            self.send(202, body, {"Location": url})
-        elif meta is None:
-            await self._deadline_passed(check, task_id, timeout, deadline)
-        else:
-            status, body = task_answer(meta, check.name, task_id, self.gateway.settings.debug, started)
-            if check.shares_results:
-                body["shared"] = shared
-            self.send(status, body)
-            if self.away is not None:
-                # The gateway's own time: the whole request (from its parsed head) but the stretch the
-                # task spent with the broker, the worker and Redis.
-                self.gateway.metrics.observe_overhead(check.name, self.request.request_time() - self.away)
+            return 202, located(body, location), {"Location": url}, None
+        if meta is None:
+            body = await self._deadline_passed(check, task_id, timeout, deadline)
+            return 504, located(body, location), {}, None
+        status, body = task_answer(meta, check.name, task_id, self.gateway.settings.debug, started)
+        if check.shares_results:
+            body["shared"] = shared
+        return status, located(body, location), {}, away
 
     def send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
         """Like JsonHandler.send, but a task outcome in format=prometheus is blackbox-style text.
 
         As with blackbox_exporter, a check that could not run (502) or did not finish (504) is still
         a scrape that succeeded, with probe_success 0; errors before any task (400, 503) keep their code.
+        A fan-out's text has each location's series and the verdict (gateway/prometheus.py).
         """
         if getattr(self, "output", "json") != "prometheus" or "state" not in body:
             super().send(status, body, headers)
             return
         self.set_status(200)
         self.set_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
-        self.finish(render_check(body["type"], body["state"], body.get("result"), body.get("duration_ms")))
+        if "locations" in body:
+            self.finish(render_locations(body["type"], body["locations"], body.get("ok"), body.get("require", "all")))
+            return
+        self.finish(
+            render_check(body["type"], body["state"], body.get("result"), body.get("duration_ms"), body.get("location"))
+        )
 
     async def _deadline_passed(
         self, check: CheckType, task_id: str, timeout: float, deadline: float, when: str = "", mode: str = "sync"
-    ) -> None:
-        """504 with the id: a task that started before its deadline may still store its result, and
-        /result/<id> knows the id meanwhile (PENDING, then EXPIRED once the deadline is long past)."""
+    ) -> dict[str, Any]:
+        """The 504 body with the id: a task that started before its deadline may still store its result,
+        and /result/<id> knows the id meanwhile (PENDING, then EXPIRED once the deadline is long past)."""
         error = f"deadline of {timeout:g}s passed" + (f" {when}" if when else "")
         if mode == "fire":  # no result will be stored: nothing to poll
-            self.send(504, {"id": task_id, "type": check.name, "state": "SENT", "error": error})
-            return
+            return {"id": task_id, "type": check.name, "state": "SENT", "error": error}
         with contextlib.suppress(BackendUnavailable):
             await self.gateway.client.results.mark_pending(task_id, check.task_name, deadline)
-        body = {
+        return {
             "id": task_id,
             "type": check.name,
             "state": states.PENDING,
             "error": error,
             "result_url": f"/result/{task_id}",
         }
-        self.send(504, body)
+
+
+def located(body: dict[str, Any], location: str | None) -> dict[str, Any]:
+    """`body` saying where its check ran, when it was asked to run in a location."""
+    if location:
+        body["location"] = location
+    return body
 
 
 class AddHandler(CheckHandler):
@@ -352,6 +424,8 @@ def task_answer(
         body["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
     if meta.get("worker"):
         body["worker"] = meta["worker"]
+    if (where := location_of(meta.get("queue"))) is not None:
+        body["location"] = where
     if state == states.SUCCESS:
         result = body["result"] = meta.get("result")
         if isinstance(result, dict) and result.get("reason") == REFUSED_TARGET:
@@ -406,19 +480,23 @@ class ResultHandler(JsonHandler):
 
 
 class ChecksHandler(JsonHandler):
-    """GET /checks: every check type with its queue, parameters, limits and doc."""
+    """GET /checks: every check type with its queue, parameters, limits and doc; the deployment's
+    locations, and each type's queue and live consumers in each (from the last second's queue stats)."""
 
     def get(self) -> None:
+        gateway = self.gateway
         checks = []
-        for check in self.gateway.checks.values():
+        for check in gateway.checks.values():
             described = check.describe()
-            described["queue"] = self.gateway.queues[check.name]
+            described["queue"] = gateway.queues[check.name]
+            described["locations"] = gateway.locations.describe(check.name, gateway.queue_stats)
             checks.append(described)
-        self.send(200, {"checks": checks})
+        self.send(200, {"checks": checks, "locations": list(gateway.locations.names)})
 
 
 class HealthHandler(JsonHandler):
-    """GET /health: broker and backend reachable, workers (consumers) and depth per queue."""
+    """GET /health: broker and backend reachable, workers (consumers) and depth per queue, and per
+    location whether any consumer is live there (a dark location makes the status `degraded`)."""
 
     async def get(self) -> None:
         client = self.gateway.client
@@ -431,9 +509,12 @@ class HealthHandler(JsonHandler):
             except BrokerUnavailable as exc:
                 log.warning("%s", exc)
                 broker_ok = False
+        locations = self.gateway.locations.health(queues)
+        # A location serves the types its workers were given; it is degraded only when none is live there.
+        plain = (q for name, q in queues.items() if location_of(name) is None)
         if not (broker_ok and backend_ok):
             status = "down"
-        elif any(q["consumers"] == 0 for q in queues.values()):
+        elif any(q["consumers"] == 0 for q in plain) or not all(w["live"] for w in locations.values()):
             status = "degraded"
         else:
             status = "ok"
@@ -442,6 +523,7 @@ class HealthHandler(JsonHandler):
             "broker": {"ok": broker_ok},
             "backend": {"ok": backend_ok},
             "queues": queues,
+            "locations": locations,
             "inflight": self.gateway.inflight,
         }
         self.send(200 if status != "down" else 503, body)
@@ -506,7 +588,7 @@ class OpenApiHandler(JsonHandler):
     """GET /openapi.json: the API, generated from the check declarations."""
 
     def get(self) -> None:
-        self.send(200, openapi_document(self.gateway.checks))
+        self.send(200, openapi_document(self.gateway.checks, self.gateway.locations.names))
 
 
 class NotFoundHandler(JsonHandler):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tasks.registry import CheckType, Param
@@ -19,6 +20,7 @@ _ANSWER = {
         "result": {"description": "what the check returned"},
         "duration_ms": {"type": "number"},
         "worker": {"type": "string"},
+        "location": {"type": "string"},
         "result_url": {"type": "string"},
         "error": {
             "oneOf": [
@@ -28,15 +30,56 @@ _ANSWER = {
         },
     },
 }
+# A check run in several locations (gateway/locations.py): each location's Answer (with its HTTP
+# `status`) and the verdict; async and fire answers carry each location's id only.
+_FANOUT = {
+    "type": "object",
+    "required": ["type", "state", "locations"],
+    "properties": {
+        "type": {"type": "string"},
+        "state": {"type": "string", "enum": ["SUCCESS", "PENDING", "SENT"]},
+        "ok": {"type": "boolean", "nullable": True, "description": "the verdict; null when undecided (504)"},
+        "require": {"type": "string", "description": "all, any or a number of locations"},
+        "needed": {"type": "integer"},
+        "passed": {"type": "integer"},
+        "failed": {"type": "integer"},
+        "undecided": {"type": "integer"},
+        "duration_ms": {"type": "number"},
+        "error": {"type": "string"},
+        "skipped": {"type": "array", "items": {"type": "string"}},
+        "locations": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "integer"}, "error": _ANSWER["properties"]["error"]},
+            },
+        },
+    },
+}
 _ERROR = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {"type": "string"}, "field": {"type": "string"}, "retry_after": {"type": "integer"}},
+    "properties": {
+        "error": {"type": "string"},
+        "field": {"type": "string"},
+        "retry_after": {"type": "integer"},
+        "locations": {"type": "array", "items": {"type": "string"}},
+    },
 }
 
 
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": schema_ref}}}}
+
+
+def _answers(description: str, text: bool = False) -> dict[str, Any]:
+    """A response of /check: one location's Answer, or a fan-out's (`text`: format=prometheus too)."""
+    schema = {"anyOf": [{"$ref": "#/components/schemas/Answer"}, {"$ref": "#/components/schemas/FanoutAnswer"}]}
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if text:
+        content["text/plain"] = {"schema": {"type": "string"}}
+    return {"description": description, "content": content}
 
 
 def _edge(responses: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +113,36 @@ def param_schema(param: Param) -> dict[str, Any]:
     return schema
 
 
-def _check_operation(check: CheckType) -> dict[str, Any]:
+def _location_params(locations: Sequence[str]) -> list[dict[str, Any]]:
+    """`location` and `require` (gateway/locations.py), documented when the deployment has locations.
+
+    Their values are listed: `all`, each location, and the comma-separated lists in the configured order
+    (any order is accepted; for more than 5 locations only single names are listed)."""
+    lists = [
+        ",".join(combo)
+        for size in range(2, len(locations) + 1 if len(locations) <= 5 else 2)
+        for combo in itertools.combinations(locations, size)
+    ]
+    return [
+        {
+            "name": "location",
+            "in": "query",
+            "description": "run it in this location (its usual answer, with `location`), in each of a "
+            "comma-separated list, or in every location with a live consumer (all): one answer per location "
+            "and the verdict (FanoutAnswer). A named location with no live consumer is a 503 naming it.",
+            "schema": {"type": "string", "enum": ["all", *locations, *lists]},
+        },
+        {
+            "name": "require",
+            "in": "query",
+            "description": "with a list or all, in sync mode: how many locations must pass for `ok` "
+            "(all: every one; default all); at most the number named",
+            "schema": {"type": "string", "enum": ["all", "any", *(str(n) for n in range(1, len(locations) + 1))]},
+        },
+    ]
+
+
+def _check_operation(check: CheckType, locations: Sequence[str] = ()) -> dict[str, Any]:
     params = [
         {"name": p.name, "in": "query", "required": p.required, "description": p.doc, "schema": param_schema(p)}
         for p in check.params
@@ -85,6 +157,8 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
         },
         {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "prometheus"]}},
     ]
+    if locations:
+        params += _location_params(locations)
     return {
         "summary": (check.doc.splitlines() or [check.name])[0],
         "description": check.doc,
@@ -92,14 +166,11 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
         "parameters": params,
         "responses": _edge(
             {
-                "200": {
-                    "description": "the check ran (a target that is down is ok: false)",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Answer"}},
-                        "text/plain": {"schema": {"type": "string"}},
-                    },
-                },
-                "202": _json("#/components/schemas/Answer", "accepted (async, fire)"),
+                "200": _answers(
+                    "the check ran (a target that is down is ok: false); in several locations: the verdict was decided",
+                    text=True,
+                ),
+                "202": _answers("accepted (async, fire)"),
                 "400": _json("#/components/schemas/Error", "bad parameter; `field` names it"),
                 "401": _json("#/components/schemas/Error", "API key missing or invalid (when keys are configured)"),
                 "403": {
@@ -117,18 +188,27 @@ def _check_operation(check: CheckType) -> dict[str, Any]:
                 },
                 "429": _json("#/components/schemas/Error", "API key over its rate; see Retry-After"),
                 "502": _json("#/components/schemas/Answer", "the task raised"),
-                "503": _json("#/components/schemas/Error", "overloaded or broker/backend down; see Retry-After"),
-                "504": _json("#/components/schemas/Answer", "deadline passed; poll result_url"),
+                "503": _json(
+                    "#/components/schemas/Error",
+                    "overloaded, broker/backend down, or a location with no live consumer (`locations` names "
+                    "them); see Retry-After",
+                ),
+                "504": _answers("deadline passed (poll result_url); in several locations: too few answered to decide"),
             }
         ),
     }
 
 
-def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
-    """The whole API: one path per check type plus /add, /result, /checks, /health, /metrics."""
-    paths: dict[str, Any] = {f"/check/{name}": {"get": _check_operation(c)} for name, c in sorted(checks.items())}
+def openapi_document(checks: Mapping[str, CheckType], locations: Sequence[str] = ()) -> dict[str, Any]:
+    """The whole API: one path per check type plus /add, /result, /checks, /health, /metrics; `locations`:
+    the deployment's (CHECKGATE_LOCATIONS), which add `location` and `require` to every check."""
+    paths: dict[str, Any] = {
+        f"/check/{name}": {"get": _check_operation(c, locations)} for name, c in sorted(checks.items())
+    }
     if "add" in checks:
-        add = dict(_check_operation(checks["add"]), operationId="add_legacy", summary="tornado-celery's /add")
+        add = dict(
+            _check_operation(checks["add"], locations), operationId="add_legacy", summary="tornado-celery's /add"
+        )
         paths["/add"] = {"get": add}
     paths["/result/{id}"] = {
         "get": {
@@ -211,5 +291,5 @@ def openapi_document(checks: Mapping[str, CheckType]) -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "checkgate", "version": "1", "description": "Run checks on distributed Celery workers."},
         "paths": paths,
-        "components": {"schemas": {"Answer": _ANSWER, "Error": _ERROR}},
+        "components": {"schemas": {"Answer": _ANSWER, "FanoutAnswer": _FANOUT, "Error": _ERROR}},
     }

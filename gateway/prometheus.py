@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -81,24 +81,27 @@ def _number(value: Any) -> float | None:
 class Families:
     """The gauge families of one answer, in the order they were added, each name at most once.
 
+    `common`: labels every sample carries (`location` for a check run in one); added after its own.
     Also a prometheus_client collector: registered in the answer's own registry, it renders them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, common: Mapping[str, str] | None = None) -> None:
         self._families: dict[str, GaugeMetricFamily] = {}
+        self._common = dict(common or {})
 
     def gauge(self, name: str, documentation: str, value: float, labels: dict[str, str] | None = None) -> None:
         """Add a one-sample family, unless `name` is already taken (then a DEBUG line says what is left out)."""
         if name in self._families:
             log.debug("format=prometheus: %s already written, %r left out", name, documentation)
             return
-        family = GaugeMetricFamily(name, documentation, labels=list(labels or ()))
-        family.add_metric(list((labels or {}).values()), value)
+        labels = {**(labels or {}), **self._common}
+        family = GaugeMetricFamily(name, documentation, labels=list(labels))
+        family.add_metric(list(labels.values()), value)
         self._families[name] = family
 
     def labelled(self, name: str, documentation: str, label: str, samples: Sequence[tuple[str, float]]) -> None:
         """Add a family with one sample per value of `label`; a repeated value keeps its first sample."""
-        family = GaugeMetricFamily(name, documentation, labels=[label])
+        family = GaugeMetricFamily(name, documentation, labels=[label, *self._common])
         seen: set[str] = set()
         for label_value, value in samples:
             if label_value in seen:
@@ -107,9 +110,22 @@ class Families:
                 )
                 continue
             seen.add(label_value)
-            family.add_metric([label_value], value)
+            family.add_metric([label_value, *self._common.values()], value)
         if family.samples and name not in self._families:
             self._families[name] = family
+
+    def merge(self, other: Families) -> None:
+        """Add `other`'s samples (another location's answer) to this answer's families of the same name
+        and label names; a family of a name not yet here joins as it is. A family whose label names
+        differ from the one of its name here is left out (a DEBUG line names it)."""
+        for name, family in other._families.items():
+            mine = self._families.get(name)
+            if mine is None:
+                self._families[name] = family
+            elif set(mine.samples[0].labels) == set(family.samples[0].labels):
+                mine.samples.extend(family.samples)
+            else:
+                log.debug("format=prometheus: %s with other labels left out", name)
 
     def collect(self) -> Iterator[Metric]:
         return iter(self._families.values())
@@ -160,14 +176,17 @@ def _tls_series(fields: dict[str, Any], out: Families) -> None:
         out.gauge("probe_tls_version_info", "The TLS version of the session.", 1.0, labels)
 
 
-def check_families(type_name: str, state: str, result: Any, duration_ms: float | None) -> Families:
+def check_families(
+    type_name: str, state: str, result: Any, duration_ms: float | None, common: Mapping[str, str] | None = None
+) -> Families:
     """The gauge families of one check answer (state SUCCESS with a dict result, or a failure): blackbox's
-    series, then checkgate's, then one per numeric result field (see the module doc for collisions)."""
+    series, then checkgate's, then one per numeric result field (see the module doc for collisions);
+    every sample also carries the `common` labels."""
     fields = result if isinstance(result, dict) else {}
     ran = state == "SUCCESS"
     ok = ran and (fields.get("ok", True) is True)
     duration_s = (_number(fields.get("duration_ms")) or _number(duration_ms) or 0.0) / 1000
-    out = Families()
+    out = Families(common)
     out.gauge("probe_success", "Whether the probe succeeded.", float(ok))
     out.gauge("probe_duration_seconds", "How long the probe took.", duration_s)
     for field, (metric, factor) in BLACKBOX_FIELDS.items():
@@ -195,8 +214,31 @@ def check_families(type_name: str, state: str, result: Any, duration_ms: float |
     return out
 
 
-def render_check(type_name: str, state: str, result: Any, duration_ms: float | None) -> str:
-    """The Prometheus text (format 0.0.4) for one check answer, from a registry of its own."""
+def render_check(
+    type_name: str, state: str, result: Any, duration_ms: float | None, location: str | None = None
+) -> str:
+    """The Prometheus text (format 0.0.4) for one check answer, from a registry of its own; every series
+    labelled `location` when the check ran in one."""
     registry = CollectorRegistry()
-    registry.register(check_families(type_name, state, result, duration_ms))
+    common = {"location": location} if location else None
+    registry.register(check_families(type_name, state, result, duration_ms, common))
+    return generate_latest(registry).decode()
+
+
+def render_locations(type_name: str, answers: Mapping[str, Mapping[str, Any]], ok: bool | None, require: str) -> str:
+    """The Prometheus text of a check run in several locations: each location's series as `render_check`
+    writes them, labelled `location` (a location whose task could not run reads `probe_success 0`), then
+    the verdict: `checkgate_check_verdict{type,require}` (1 passed; 0 failed or undecided) and
+    `checkgate_check_verdict_decided{type,require}` (0: too few locations answered by the deadline)."""
+    out = Families()
+    for where, answer in answers.items():
+        state = str(answer.get("state", ""))
+        out.merge(
+            check_families(type_name, state, answer.get("result"), answer.get("duration_ms"), {"location": where})
+        )
+    labels = {"type": type_name, "require": require}
+    out.gauge("checkgate_check_verdict", "Whether enough locations passed (require).", float(ok is True), labels)
+    out.gauge("checkgate_check_verdict_decided", "Whether the verdict was decided.", float(ok is not None), labels)
+    registry = CollectorRegistry()
+    registry.register(out)
     return generate_latest(registry).decode()

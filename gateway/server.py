@@ -17,6 +17,7 @@ from gateway.flower_api import MAX_BODY_BYTES as FLOWER_MAX_BODY_BYTES
 from gateway.flower_api import PATH_PREFIX as FLOWER_PATH_PREFIX
 from gateway.flower_api import TaskApiSettings, task_api_routes
 from gateway.http_api import make_app
+from gateway.locations import Locations
 from gateway.state import Gateway
 from tasks.registry import load_checks
 
@@ -47,7 +48,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     queues = {c.name: conf.task_routes[c.task_name]["queue"] for c in checks.values()}
     keys = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
     gateway = Gateway(
-        client=client, settings=settings, checks=checks, queues=queues, keys=keys, queue_prefix=conf.QUEUE_PREFIX
+        client=client,
+        settings=settings,
+        checks=checks,
+        queues=queues,
+        keys=keys,
+        queue_prefix=conf.QUEUE_PREFIX,
+        locations=Locations(conf.LOCATIONS, queues),
     )
     watcher = asyncio.create_task(gateway.watch_queues(), name="checkgate-queue-watch")
     web_app = make_app(gateway)

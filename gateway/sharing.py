@@ -20,15 +20,16 @@ from typing import Any, NamedTuple
 
 import cachetools
 
-Key = tuple[str, tuple[tuple[str, Any], ...]]
+Key = tuple[str, str, tuple[tuple[str, Any], ...]]
 # A request's identity for sharing: its key and its timeout (seconds).
 Identity = tuple[Key, float]
 Meta = dict[str, Any]
 
 
-def cache_key(check_name: str, kwargs: dict[str, Any]) -> Key:
-    """Identity of a request: the check type and its validated arguments."""
-    return check_name, tuple(sorted(kwargs.items()))
+def cache_key(check_name: str, kwargs: dict[str, Any], location: str = "") -> Key:
+    """Identity of a request: the check type, where it runs (a location, or "" for anywhere: the same
+    check from another place may well answer otherwise) and its validated arguments."""
+    return check_name, location, tuple(sorted(kwargs.items()))
 
 
 class Shared(NamedTuple):

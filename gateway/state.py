@@ -16,6 +16,7 @@ from typing import Any
 from gateway.aiocelery import BrokerUnavailable, CeleryClient
 from gateway.auth import KeyRing
 from gateway.config import Settings
+from gateway.locations import Locations
 from gateway.metrics import GatewayMetrics
 from gateway.sharing import SharedResults
 from tasks.registry import CheckType
@@ -40,19 +41,22 @@ class Gateway:
     queue_prefix: str = ""
     # Answers by handler and code, the gateway's own time per answered check, the state gauges.
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    # The deployment's locations (CHECKGATE_LOCATIONS) and their queues; none by default.
+    locations: Locations = field(default_factory=lambda: Locations((), {}))
 
     def count_refusal(self, status: int) -> None:
         """Count a request the HTTP edge refused before any handler (gateway/edge.py)."""
         self.metrics.count_response("edge", status)
 
-    def refusal(self, check: CheckType) -> str | None:
-        """Why a new `check` request must be refused now to keep the backlog bounded, or None."""
+    def refusal(self, check: CheckType, queue: str | None = None) -> str | None:
+        """Why a new `check` request must be refused now to keep the backlog bounded, or None; `queue`:
+        the one its task takes when not the type's own (a location's)."""
         settings = self.settings
         if self.inflight >= settings.max_inflight:
             return "too many requests in flight"
         if self.inflight_by_type[check.name] >= settings.max_inflight_per_type:
             return f"too many {check.name!r} checks in flight"
-        queue = self.queues[check.name]
+        queue = queue or self.queues[check.name]
         depth = self.queue_stats.get(queue, {}).get("messages", 0)
         if depth >= settings.max_queue_depth:
             return f"queue {queue!r} holds {depth} waiting tasks"

@@ -6,13 +6,17 @@ importing `tasks` itself stays free of side effects. One task per check type: it
 """
 
 from celery import Celery
+from celery.signals import celeryd_after_setup
 
 import tasks.schedule  # noqa: F401  (its task_postrun handler records the latest run of each scheduled check)
 from tasks.deadline import DeadlineExceeded, task_body
+from tasks.locations import consume_location_queues
 from tasks.registry import load_checks
 
 app = Celery("checkgate")
 app.config_from_object("celeryconfig")
+# After -Q is applied: the worker's location queues (CHECKGATE_LOCATION), never another location's.
+celeryd_after_setup.connect(consume_location_queues, weak=False)
 
 for _check in load_checks().values():
     # At-least-once (ack after running) only where a second run is harmless; otherwise at-most-once.

@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Parameters the gateway itself consumes; a check may not declare them.
-RESERVED_PARAMS = frozenset({"mode", "timeout", "format"})
+# Parameters the gateway itself consumes; a check may not declare them (`location` and `require`: where
+# it runs, gateway/locations.py).
+RESERVED_PARAMS = frozenset({"mode", "timeout", "format", "location", "require"})
 # The shortest `timeout` a check accepts unless it declares its own: one trip through the broker, a
 # worker and Redis takes milliseconds on an idle machine and tens of them under load, so a deadline
 # below this could only ever expire (the task dropped unrun), which a 400 says more plainly.

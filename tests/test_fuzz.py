@@ -24,8 +24,9 @@ def test_schemathesis_finds_no_undocumented_answer(new_stack: Stack, tmp_path: P
     """Every answer's status is documented and its body matches the schema; 502/503/504 are the contract
     (task raised, overloaded, deadline passed), so schemathesis' blanket no-5xx check is replaced by
     status_code_conformance, which still fails on any 500."""
-    gateway = new_stack.start_gateway("gw")
-    new_stack.start_worker("w", ["add", "sleep"], concurrency=20)
+    # Two locations, one with a live consumer (`here`): location=… answers 200, 503 and fan-outs.
+    gateway = new_stack.start_gateway("gw", CHECKGATE_LOCATIONS="here,there")
+    new_stack.start_worker("w", ["add", "sleep"], concurrency=20, env={"CHECKGATE_LOCATION": "here"})
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.support.st_hooks", "PYTHONPATH": str(Path.cwd())}
     argv = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{gateway}/openapi.json"]
     argv += ["--checks", "all", "--exclude-checks", "not_a_server_error", "-n", "40", "--seed", "1"]

@@ -530,21 +530,37 @@ class CeleryClient:
     # --- the gateway's hot path ------------------------------------------------------------------
 
     def build_message(
-        self, task_id: str, task_name: str, kwargs: dict[str, Any], *, timeout: float, ignore_result: bool = False
+        self,
+        task_id: str,
+        task_name: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        ignore_result: bool = False,
+        queue: str | None = None,
     ) -> OutgoingMessage:
-        """A protocol-2 message for `task_name(**kwargs)` expiring `timeout` s from now (`MessageFactory.build`)."""
-        return self.messages.build(task_id, task_name, kwargs, timeout=timeout, ignore_result=ignore_result)
+        """A protocol-2 message for `task_name(**kwargs)` expiring `timeout` s from now, routed to `queue`
+        when given (`MessageFactory.build`)."""
+        return self.messages.build(
+            task_id, task_name, kwargs, timeout=timeout, ignore_result=ignore_result, queue=queue
+        )
 
     async def publish(self, message: OutgoingMessage) -> None:
         """Publish a built message (see `BrokerPublisher.publish` for the errors)."""
         await self.broker.publish(message)
 
     async def call(
-        self, task_name: str, kwargs: dict[str, Any], *, timeout: float, task_id: str | None = None
+        self,
+        task_name: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        task_id: str | None = None,
+        queue: str | None = None,
     ) -> tuple[str, dict | None, float]:
-        """Run `task_name(**kwargs)` and wait up to `timeout` s: (task id, ready meta or None past the
-        deadline, seconds from the publish to the result's arrival — the time the task was out of this
-        process's hands). The gateway's path: the message is made from the type's template, published
+        """Run `task_name(**kwargs)` (on `queue` when given) and wait up to `timeout` s: (task id, ready
+        meta or None past the deadline, seconds from the publish to the result's arrival — the time the
+        task was out of this process's hands). The gateway's path: the message is made from the type's template, published
         with `expires` = the deadline, and the meta is returned as stored (exceptions not rebuilt).
         `task_id` must be fresh (`new_id`). Needs `start()` first.
 
@@ -553,7 +569,7 @@ class CeleryClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         task_id = task_id or self.new_id()
-        message = self.build_message(task_id, task_name, kwargs, timeout=timeout)
+        message = self.build_message(task_id, task_name, kwargs, timeout=timeout, queue=queue)
         future = self.results.expect(task_id, deadline)
         self._calls.add(task_id)
         meta = None

@@ -171,16 +171,26 @@ class MessageFactory:
         self._serializer = app.conf.task_serializer
         self._compression = app.conf.task_compression
         self._routes: dict[str, Route] = {}
+        # (task name, queue name) → route, for messages sent to a queue other than the task's own.
+        self._queue_routes: dict[tuple[str, str], Route] = {}
         # Routes chosen by task name alone can be kept per name; a router function may look at the
         # arguments, so then every message is routed afresh.
         self._routes_by_name = all(isinstance(r, MapRoute) for r in app.amqp.router.routes)
         self._templates: dict[tuple[str, bool, bool], dict[str, Any] | None] = {}
 
     def build(
-        self, task_id: str, task_name: str, kwargs: dict[str, Any], *, timeout: float, ignore_result: bool = False
+        self,
+        task_id: str,
+        task_name: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        ignore_result: bool = False,
+        queue: str | None = None,
     ) -> OutgoingMessage:
         """A message running `task_name(**kwargs)`, expiring `timeout` seconds from now (broker TTL and
-        the `expires` header); `ignore_result` asks the worker to store no result (fire and forget).
+        the `expires` header); `ignore_result` asks the worker to store no result (fire and forget);
+        `queue` routes it to that queue of the app instead of the task's own (as `send_task(queue=…)`).
 
         The gateway's hot path: always the per-type template (when Celery's shape allows it)."""
         key = (task_name, ignore_result, True)
@@ -197,7 +207,10 @@ class MessageFactory:
             headers["argsrepr"] = "()"
             headers["kwargsrepr"] = _repr(kwargs)
             body = (_NO_ARGS, kwargs, _EMBED)
-        route = self._routes.get(task_name) or self._route(task_name)
+        if queue is None:
+            route = self._routes.get(task_name) or self._route(task_name)
+        else:
+            route = self._queue_routes.get((task_name, queue)) or self._route_to(task_name, queue)
         return self._message(task_id, route, headers, body, timeout, None)
 
     def build_task(
@@ -301,6 +314,10 @@ class MessageFactory:
         return self._message(
             task_id, route, message_headers, body, expiration, route.priority if priority is None else priority
         )
+
+    def _route_to(self, task_name: str, queue: str) -> Route:
+        route = self._queue_routes[task_name, queue] = route_of(self.app, task_name, {"queue": queue})
+        return route
 
     def _route(self, task_name: str, options: dict[str, Any] | None = None) -> Route:
         route = route_of(self.app, task_name, options)

@@ -86,6 +86,8 @@ class Stack:
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
+        # Locations whose queues (`<queue>@<location>`) the run may have declared, for `cleanup`.
+        self.locations: set[str] = set()
 
     def client_app(self, **env: str) -> Celery:
         """A Celery app configured exactly as this stack's workers (celeryconfig read under the stack's
@@ -139,7 +141,7 @@ class Stack:
         argv += ["--without-gossip", "--without-mingle", "-l", "info"]
         if host is not None:
             argv = host.command(argv)
-        proc = self._spawn(name, argv, {**self.env, **(env or {})})
+        proc = self._spawn(name, argv, self._noting_locations({**self.env, **(env or {})}))
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -164,7 +166,7 @@ class Stack:
         """
         port = port or free_port()
         gateway_env = {**self.env, "CHECKGATE_PORT": str(port), "CHECKGATE_ID_PREFIX": f"{self.prefix}{name}-", **env}
-        proc = self._spawn(name, [sys.executable, "-m", "gateway"], gateway_env, nofile)
+        proc = self._spawn(name, [sys.executable, "-m", "gateway"], self._noting_locations(gateway_env), nofile)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -179,6 +181,12 @@ class Stack:
                 return base
             time.sleep(0.1)
         raise TimeoutError(f"gateway {name} not up: {self.logs[name].read_text()[-2000:]}")
+
+    def _noting_locations(self, env: dict[str, str]) -> dict[str, str]:
+        """`env`, after noting the locations (CHECKGATE_LOCATIONS, CHECKGATE_LOCATION) it declares queues for."""
+        named = f"{env.get('CHECKGATE_LOCATIONS', '')},{env.get('CHECKGATE_LOCATION', '')}"
+        self.locations.update(n.strip() for n in named.split(",") if n.strip())
+        return env
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to a process of the stack and reap it."""
@@ -195,7 +203,9 @@ class Stack:
 
     def cleanup(self) -> None:
         """Delete the run's queues, exchanges and Redis keys from the shared broker and Redis."""
-        cleanup_deployment(self.prefix, self.broker_url, self.backend_url, {c.queue for c in load_checks().values()})
+        queues = {c.queue for c in load_checks().values()}
+        queues |= {f"{queue}@{where}" for queue in queues for where in self.locations}
+        cleanup_deployment(self.prefix, self.broker_url, self.backend_url, queues)
 
 
 @contextlib.contextmanager

@@ -74,10 +74,12 @@ class StubClient:
     """CeleryClient's interface as the handlers use it.
 
     `answer(check, kwargs, timeout)` decides what a sync call returns (a meta, None for a deadline, or
-    an exception to raise); `publish_error` is raised by every publish (async and fire modes). The
-    library's calls (Flower's task API): `send_task` records what it was asked (`sent`) or raises
-    `send_error`; a task's `wait` answers `task_outcome(id)` (a TaskResult or an exception to raise);
-    `fetch` answers from `fetched` (PENDING otherwise).
+    an exception to raise); `answer_at(check, kwargs, timeout, queue)`, when set, decides instead, knowing
+    the queue the task was routed to (None: the type's own); `publish_error` is raised by every publish
+    (async and fire modes). `routed` maps every task id built or called to that queue. The library's
+    calls (Flower's task API): `send_task` records what it was asked (`sent`) or raises `send_error`; a
+    task's `wait` answers `task_outcome(id)` (a TaskResult or an exception to raise); `fetch` answers
+    from `fetched` (PENDING otherwise).
     """
 
     def __init__(self) -> None:
@@ -86,6 +88,8 @@ class StubClient:
         self.published: list[tuple[str, str]] = []
         self.publish_error: BaseException | None = None
         self.answer: Callable[[CheckType, dict[str, Any], float], dict[str, Any] | None] = self._success
+        self.answer_at: Callable[[CheckType, dict[str, Any], float, str | None], dict[str, Any] | None] | None = None
+        self.routed: dict[str, str | None] = {}
         self._ids = 0
         self.sent: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
         self.send_error: BaseException | None = None
@@ -104,8 +108,16 @@ class StubClient:
         return f"stub-{self._ids}"
 
     def build_message(
-        self, task_id: str, task_name: str, kwargs: dict[str, Any], *, timeout: float, ignore_result: bool = False
+        self,
+        task_id: str,
+        task_name: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        ignore_result: bool = False,
+        queue: str | None = None,
     ) -> tuple[str, str]:
+        self.routed[task_id] = queue
         return task_id, task_name
 
     async def publish(self, message: tuple[str, str]) -> None:
@@ -114,14 +126,24 @@ class StubClient:
         self.published.append(message)
 
     async def call(
-        self, task_name: str, kwargs: dict[str, Any], *, timeout: float, task_id: str | None = None
+        self,
+        task_name: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        task_id: str | None = None,
+        queue: str | None = None,
     ) -> tuple[str, dict | None, float]:
         check = REGISTRY[task_name.removeprefix("checkgate.")]
         task_id = task_id or self.new_id()
         if not self.results.available:
             raise BackendUnavailable("stub backend down")
+        self.routed[task_id] = queue
         await self.publish((task_id, check.task_name))
-        meta = self.answer(check, kwargs, timeout)
+        if self.answer_at is not None:
+            meta = self.answer_at(check, kwargs, timeout, queue)
+        else:
+            meta = self.answer(check, kwargs, timeout)
         if isinstance(meta, BaseException):
             raise meta
         if meta is not None:
