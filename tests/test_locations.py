@@ -425,8 +425,10 @@ def test_celeryconfig_declares_each_location_queue_like_its_plain_queue() -> Non
 
 def test_a_message_for_a_location_is_routed_to_its_queue_by_celerys_rule() -> None:
     app = configured_app(CHECKGATE_QUEUE_PREFIX="pre_", CHECKGATE_LOCATIONS="eu-west")
-    assert route_of(app, "checkgate.http", "pre_http@eu-west") == ("", "pre_http@eu-west")
-    assert route_of(app, "checkgate.http") == ("", "pre_http")
+    there_route = route_of(app, "checkgate.http", {"queue": "pre_http@eu-west"})
+    assert (there_route.exchange, there_route.routing_key) == ("", "pre_http@eu-west")
+    here_route = route_of(app, "checkgate.http")
+    assert (here_route.exchange, here_route.routing_key) == ("", "pre_http")
     factory = MessageFactory(app)
     there = factory.build("id-1", "checkgate.http", {"url": "http://a/"}, timeout=5, queue="pre_http@eu-west")
     here = factory.build("id-2", "checkgate.http", {"url": "http://a/"}, timeout=5)

@@ -560,8 +560,9 @@ class CeleryClient:
     ) -> tuple[str, dict | None, float]:
         """Run `task_name(**kwargs)` (on `queue` when given) and wait up to `timeout` s: (task id, ready
         meta or None past the deadline, seconds from the publish to the result's arrival — the time the
-        task was out of this process's hands). The gateway's path: the message is made from the type's template, published
-        with `expires` = the deadline, and the meta is returned as stored (exceptions not rebuilt).
+        task was out of this process's hands). The gateway's path: the message is made from the type's
+        template, published with `expires` = the deadline, and the meta is returned as stored (exceptions
+        not rebuilt).
         `task_id` must be fresh (`new_id`). Needs `start()` first.
 
         A deadline that passes while the broker has not yet confirmed the publish is a deadline like any
