@@ -49,6 +49,8 @@ FASTAPI_THREADS = 40
 # them in that order and skips the cells when the checkout does neither.
 PROCESSES_ENV = "CHECKGATE_PROCESSES"
 REUSE_PORT_ENV = "CHECKGATE_REUSE_PORT"
+# What gateway/server.py logs once a process listens.
+LISTENING = "checkgate gateway on http"
 
 
 class Skip(Exception):
@@ -224,8 +226,9 @@ class CheckgateMulti(Checkgate):
 
     First tried as one `python -m gateway` with CHECKGATE_PROCESSES=N (the gateway forks: its process
     group then holds at least N processes), else as N `python -m gateway` with CHECKGATE_REUSE_PORT=1
-    (SO_REUSEPORT), each with an id prefix of its own. The way that worked is kept for the run; when
-    neither does (one process stays; the second cannot bind), every cell is skipped saying so.
+    (SO_REUSEPORT), each with an id prefix of its own, up once each has logged that it listens. The way
+    that worked is kept for the run; when neither does (one process stays; the second cannot bind),
+    every cell is skipped saying so.
     """
 
     name = "checkgate-multi"
@@ -265,17 +268,19 @@ class CheckgateMulti(Checkgate):
             if cls.mode == "processes":
                 raise RuntimeError(f"{PROCESSES_ENV}={self.processes} started {group_size(self.proc.pgid)} processes")
             self.stop()
-        self._start_reuse_port(cell, port)
+        self._start_reuse_port(cell)
 
-    def _start_reuse_port(self, cell: int, port: int) -> None:
+    def _start_reuse_port(self, cell: int) -> None:
         cls = type(self)
+        # A port of its own: the one tried before may still have connections in TIME_WAIT.
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
         for n in range(self.processes):
             env = {**self.env(port, cell), REUSE_PORT_ENV: "1"}
             env["CHECKGATE_ID_PREFIX"] = f"{self.stack.prefix}gw{cell}p{n}-"
             self.procs.append(self.stack.spawn(f"{self.name}-{cell}-{n}", self.argv(port), env))
         self.proc = self.procs[0]
         try:
-            self.wait_ready(timeout=60)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 exited = [p for p in self.procs if p.popen.poll() is not None]
@@ -288,7 +293,9 @@ class CheckgateMulti(Checkgate):
                         )
                         raise Skip(cls.mode)
                     raise RuntimeError(f"{exited[0].name} exited ({exited[0].popen.returncode}): {tail}")
-                if all("checkgate gateway on http" in p.tail(20000) for p in self.procs):
+                # Each process logs this line (gateway/server.py) once it listens.
+                if all(LISTENING in p.tail(20000) for p in self.procs):
+                    self.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
                     cls.mode = "reuse_port"
                     return
                 time.sleep(0.2)

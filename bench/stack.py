@@ -95,8 +95,8 @@ def group_cpu_seconds(pgid: int) -> float:
 
 
 def group_size(pgid: int) -> int:
-    """How many live processes process group `pgid` has."""
-    return len(_group_stats(pgid))
+    """How many running processes process group `pgid` has (zombies, dead but not yet reaped, left out)."""
+    return sum(fields[0] != "Z" for fields in _group_stats(pgid).values())
 
 
 @dataclass
