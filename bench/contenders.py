@@ -474,8 +474,9 @@ class Drain(Direct):
     """The workers alone (bench.drain): the scenario's task from a queue filled in advance, no front end.
 
     Its rate is a bound of the scenario. The queue is filled with what the workers should get through in
-    the lead-in, the window and a little more at the rate measured in an earlier round of the same
-    scenario (× 1.5), else at min(slots / T, GUESS_RPS); a drain that runs dry says so (`starved`).
+    the lead-in, the window and a little more at the rate measured in an earlier drain of the same task
+    on the same workers (× 1.5: sleep@60 and sleep@1000 drain the same task), else at
+    min(slots / T, GUESS_RPS); a drain that runs dry says so (`starved`).
     """
 
     name = "drain"
@@ -485,13 +486,18 @@ class Drain(Direct):
     runs_tasks = False  # it is the bound, not measured against one
     GUESS_RPS = 300.0
     MAX_TASKS = 40_000
-    # Rates measured so far, by scenario name (which names the worker transport when there are several).
-    learned: ClassVar[dict[str, float]] = {}
+    # Rates measured so far, by what was drained: (check, its parameters, worker transport).
+    learned: ClassVar[dict[tuple[str, str, str], float]] = {}
+
+    @staticmethod
+    def key(scenario: Scenario) -> tuple[str, str, str]:
+        stream = scenario.stream(scenario.primary)
+        return stream.check, json.dumps(stream.params, sort_keys=True), scenario.transport
 
     def tasks_for(self, scenario: Scenario) -> int:
         stream = scenario.stream(scenario.primary)
         slots = self.stack.slots.get(stream.check, 1)
-        known = self.learned.get(scenario.name)
+        known = self.learned.get(self.key(scenario))
         rate = 1.5 * known if known else self.GUESS_RPS
         if stream.task_s > 0:
             rate = min(rate, slots / stream.task_s)
@@ -519,7 +525,7 @@ class Drain(Direct):
         def combine(outputs: list[dict[str, Any]]) -> dict[str, Any]:
             out = outputs[0]
             if out["streams"][stream.name]["rps"] > 0:
-                type(self).learned[scenario.name] = out["streams"][stream.name]["rps"]
+                type(self).learned[self.key(scenario)] = out["streams"][stream.name]["rps"]
             return {**out["streams"], "_drain": out["drain"]}
 
         run = DirectRun([popen], log, combine)
