@@ -42,7 +42,7 @@ bench: bootstrap
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# A short run of the harness itself (checkgate, the drain, the bare handler; 2 s windows): not figures.
+# A short run of the harness itself (checkgate and the drain, 2 s windows): not figures.
 bench-smoke: bootstrap
 	$(BIN)/python -m bench --smoke
 

@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add(
         "--smoke",
         action="store_true",
-        help="a tiny run: checkgate, the drain and the bare handler, few clients, 2 s cells",
+        help="a tiny run of the harness: checkgate and the drain, few clients, 2 s cells",
     )
     add("--cleanup", metavar="PREFIX", help="only delete the queues and results of a killed run (prefix cgb…_)")
     args = parser.parse_args(argv)
@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "rounds": 1,
         "duration": 2,
         "scenarios": "unique,sleep",
-        "contenders": "checkgate,drain,bare",
+        "contenders": "checkgate,drain",
         "sleep_clients": "8",
         "sleep_ms": 100,
         "noop_clients": 4,

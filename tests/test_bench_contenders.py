@@ -1,4 +1,5 @@
-"""How the bench starts checkgate as N gateway processes, against a stand-in gateway (no services).
+"""Contenders that need no workers: checkgate as N gateway processes against a stand-in gateway, and
+the bare Tornado handler (no services).
 
 The multi-process gateway (issue #15 part 1) may fork N processes itself (CHECKGATE_PROCESSES) or be
 started N times on one port (CHECKGATE_REUSE_PORT=1); the bench finds out which, keeps it for the run,
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.contenders import CheckgateMulti, Skip
+from bench import scenarios
+from bench.contenders import Bare, CheckgateMulti, Skip
 from bench.stack import BenchStack, group_size
 
 # mode "fork": CHECKGATE_PROCESSES=N processes sharing one listening socket; "reuse": binds with
@@ -99,3 +101,19 @@ def test_a_gateway_of_one_process_per_port_is_skipped_saying_why(stack: BenchSta
     with pytest.raises(Skip):
         kind(stack).start(2)
     assert not stack.procs
+
+
+def test_the_bare_handler_answers_like_checkgate_with_no_work_behind(stack: BenchStack) -> None:
+    bare = Bare(stack)
+    bare.start(1)
+    try:
+        # warm() checks every answer against the task's own result, as for every HTTP contender.
+        (unique,) = scenarios.build(["unique"], 1, [])
+        (sleep,) = scenarios.build(["sleep"], 1, [4], sleep_ms=50)
+        bare.warm(unique.streams + sleep.streams)
+        assert bare.target(unique.stream("main").concrete(3)).url.endswith("/check/add?x=3&y=2")
+        (pgid,) = bare.pgids()
+        assert group_size(pgid) == 1
+    finally:
+        bare.stop()
+    assert not group_size(pgid)

@@ -1,8 +1,9 @@
-"""`python -m bench --smoke` end to end: real workers, gateway, wrk, the drain and the bare handler, briefly.
+"""`python -m bench --smoke` end to end: real workers, gateway, wrk and the drain, briefly.
 
 It proves the harness works (every key of the results, checkgate answering without errors, the
 bounds named, CPU per answer measured, the run's queues deleted afterwards), not how fast anything is.
-The report's arithmetic is tested apart, in process (tests/test_bench_report.py).
+The report's arithmetic is tested apart, in process (tests/test_bench_report.py), and the contenders
+that need no workers in tests/test_bench_contenders.py.
 """
 
 import json
@@ -47,7 +48,7 @@ def test_results_have_every_key(smoke: dict) -> None:
     assert smoke["worker_transports"]["pyamqp"]["slots"] == {"add": 2, "sleep": 200}
     assert set(smoke["scenarios"]) == {"noop-unique", "sleep@8"}
     for scenario in smoke["scenarios"].values():
-        assert set(scenario["contenders"]) == {"checkgate", "drain", "bare"}
+        assert set(scenario["contenders"]) == {"checkgate", "drain"}
         for row in scenario["contenders"].values():
             assert row.keys() >= ROW_KEYS
             assert row["rounds"] == 1 and not row["failed"] and not row["skipped"]
@@ -65,22 +66,19 @@ def test_bounds_come_from_clients_slots_and_the_drain(smoke: dict) -> None:
     for scenario in (unique, sleep):
         checkgate = scenario["contenders"]["checkgate"]
         assert checkgate["of_bound"] == pytest.approx(checkgate["rps"] / scenario["bound_rps"], rel=0.01)
-        # The drain is the bound and the bare handler runs no task: neither is measured against it.
+        # The drain is the bound: it is not measured against itself.
         assert scenario["contenders"]["drain"]["of_bound"] is None
-        assert scenario["contenders"]["bare"]["of_bound"] is None
 
 
 def test_checkgate_answers_every_request_and_cpu_per_answer_is_measured(smoke: dict) -> None:
     for scenario in smoke["scenarios"].values():
-        checkgate, drain, bare = (scenario["contenders"][c] for c in ("checkgate", "drain", "bare"))
+        checkgate, drain = (scenario["contenders"][c] for c in ("checkgate", "drain"))
         assert checkgate["rps"] > 0 and checkgate["errors"] == 0
         assert checkgate["p50_ms"] > 0 and checkgate["p99_ms"] >= checkgate["p50_ms"]
         assert checkgate["cpu_ms_per_answer"] > 0 and checkgate["workers_cpu_ms_per_answer"] > 0
         assert drain["rps"] > 0 and drain["errors"] == 0
         # The drain has no front end; its workers' CPU is per task.
         assert drain["cpu_ms_per_answer"] is None and drain["workers_cpu_ms_per_answer"] > 0
-        assert bare["rps"] > 0 and bare["errors"] == 0 and bare["cpu_ms_per_answer"] > 0
-        assert bare["workers_cpu_ms_per_answer"] is None
     # checkgate's own time per answer, read from its /metrics around each cell.
     own = smoke["scenarios"]["sleep@8"]["contenders"]["checkgate"]["self_time"]["sleep"]
     assert 0 < own["p50_ms"] <= own["p99_ms"]
