@@ -33,13 +33,16 @@ format: bootstrap
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# checkgate against Flask+gunicorn, Flower and Celery's own client, side by side on the same workers;
-# results in bench/results/ (latest.json, latest.md, latest.png). make bench BENCH_ARGS="--rounds 5"
+# checkgate (1 and N processes) against Flask+gunicorn, Flower, FastAPI+uvicorn, a bare Tornado handler,
+# Celery's own client and the workers alone (each scenario's bound), side by side on the same workers,
+# on py-amqp and on librabbitmq workers (skipped where librabbitmq does not import); results in
+# bench/results/ (latest.json, latest.md, latest.png). make bench BENCH_ARGS="--rounds 5"
 BENCH_ARGS ?=
 bench: bootstrap
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# A short run of the harness itself (checkgate and the drain, 2 s windows): not figures.
 bench-smoke: bootstrap
 	$(BIN)/python -m bench --smoke
 

@@ -83,8 +83,9 @@ setup(
             "httpx>=0.27",
             "aiohttp>=3.9",
         ],
-        # `make bench`: the peers checkgate is measured against (Flask+gunicorn, Flower) and the plots.
-        "bench": ["flask>=3.0", "gunicorn>=22", "matplotlib>=3.8"],
+        # `make bench`: the peers checkgate is measured against (Flask+gunicorn, Flower, FastAPI+uvicorn as
+        # its docs install it: uvicorn[standard], i.e. with uvloop and httptools) and the plots.
+        "bench": ["flask>=3.0", "gunicorn>=22", "fastapi>=0.110", "uvicorn[standard]>=0.30", "matplotlib>=3.8"],
         # librabbitmq's last release (2018) only builds on old Pythons; kombu and celery gate
         # their own extras the same way.
         "librabbitmq": ["librabbitmq>=2.0; python_version < '3.11'"],

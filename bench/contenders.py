@@ -3,12 +3,22 @@
 All of them use the bench's workers and broker. A contender is started afresh for every cell and
 stopped after it: a saturated blocking peer still holds hundreds of queued requests when the load
 ends, and they must not spill into the next cell.
+
+HTTP front ends: checkgate (one process, and `checkgate-multi`: N processes on one port), the article's
+blocking Flask+gunicorn, Flower's apply API, FastAPI+uvicorn, and `bare` — Tornado+uvloop doing no
+work, the floor of a Python front end's CPU per answer. Without HTTP (`Direct`): the floor (Celery's
+own client, bench.floor) and the drain (the workers alone, bench.drain: a bound).
+
+A contender runs the scenario kinds in its `kinds`; one that cannot run here (a package missing, a
+feature the checkout lacks) raises `Skip` with the reason, and the report shows it as skipped.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 import select
 import subprocess
 import sys
@@ -16,6 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,13 +35,26 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.floor import READY, merge
 from bench.load import MARKER, Target
-from bench.scenarios import Stream
-from bench.stack import BenchStack, Proc, free_port
+from bench.scenarios import DRAINED_KINDS, KINDS, Scenario, Stream
+from bench.stack import BenchStack, Proc, free_port, group_size
 
 # gunicorn sizing of the article's blocking baseline: 10 workers × 3 threads.
 FLASK_WORKERS = 10
 FLASK_THREADS = 3
 WARM_CONCURRENCY = FLASK_WORKERS * FLASK_THREADS
+# anyio's default thread limiter, which Starlette's run_in_threadpool uses.
+FASTAPI_THREADS = 40
+# The multi-process gateway of issue #15 part 1: one command forking N processes (CHECKGATE_PROCESSES),
+# or N commands sharing the port (CHECKGATE_REUSE_PORT=1, each CHECKGATE_PROCESSES=1). The harness tries
+# them in that order and skips the cells when the checkout does neither.
+PROCESSES_ENV = "CHECKGATE_PROCESSES"
+REUSE_PORT_ENV = "CHECKGATE_REUSE_PORT"
+# What gateway/server.py logs once a process listens.
+LISTENING = "checkgate gateway on http"
+
+
+class Skip(Exception):
+    """This contender cannot run here (a package or a feature is missing); the message says which."""
 
 
 def overhead_buckets(text: str) -> dict[str, list[tuple[float, int]]]:
@@ -68,13 +92,34 @@ class Contender:
 
     name: ClassVar[str]
     label: ClassVar[str]
+    # The scenario kinds it is run in.
+    kinds: ClassVar[tuple[str, ...]] = KINDS
+    # Whether its processes are a front end whose CPU per answer the report gives.
+    front_end: ClassVar[bool] = True
+    # Whether its answers are the workers' tasks, so that bounds and the ratios to peers apply to its rate.
+    runs_tasks: ClassVar[bool] = True
+    # Whether it sends the workers anything (their CPU per answer is then reported).
+    uses_workers: ClassVar[bool] = True
+    # Modules it needs (the `[bench]` extra); missing ones make it Skip.
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, stack: BenchStack) -> None:
         self.stack = stack
         self.proc: Proc | None = None
         self.base = ""
 
+    @classmethod
+    def describe(cls) -> str:
+        """The label the report shows."""
+        return cls.label
+
+    def check_requirements(self) -> None:
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise Skip(f"{', '.join(missing)} not installed (pip install -e '.[bench]')")
+
     def start(self, cell: int) -> None:
+        self.check_requirements()
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self.proc = self.stack.spawn(f"{self.name}-{cell}", self.argv(port), self.env(port, cell))
@@ -120,6 +165,10 @@ class Contender:
     def pgid(self) -> int | None:
         return self.proc.pgid if self.proc else None
 
+    def pgids(self) -> list[int]:
+        """Process groups whose CPU is the contender's."""
+        return [self.proc.pgid] if self.proc else []
+
     def target(self, stream: Stream) -> Target:
         """The request that runs `stream`'s check once."""
         return Target(f"{self.base}/check/{stream.check}?{urllib.parse.urlencode(stream.params)}")
@@ -157,8 +206,9 @@ class Checkgate(Contender):
         return [sys.executable, "-m", "gateway"]
 
     def env(self, port: int, cell: int) -> dict[str, str]:
-        # A distinct id prefix per process, as the gateway requires.
-        return {**self.stack.env, "CHECKGATE_PORT": str(port), "CHECKGATE_ID_PREFIX": f"{self.stack.prefix}gw{cell}-"}
+        # A distinct id prefix per process, as the gateway requires; one process, whatever the default.
+        env = {**self.stack.env, "CHECKGATE_PORT": str(port), "CHECKGATE_ID_PREFIX": f"{self.stack.prefix}gw{cell}-"}
+        return {**env, PROCESSES_ENV: "1"}
 
     def is_up(self, body: Any) -> bool:
         return isinstance(body, dict) and body["broker"]["ok"] and body["backend"]["ok"]
@@ -171,11 +221,104 @@ class Checkgate(Contender):
         return overhead_buckets(text)
 
 
+class CheckgateMulti(Checkgate):
+    """checkgate as `processes` gateway processes on one port (issue #15 part 1), for 1 → N.
+
+    First tried as one `python -m gateway` with CHECKGATE_PROCESSES=N (the gateway forks: its process
+    group then holds at least N processes), else as N `python -m gateway` with CHECKGATE_REUSE_PORT=1
+    (SO_REUSEPORT), each with an id prefix of its own, up once each has logged that it listens. The way
+    that worked is kept for the run; when neither does (one process stays; the second cannot bind),
+    every cell is skipped saying so.
+    """
+
+    name = "checkgate-multi"
+    label = "checkgate ×N"
+    kinds = ("unique", "sleep")
+    processes: ClassVar[int] = max(2, os.cpu_count() or 2)
+    # "processes", "reuse_port", or a Skip's reason; None until the first start.
+    mode: ClassVar[str | None] = None
+    # Seconds the forking gateway is given to have all its processes up.
+    FORK_WAIT_S = 5.0
+
+    def __init__(self, stack: BenchStack) -> None:
+        super().__init__(stack)
+        self.procs: list[Proc] = []
+
+    @classmethod
+    def describe(cls) -> str:
+        return f"checkgate ×{cls.processes} processes"
+
+    def start(self, cell: int) -> None:
+        cls = type(self)
+        if cls.mode not in (None, "processes", "reuse_port"):
+            raise Skip(cls.mode)
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        if cls.mode in (None, "processes"):
+            env = {**self.env(port, cell), PROCESSES_ENV: str(self.processes)}
+            self.proc = self.stack.spawn(f"{self.name}-{cell}", self.argv(port), env)
+            self.procs = [self.proc]
+            self.wait_ready(timeout=60)
+            deadline = time.monotonic() + self.FORK_WAIT_S
+            while group_size(self.proc.pgid) < self.processes and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if group_size(self.proc.pgid) >= self.processes:
+                cls.mode = "processes"
+                return
+            if cls.mode == "processes":
+                raise RuntimeError(f"{PROCESSES_ENV}={self.processes} started {group_size(self.proc.pgid)} processes")
+            self.stop()
+        self._start_reuse_port(cell)
+
+    def _start_reuse_port(self, cell: int) -> None:
+        cls = type(self)
+        # A port of its own: the one tried before may still have connections in TIME_WAIT.
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        for n in range(self.processes):
+            env = {**self.env(port, cell), REUSE_PORT_ENV: "1"}
+            env["CHECKGATE_ID_PREFIX"] = f"{self.stack.prefix}gw{cell}p{n}-"
+            self.procs.append(self.stack.spawn(f"{self.name}-{cell}-{n}", self.argv(port), env))
+        self.proc = self.procs[0]
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                exited = [p for p in self.procs if p.popen.poll() is not None]
+                if exited:
+                    tail = exited[0].tail()
+                    if "Address already in use" in tail or "EADDRINUSE" in tail:
+                        cls.mode = (
+                            f"the gateway serves one process per port here: neither {PROCESSES_ENV} "
+                            f"nor {REUSE_PORT_ENV} is supported by this checkout"
+                        )
+                        raise Skip(cls.mode)
+                    raise RuntimeError(f"{exited[0].name} exited ({exited[0].popen.returncode}): {tail}")
+                # Each process logs this line (gateway/server.py) once it listens.
+                if all(LISTENING in p.tail(20000) for p in self.procs):
+                    self.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+                    cls.mode = "reuse_port"
+                    return
+                time.sleep(0.2)
+            raise TimeoutError(f"{self.processes} gateway processes not all up after 60 s")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            self.stack.stop(proc.name, grace=3.0)
+        self.procs, self.proc = [], None
+
+    def pgids(self) -> list[int]:
+        return [p.pgid for p in self.procs]
+
+
 class Blocking(Contender):
     """The original article's baseline: Flask under gunicorn, a thread blocked per request."""
 
     name = "blocking"
     label = f"Flask+gunicorn {FLASK_WORKERS}×{FLASK_THREADS}"
+    requires = ("flask", "gunicorn")
 
     def argv(self, port: int) -> list[str]:
         argv = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(FLASK_WORKERS)]
@@ -191,6 +334,7 @@ class Flower(Contender):
 
     name = "flower"
     label = "Flower apply API"
+    requires = ("flower",)
 
     def argv(self, port: int) -> list[str]:
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "flower", "--address=127.0.0.1", f"--port={port}"]
@@ -216,7 +360,65 @@ class Flower(Contender):
         return None
 
 
-class Floor(Contender):
+class FastAPI(Contender):
+    """FastAPI under uvicorn (uvloop, httptools): `.delay()`, then `AsyncResult.get` in its thread pool."""
+
+    name = "fastapi"
+    label = f"FastAPI+uvicorn ({FASTAPI_THREADS} threads)"
+    requires = ("fastapi", "uvicorn")
+
+    def argv(self, port: int) -> list[str]:
+        argv = [sys.executable, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--backlog", "4096", "--no-access-log", "--log-level", "warning"]
+        return argv
+
+
+class Bare(Contender):
+    """Tornado on uvloop answering with no work behind it (bench.peers.bare_app): the floor of a Python
+    front end's CPU per answer, at the same rate and concurrency as the others."""
+
+    name = "bare"
+    label = "bare Tornado+uvloop (no work)"
+    kinds = ("unique", "sleep")
+    runs_tasks = False
+    uses_workers = False
+    requires = ("tornado", "uvloop")
+
+    def argv(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "bench.peers.bare_app", str(port)]
+
+
+class Direct(Contender):
+    """A contender without HTTP: child processes that load the workers themselves, spoken to by DirectRun."""
+
+    def start(self, cell: int) -> None:
+        self.cell = cell
+
+    def warm(self, streams: tuple[Stream, ...]) -> None:
+        pass  # the child processes warm up before they say READY
+
+    def target(self, stream: Stream) -> Target:
+        raise TypeError(f"{self.name} is not addressed over HTTP")
+
+    def launch(self, scenario: Scenario, ready_timeout: float = 90) -> DirectRun:
+        """Start the child processes; return once all are READY."""
+        raise NotImplementedError
+
+    def _spawn(self, module: str, plan: dict[str, Any], log: Path) -> subprocess.Popen[str]:
+        with log.open("ab") as err:
+            return subprocess.Popen(
+                [sys.executable, "-m", module, json.dumps(plan)],
+                cwd=self.stack.env["PYTHONPATH"],
+                env=self.stack.env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                start_new_session=True,
+            )
+
+
+class Floor(Direct):
     """Celery's own client, no HTTP: `procs` bench.floor processes sharing the clients."""
 
     name = "floor"
@@ -226,22 +428,14 @@ class Floor(Contender):
     # the clients. 0: one process per 250 clients, 2 to 4.
     procs = 0
 
-    def start(self, cell: int) -> None:
-        self.cell = cell
-
-    def warm(self, streams: tuple[Stream, ...]) -> None:
-        pass  # every bench.floor process warms itself up before the clock starts
-
-    def target(self, stream: Stream) -> Target:
-        raise TypeError("the floor is not addressed over HTTP")
-
     def process_count(self, streams: tuple[Stream, ...]) -> int:
         if self.procs:
             return self.procs
         return min(4, max(2, math.ceil(sum(s.clients for s in streams) / 250)))
 
-    def launch(self, streams: tuple[Stream, ...], window: int, ready_timeout: float = 90) -> FloorRun:
+    def launch(self, scenario: Scenario, ready_timeout: float = 90) -> DirectRun:
         """Start the floor processes, each with a share of every stream's clients; return once all are warm."""
+        streams, window = scenario.streams, scenario.window
         count = self.process_count(streams)
         popens = []
         for n in range(count):
@@ -266,21 +460,8 @@ class Floor(Contender):
                     for s in streams
                 ],
             }
-            log = self.stack.logdir / f"floor-{self.cell}-{n}.log"
-            with log.open("ab") as err:
-                popens.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "bench.floor", json.dumps(plan)],
-                        cwd=self.stack.env["PYTHONPATH"],
-                        env=self.stack.env,
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        stderr=err,
-                        text=True,
-                        start_new_session=True,
-                    )
-                )
-        run = FloorRun(popens, self.stack.logdir / f"floor-{self.cell}-0.log", window)
+            popens.append(self._spawn("bench.floor", plan, self.stack.logdir / f"floor-{self.cell}-{n}.log"))
+        run = DirectRun(popens, self.stack.logdir / f"floor-{self.cell}-0.log", lambda outs: merge(outs, window))
         try:
             run.wait_ready(ready_timeout)
         except BaseException:
@@ -289,13 +470,90 @@ class Floor(Contender):
         return run
 
 
-class FloorRun:
-    """Running bench.floor processes of one cell."""
+class Drain(Direct):
+    """The workers alone (bench.drain): the scenario's task from a queue filled in advance, no front end.
 
-    def __init__(self, popens: list[subprocess.Popen[str]], log: Path, window: int) -> None:
+    Its rate is a bound of the scenario. The queue is filled with what the workers should get through in
+    the lead-in, the window and a little more at the rate measured in an earlier drain of the same task
+    on the same workers (× 1.5: sleep@60 and sleep@1000 drain the same task), else at
+    min(slots / T, GUESS_RPS); a drain that runs dry says so (`starved`).
+    """
+
+    name = "drain"
+    label = "workers alone (drain)"
+    kinds = DRAINED_KINDS
+    front_end = False
+    runs_tasks = False  # it is the bound, not measured against one
+    GUESS_RPS = 300.0
+    MAX_TASKS = 40_000
+    # Rates measured so far, by what was drained: (check, its parameters, worker transport).
+    learned: ClassVar[dict[tuple[str, str, str], float]] = {}
+
+    @staticmethod
+    def key(scenario: Scenario) -> tuple[str, str, str]:
+        stream = scenario.stream(scenario.primary)
+        return stream.check, json.dumps(stream.params, sort_keys=True), scenario.transport
+
+    def tasks_for(self, scenario: Scenario) -> int:
+        stream = scenario.stream(scenario.primary)
+        slots = self.stack.slots.get(stream.check, 1)
+        known = self.learned.get(self.key(scenario))
+        rate = 1.5 * known if known else self.GUESS_RPS
+        if stream.task_s > 0:
+            rate = min(rate, slots / stream.task_s)
+        span = math.ceil(stream.window_at) + 1 + scenario.window + max(0.5, stream.task_s)
+        return min(self.MAX_TASKS, math.ceil(rate * span) + slots)
+
+    def launch(self, scenario: Scenario, ready_timeout: float = 180) -> DirectRun:
+        stream = scenario.stream(scenario.primary)
+        plan = {
+            "window": scenario.window,
+            "stream": {
+                "name": stream.name,
+                "task": f"checkgate.{stream.check}",
+                "kwargs": stream.params,
+                "window_at": stream.window_at,
+                "task_s": stream.task_s,
+            },
+            "queue": self.stack.prefix + stream.check,
+            "nodes": self.stack.nodes[stream.check],
+            "tasks": self.tasks_for(scenario),
+        }
+        log = self.stack.logdir / f"drain-{self.cell}.log"
+        popen = self._spawn("bench.drain", plan, log)
+
+        def combine(outputs: list[dict[str, Any]]) -> dict[str, Any]:
+            out = outputs[0]
+            if out["streams"][stream.name]["rps"] > 0:
+                type(self).learned[self.key(scenario)] = out["streams"][stream.name]["rps"]
+            return {**out["streams"], "_drain": out["drain"]}
+
+        run = DirectRun([popen], log, combine)
+        try:
+            run.wait_ready(ready_timeout)
+        except BaseException:
+            run.kill()
+            raise
+        return run
+
+    def stop(self) -> None:
+        # A drain killed between pausing the consumers and resuming them must not leave them paused.
+        self.stack.resume_consumers()
+
+
+class DirectRun:
+    """Running child processes of one Direct contender's cell: READY, then t0 on stdin, then one
+    BENCH_JSON line each, which `combine` turns into the cell's stats per stream."""
+
+    def __init__(
+        self,
+        popens: list[subprocess.Popen[str]],
+        log: Path,
+        combine: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    ) -> None:
         self.popens = popens
         self.log = log
-        self.window = window
+        self.combine = combine
 
     @property
     def pgids(self) -> list[int]:
@@ -308,7 +566,9 @@ class FloorRun:
             ready, _, _ = select.select([popen.stdout], [], [], max(0.0, deadline - time.monotonic()))
             line = popen.stdout.readline().strip() if ready else ""
             if line != READY:
-                raise RuntimeError(f"floor not ready ({line!r}): {self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"{self.log.stem} not ready ({line!r}): {self.log.read_text(errors='replace')[-2000:]}"
+                )
 
     def go(self, t0: float) -> None:
         """Tell every process the start time."""
@@ -318,7 +578,7 @@ class FloorRun:
             popen.stdin.flush()
 
     def result(self, timeout: float) -> dict[str, dict[str, Any]]:
-        """Stats per stream, merged over the processes."""
+        """Stats per stream, combined over the processes."""
         deadline = time.monotonic() + timeout
         outputs = []
         for popen in self.popens:
@@ -329,9 +589,11 @@ class FloorRun:
             line = next((ln for ln in out.splitlines() if ln.startswith(MARKER)), None)
             if popen.poll() != 0 or line is None:
                 self.kill()
-                raise RuntimeError(f"floor failed ({popen.returncode}): {self.log.read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"{self.log.stem} failed ({popen.returncode}): {self.log.read_text(errors='replace')[-2000:]}"
+                )
             outputs.append(json.loads(line[len(MARKER) :]))
-        return merge(outputs, self.window)
+        return self.combine(outputs)
 
     def kill(self) -> None:
         for popen in self.popens:
@@ -340,4 +602,6 @@ class FloorRun:
                 popen.wait()
 
 
-CONTENDERS: dict[str, type[Contender]] = {c.name: c for c in (Checkgate, Blocking, Flower, Floor)}
+CONTENDERS: dict[str, type[Contender]] = {
+    c.name: c for c in (Checkgate, CheckgateMulti, Blocking, Flower, FastAPI, Bare, Floor, Drain)
+}

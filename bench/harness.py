@@ -1,16 +1,26 @@
-"""The run loop of `python -m bench`: workers up once, then rounds × scenarios × contenders.
+"""The run loop of `python -m bench`: rounds × worker transports × scenarios × contenders.
 
-Within a round every scenario is run against every contender, in an order rotated from round to
-round (drift on a shared machine then hits every contender alike); the report takes medians over
-rounds. Each cell starts its contender afresh, warms it up with checked requests, runs the load,
-samples the CPU of every process group over the measurement window, stops the contender and empties
-the queues. Every wait is bounded; every process is stopped on the way out, Ctrl-C included.
+Within a round every scenario is run against every contender that runs its kind, in an order rotated
+from round to round (drift on a shared machine then hits every contender alike); the report takes
+medians over rounds. Each cell starts its contender afresh, warms it up with checked requests, runs the
+load, samples the CPU of every process group over the measurement window, stops the contender and
+empties the queues. Every wait is bounded; every process is stopped on the way out, Ctrl-C included.
+
+The workers are started once per worker transport (`--worker-transport`, issue #17: py-amqp or
+librabbitmq consumers, the same workers for every contender), and again only when a round moves to
+the other transport (the order alternates by round, so each switch serves two rounds). The first
+transport runs every scenario; the others run `noop-unique` and the sleep scenario with the most
+clients against checkgate, the floor and the drain (TRANSPORT_KINDS, TRANSPORT_CONTENDERS), under
+scenario names that carry the transport. A transport that cannot run here (librabbitmq not
+importable, or workers that consume with something else) is skipped, saying why.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import importlib.util
 import math
 import os
 import resource
@@ -25,20 +35,24 @@ from pathlib import Path
 from typing import Any
 
 from bench import report, scenarios
-from bench.contenders import CONTENDERS, Contender, Floor, FloorRun
+from bench.contenders import CONTENDERS, CheckgateMulti, Contender, Direct, DirectRun, Floor, Skip
 from bench.load import Stats, WrkRun, start_wrk, wrk_path
 from bench.machine import machine_info
-from bench.stack import BACKEND_URL, BROKER_URL, ROOT, BenchStack, group_cpu_seconds
+from bench.stack import BACKEND_URL, BROKER_URL, ROOT, WORKER_TRANSPORTS, BenchStack, group_cpu_seconds
 
 DEFAULT_OUT = ROOT / "bench" / "results"
 # Contender start, warm-up, stop and settling, per cell, for the time estimate.
 CELL_OVERHEAD_S = 7.0
+# What a worker transport after the first is run with (issue #17: drain, noop-unique, sleep@1000).
+TRANSPORT_KINDS = ("unique", "sleep")
+TRANSPORT_CONTENDERS = ("checkgate", "floor", "drain")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="checkgate vs the blocking Flask gateway, Flower's API and Celery's own client, same workers.",
+        description="checkgate vs the blocking Flask gateway, Flower's API, FastAPI, a bare Tornado handler, Celery's "
+        "own client and the workers alone, same workers.",
     )
     add = parser.add_argument
     add("--rounds", type=int, help="rounds (each runs every cell once; medians over rounds) [3]")
@@ -53,11 +67,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--sleep-procs", type=int, default=2, help="worker processes sharing the sleep slots [2, as supervisord]")
     add("--floor-procs", type=int, default=0, help="floor processes (0: 2 to 4 by clients)")
     add("--request-timeout", type=int, default=30, help="seconds before wrk counts a request as timed out")
+    add(
+        "--gateway-processes",
+        type=int,
+        default=CheckgateMulti.processes,
+        help=f"gateway processes of the checkgate-multi contender [{CheckgateMulti.processes}: the cores, at least 2]",
+    )
+    add(
+        "--worker-transport",
+        help=f"comma-separated AMQP clients the workers consume with, among {','.join(WORKER_TRANSPORTS)}; the "
+        "first runs everything, the others noop-unique and the largest sleep [pyamqp,librabbitmq; smoke: pyamqp]",
+    )
     add("--out", type=Path, default=DEFAULT_OUT, help="where results go [bench/results]")
     add("--no-plots", action="store_true", help="skip the PNG plots")
     add("--broker", default=BROKER_URL, help="RabbitMQ URL (127.0.0.1 only)")
     add("--backend", default=BACKEND_URL, help="Redis URL of the bench's own db (127.0.0.1 only)")
-    add("--smoke", action="store_true", help="a tiny run (< 60 s): checkgate and the floor, few clients, 2 s cells")
+    add(
+        "--smoke",
+        action="store_true",
+        help="a tiny run of the harness: checkgate and the drain, few clients, 2 s cells",
+    )
     add("--cleanup", metavar="PREFIX", help="only delete the queues and results of a killed run (prefix cgb…_)")
     args = parser.parse_args(argv)
 
@@ -65,11 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     smoke = {
         "rounds": 1,
         "duration": 2,
-        "scenarios": "noop,unique,sleep",
-        "contenders": "checkgate,floor",
+        "scenarios": "unique,sleep",
+        "contenders": "checkgate,drain",
         "sleep_clients": "8",
         "sleep_ms": 100,
         "noop_clients": 4,
+        "worker_transport": "pyamqp",
     }
     full = {
         "rounds": 3,
@@ -79,14 +109,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "sleep_clients": ",".join(map(str, scenarios.SLEEP_CLIENTS)),
         "sleep_ms": scenarios.SLEEP_MS,
         "noop_clients": scenarios.NOOP_CLIENTS,
+        "worker_transport": ",".join(WORKER_TRANSPORTS),
     }
     for key, value in (smoke if args.smoke else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.scenarios = _names(args.scenarios, scenarios.KINDS, parser)
     args.contenders = _names(args.contenders, tuple(CONTENDERS), parser)
+    args.worker_transport = _names(args.worker_transport, WORKER_TRANSPORTS, parser)
     args.sleep_clients = [int(c) for c in args.sleep_clients.split(",") if c.strip()]
     Floor.procs = args.floor_procs
+    if args.gateway_processes < 2:
+        parser.error("--gateway-processes must be at least 2 (checkgate is the 1-process contender)")
+    CheckgateMulti.processes = args.gateway_processes
     if args.rounds < 1 or args.duration < 1:
         parser.error("--rounds and --duration must be at least 1")
     return args
@@ -118,7 +153,8 @@ def wait_until(when: float) -> None:
 
 
 class CpuMeter:
-    """CPU seconds of named process groups between two samples, as cores used."""
+    """CPU seconds of named process groups between two samples (from /proc: user + system, every live
+    process of each group)."""
 
     def __init__(self) -> None:
         self.first: dict[str, float] = {}
@@ -130,22 +166,32 @@ class CpuMeter:
     def start(self, groups: dict[str, list[int]]) -> None:
         self.first, self.at = self.sample(groups), time.time()
 
-    def cores(self, groups: dict[str, list[int]]) -> dict[str, float]:
+    def seconds(self, groups: dict[str, list[int]]) -> tuple[dict[str, float], float]:
+        """(CPU seconds each group used since `start`, wall seconds since `start`)."""
         last, elapsed = self.sample(groups), max(1e-6, time.time() - self.at)
-        return {name: round((last[name] - self.first.get(name, 0.0)) / elapsed, 2) for name in last}
+        return {name: round(last[name] - self.first.get(name, 0.0), 3) for name in last}, elapsed
+
+
+def answers_in_window(scenario: scenarios.Scenario, stats: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Answers counted in the window the CPU was sampled over (the primary stream's): `primary`, the
+    primary stream's; `all`, every stream measured over that window (the mixed scenario's flood and probe)."""
+    window_at = scenario.stream(scenario.primary).window_at
+    same = [s.name for s in scenario.streams if math.ceil(s.window_at) == math.ceil(window_at)]
+    return {"primary": stats[scenario.primary]["requests"], "all": sum(stats[n]["requests"] for n in same)}
 
 
 def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenario, cell: int, args: Any) -> dict:
-    """Run one scenario against one contender; the measured stats per stream and the CPU used."""
+    """Run one scenario against one contender; the measured stats per stream, the CPU used (seconds and
+    cores, per process group) and the answers it was used for. Raises Skip when the contender cannot run."""
     wrk_runs: list[WrkRun] = []
-    floor_run: FloorRun | None = None
+    floor_run: DirectRun | None = None
     meter = CpuMeter()
     readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="self-time")
     try:
         contender.start(cell)
         contender.warm(scenario.streams)
-        if isinstance(contender, Floor):
-            floor_run = contender.launch(scenario.streams, scenario.window)
+        if isinstance(contender, Direct):
+            floor_run = contender.launch(scenario)
         # The contender's own histogram, read when the window opens and when it closes: like the rate,
         # it leaves out the ramp-up. Read from a thread: a contender saturated by a thousand clients may
         # take seconds to answer, and the schedule of the cell must not wait for it.
@@ -155,7 +201,7 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
         window_start = window_of[scenario.primary]
 
         def groups() -> dict[str, list[int]]:
-            mine = floor_run.pgids if floor_run else [contender.pgid()]
+            mine = floor_run.pgids if floor_run else contender.pgids()
             out = {"contender": [g for g in mine if g], **{f"workers_{q}": g for q, g in stack.worker_pgids().items()}}
             out["loadgen"] = [r.pgid for r in wrk_runs]
             return out
@@ -183,18 +229,35 @@ def run_cell(stack: BenchStack, contender: Contender, scenario: scenarios.Scenar
         events.append((window_start, lambda: meter.start(groups())))
         events.append((window_start, lambda: own.update(before=readers.submit(contender.self_time))))
         cpu: dict[str, float] = {}
-        events.append((window_start + scenario.window, lambda: cpu.update(meter.cores(groups()))))
+        elapsed: list[float] = []
+
+        def sample_end() -> None:
+            used, wall = meter.seconds(groups())
+            cpu.update(used)
+            elapsed.append(wall)
+
+        events.append((window_start + scenario.window, sample_end))
         events.append((window_start + scenario.window, lambda: own.update(after=readers.submit(contender.self_time))))
         for when, action in sorted(events, key=lambda e: e[0]):
             wait_until(when)
             action()
         stats: dict[str, dict[str, Any]] = {}
         if floor_run is not None:
-            stats = floor_run.result(timeout=60)
+            stats = floor_run.result(timeout=60 + scenario.window)
         for run in wrk_runs:
             stats[run.name] = run.result(timeout=args.request_timeout + 30).to_dict()
         stack.check_alive()
-        cell = {"ok": True, "streams": stats, "cpu_cores": cpu}
+        drain = stats.pop("_drain", None)
+        wall = elapsed[0] if elapsed else float(scenario.window)
+        cell = {
+            "ok": True,
+            "streams": stats,
+            "cpu_s": cpu,
+            "cpu_cores": {k: round(v / wall, 2) for k, v in cpu.items()},
+            "answers": answers_in_window(scenario, stats),
+        }
+        if drain is not None:
+            cell["drain"] = drain
         before, after = (_reading(own.get(when)) for when in ("before", "after"))
         if before is not None and after is not None:
             cell["self_time"] = self_time_quantiles(before, after)
@@ -265,7 +328,7 @@ def warm_workers(stack: BenchStack, sleep_slots: int) -> None:
     )
     floor = Floor(stack)
     floor.start(0)
-    run = floor.launch(streams, window=2)
+    run = floor.launch(scenarios.Scenario("warm-up", "warm", "workers' warm-up", streams, window=2, primary="sleep"))
     try:
         run.go(time.time() + 0.2)
         run.result(timeout=60)
@@ -277,22 +340,86 @@ def warm_workers(stack: BenchStack, sleep_slots: int) -> None:
 def progress_line(cell: dict, scenario: scenarios.Scenario) -> str:
     """One line per cell: the rate and latency that matter for the scenario, and the CPU used."""
     head = f"[round {cell['round']}] {scenario.name:<10} {cell['contender']:<10}"
+    if cell.get("skipped"):
+        return f"{head} skipped: {cell['skipped']}"
     if not cell["ok"]:
         return f"{head} FAILED: {cell['error'][:300]}"
     primary = Stats(**cell["streams"][scenario.primary])
     latency = Stats(**cell["streams"][scenario.headline_latency])
     errors = sum(s["errors"] for s in cell["streams"].values())
     cpu = " ".join(f"{k.replace('workers_', 'w:')} {v:.2f}" for k, v in cell["cpu_cores"].items())
+    per_answer = report.cpu_per_answer(cell, scenario)
+    mine = per_answer.get("front_end")
+    cost = f"  CPU/answer {mine:.2f} ms" if mine is not None and CONTENDERS[cell["contender"]].front_end else ""
     if scenario.kind == "mixed":
         alone = Stats(**cell["streams"]["add_alone"])
         what = f"flood {primary.rps:8.1f} req/s  add p99 alone {_ms(alone.p99_ms)} → flooded {_ms(latency.p99_ms)} ms"
+    elif "drain" in cell:
+        starved = "  STARVED (more tasks next round)" if cell["drain"]["starved"] else ""
+        what = f"{primary.rps:8.1f} tasks/s of {cell['drain']['published']} published{starved}"
     else:
         what = f"{primary.rps:8.1f} req/s  p50 {_ms(latency.p50_ms)} ms  p99 {_ms(latency.p99_ms)} ms"
-    return f"{head} {what}  errors {errors}  cores: {cpu}  ({cell['elapsed_s']:.0f} s)"
+    return f"{head} {what}  errors {errors}{cost}  cores: {cpu}  ({cell['elapsed_s']:.0f} s)"
 
 
 def _ms(value: float | None) -> str:
     return "   -  " if value is None else f"{value:6.1f}"
+
+
+def for_transport(scen: list[scenarios.Scenario], transport: str, first: bool) -> list[scenarios.Scenario]:
+    """The scenarios run on the workers of `transport`: all of them, named as given, for the first
+    transport; for the others noop-unique and the sleep scenario with the most clients, named
+    `<name> [<transport>]`."""
+    if first:
+        return [dataclasses.replace(sc, transport=transport) for sc in scen]
+    sleeps = [sc for sc in scen if sc.kind == "sleep"]
+    largest = max(sleeps, key=lambda sc: sc.stream(sc.primary).clients) if sleeps else None
+    keep = [sc for sc in scen if sc.kind in TRANSPORT_KINDS and (sc.kind != "sleep" or sc is largest)]
+    return [dataclasses.replace(sc, name=f"{sc.name} [{transport}]", transport=transport) for sc in keep]
+
+
+def transport_unavailable(transport: str) -> str | None:
+    """Why the workers cannot consume with `transport` here, or None."""
+    if transport == "librabbitmq" and importlib.util.find_spec("librabbitmq") is None:
+        return "librabbitmq is not importable here (the [librabbitmq] extra, issue #17)"
+    return None
+
+
+class Workers:
+    """The workers of the transport being run, started when a round moves to another transport."""
+
+    def __init__(self, stack: BenchStack, sleep_slots: int, sleep_procs: int) -> None:
+        self.stack, self.sleep_slots, self.sleep_procs = stack, sleep_slots, sleep_procs
+        self.current: str | None = None
+        # transport → what ran: its workers and the transports they reported, or why it was skipped.
+        self.seen: dict[str, dict[str, Any]] = {}
+
+    def use(self, transport: str) -> bool:
+        """Workers consuming with `transport` up and warm; False (and why, in `seen`) when it cannot run."""
+        if self.seen.get(transport, {}).get("skipped"):
+            return False
+        if self.current == transport:
+            return True
+        self.stack.stop_workers()
+        self.current = None
+        why = transport_unavailable(transport)
+        if why is None:
+            try:
+                workers = self.stack.start_workers(self.sleep_slots, self.sleep_procs, transport)
+                # Without librabbitmq nothing but py-amqp can consume: no need to ask (a few seconds).
+                reported = self.stack.verify_transport() if transport_unavailable("librabbitmq") is None else {}
+                warm_workers(self.stack, self.sleep_slots)
+            except Exception as exc:  # a transport that cannot run here must not cost the others
+                why = f"{type(exc).__name__}: {str(exc)[:500]}"
+                self.stack.stop_workers()
+        if why is not None:
+            self.seen[transport] = {"skipped": why}
+            print(f"worker transport {transport}: skipped: {why}", flush=True)
+            return False
+        self.current = transport
+        self.seen[transport] = {"workers": workers, "reported": reported, "slots": dict(self.stack.slots)}
+        print(f"workers up and warm on {transport} ({reported}): {workers}", flush=True)
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,16 +439,25 @@ def main(argv: list[str] | None = None) -> int:
         flood_clients=args.flood_clients,
         flood_ms=args.flood_ms,
     )
+    plan = {t: for_transport(scen, t, first=n == 0) for n, t in enumerate(args.worker_transport)}
+
+    def contenders_of(scenario: scenarios.Scenario, first: bool) -> list[str]:
+        names = [c for c in args.contenders if scenario.kind in CONTENDERS[c].kinds]
+        return names if first else [c for c in names if c in TRANSPORT_CONTENDERS]
+
+    cells_of = {sc.name: contenders_of(sc, t == args.worker_transport[0]) for t, scs in plan.items() for sc in scs}
+    all_scen = [sc for scs in plan.values() for sc in scs]
     sleep_slots = max(scenarios.sleep_slots_needed(scen), 200)
     max_clients = max(sum(s.clients for s in sc.streams) for sc in scen)
     raise_fd_limit(4 * max_clients + 1024)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + ("-smoke" if args.smoke else "")
     args.out.mkdir(parents=True, exist_ok=True)
     stack = BenchStack(args.out / f"{stamp}-logs", args.broker, args.backend)
-    estimate = args.rounds * sum(len(args.contenders) * (sc.end + CELL_OVERHEAD_S) for sc in scen)
+    estimate = args.rounds * sum(len(cells_of[sc.name]) * (sc.end + CELL_OVERHEAD_S) for sc in all_scen)
     print(
-        f"bench {stamp}: {len(scen)} scenarios × {len(args.contenders)} contenders × {args.rounds} rounds, "
-        f"~{estimate / 60:.0f} min; prefix {stack.prefix}, logs in {stack.logdir}",
+        f"bench {stamp}: {len(all_scen)} scenarios, {sum(map(len, cells_of.values()))} cells × {args.rounds} rounds "
+        f"(worker transports {', '.join(args.worker_transport)}), ~{estimate / 60:.0f} min; prefix {stack.prefix}, "
+        f"logs in {stack.logdir}",
         flush=True,
     )
 
@@ -334,37 +470,42 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     machine = machine_info(args.broker, args.backend)
     cells: list[dict] = []
-    workers: dict[str, str] = {}
+    workers = Workers(stack, sleep_slots, args.sleep_procs)
     interrupted = False
     try:
-        workers = stack.start_workers(sleep_slots, args.sleep_procs)
-        warm_workers(stack, sleep_slots)
-        print(f"workers up and warm: {workers}", flush=True)
         cell_no = 0
         for round_no in range(1, args.rounds + 1):
-            for scenario in scen:
-                # Rotate the order every round so no contender always runs first (or right after the floods).
-                shift = (round_no - 1) % len(args.contenders)
-                order = args.contenders[shift:] + args.contenders[:shift]
-                for name in order:
-                    cell_no += 1
-                    begun = time.monotonic()
-                    record: dict[str, Any] = {"round": round_no, "scenario": scenario.name, "contender": name}
-                    # A second try: on a shared machine a cell can fail for reasons of its own (a
-                    # process killed from outside); a peer that is really broken fails twice.
-                    for attempt in (1, 2):
-                        try:
-                            record.update(run_cell(stack, CONTENDERS[name](stack), scenario, cell_no, args))
-                            break
-                        except Exception as exc:  # one broken cell must not cost the whole run
-                            record.update(ok=False, error=f"{type(exc).__name__}: {exc}")
-                            if attempt == 1:
-                                print(f"    {scenario.name} {name} failed, trying again: {record['error'][:300]}")
-                                record["first_error"] = record.pop("error")
-                                cell_no += 1
-                    record["elapsed_s"] = round(time.monotonic() - begun, 1)
-                    cells.append(record)
-                    print(progress_line(record, scenario), flush=True)
+            # Alternate the transports' order, so that each switch of workers serves two rounds.
+            transports = args.worker_transport if round_no % 2 else args.worker_transport[::-1]
+            for transport in transports:
+                if not workers.use(transport):
+                    continue
+                for scenario in plan[transport]:
+                    # Rotate the order every round so no contender always runs first (or right after the floods).
+                    names = cells_of[scenario.name]
+                    shift = (round_no - 1) % max(1, len(names))
+                    for name in names[shift:] + names[:shift]:
+                        cell_no += 1
+                        begun = time.monotonic()
+                        record: dict[str, Any] = {"round": round_no, "scenario": scenario.name, "contender": name}
+                        # A second try: on a shared machine a cell can fail for reasons of its own (a
+                        # process killed from outside); a peer that is really broken fails twice.
+                        for attempt in (1, 2):
+                            try:
+                                record.update(run_cell(stack, CONTENDERS[name](stack), scenario, cell_no, args))
+                                break
+                            except Skip as exc:
+                                record.update(ok=False, skipped=str(exc))
+                                break
+                            except Exception as exc:  # one broken cell must not cost the whole run
+                                record.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+                                if attempt == 1:
+                                    print(f"    {scenario.name} {name} failed, trying again: {record['error'][:300]}")
+                                    record["first_error"] = record.pop("error")
+                                    cell_no += 1
+                        record["elapsed_s"] = round(time.monotonic() - begun, 1)
+                        cells.append(record)
+                        print(progress_line(record, scenario), flush=True)
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted: stopping every process and writing what was measured", flush=True)
@@ -380,16 +521,16 @@ def main(argv: list[str] | None = None) -> int:
     machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result = report.summarize(
         cells,
-        scen,
+        [sc for sc in all_scen if any(c["scenario"] == sc.name for c in cells)],
         args.contenders,
-        sleep_slots,
         meta={
             "started_utc": started.isoformat(timespec="seconds"),
             "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": [Path(sys.executable).name, "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "machine": machine,
-            "workers": workers,
+            "worker_transports": workers.seen,
+            "labels": {name: CONTENDERS[name].describe() for name in args.contenders},
             "queue_prefix": stack.prefix,
             "interrupted": interrupted,
         },
@@ -399,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report.markdown(result), flush=True)
     print("written: " + ", ".join(str(p) for p in paths), flush=True)
-    failed = [c for c in cells if not c["ok"]]
+    failed = [c for c in cells if not c["ok"] and not c.get("skipped")]
     return 1 if interrupted or failed or not cells else 0
 
 

@@ -1,4 +1,4 @@
-"""What is measured: scenarios made of load streams, and the physical limit of each.
+"""What is measured: scenarios made of load streams, and the bounds on each.
 
 A stream is one closed loop: `clients` callers, each sending the next request as soon as the last
 one is answered. They start spread evenly over a ramp of one task time, as JMeter's ramp-up spreads
@@ -7,6 +7,20 @@ its latency would be those waves rather than the steady state. Times are seconds
 a cell (one scenario × one contender); the measurement window opens at the first whole second after
 `window_at`, so that concurrent streams (the mixed scenario) share one window and the ramp-up of a
 closed loop stays out of the rate.
+
+A scenario's **bound** is the lowest of the rates that no front end can beat, each from something no
+contender controls (`Scenario.bounds`):
+
+- `clients`: C / T — C clients, each with one request in flight, each taking at least the task time T;
+- `slots`: S / T — S worker slots consuming the stream's queue, each busy T per task;
+- `drain`: what the same workers drain of the same task from a queue filled in advance, with no front
+  end at all (bench.drain, measured in the same run). It includes every cost of the workers (CPU,
+  prefork's pipes, storing results), and has the machine to itself.
+
+The one that binds is the lowest. A contender's rate over it is its `of bound`: below 100 % by
+construction, up to noise (the drain runs with no front end on the machine; everyone else shares it).
+`noop` has no bound: identical requests may share one task (checkgate coalesces them), so its answers
+are not tasks.
 """
 
 from __future__ import annotations
@@ -26,6 +40,9 @@ FLOOD_CLIENTS = 1000
 # Clients of the `add` probe of the mixed scenario: few, so it measures latency, not capacity.
 PROBE_CLIENTS = 10
 KINDS = ("noop", "unique", "sleep", "mixed")
+# Scenarios whose primary task the workers' drain is measured for (bench.drain). Not `noop` (no bound:
+# coalesced) nor `mixed` (its flood's bound is clients and slots; its point is the add probe's latency).
+DRAINED_KINDS = ("unique", "sleep")
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,8 @@ class Scenario:
     primary: str = "main"
     headline_latency: str = "main"
     extra: dict[str, Any] = field(default_factory=dict)
+    # The AMQP client the workers consume with in this scenario (the harness sets it; "" = not said).
+    transport: str = ""
 
     def stream(self, name: str) -> Stream:
         return next(s for s in self.streams if s.name == name)
@@ -87,15 +106,44 @@ class Scenario:
         """Latest end of a window, in seconds after the cell starts (an upper bound)."""
         return max(math.ceil(s.window_at) + 1 + self.window for s in self.streams)
 
-    def limit(self, sleep_slots: int, noop_rps: float | None) -> float | None:
-        """Physical limit of the primary stream: min(C/T, S/T, N); None when nothing bounds it."""
+    @property
+    def drained(self) -> bool:
+        """Whether the workers' drain of the primary stream's task is measured for this scenario (its bound)."""
+        return self.kind in DRAINED_KINDS
+
+    def bounds(self, slots: dict[str, int], drain_rps: float | None) -> dict[str, float]:
+        """The bounds on the primary stream's rate, req/s, by name (see the module docstring): `clients`
+        and `slots` when the task takes time, `drain` when measured; empty for `noop` (unbounded).
+        `slots` maps a check to the worker slots of its queue."""
+        if self.kind == "noop":
+            return {}
         stream = self.stream(self.primary)
-        bounds = [noop_rps] if noop_rps else []
+        out: dict[str, float] = {}
         if stream.task_s > 0:
-            bounds.append(stream.clients / stream.task_s)
-            if stream.check == "sleep":
-                bounds.append(sleep_slots / stream.task_s)
-        return min(bounds) if bounds else None
+            out["clients"] = stream.clients / stream.task_s
+            if slots.get(stream.check):
+                out["slots"] = slots[stream.check] / stream.task_s
+        if drain_rps:
+            out["drain"] = drain_rps
+        return out
+
+    def bound_formulas(self, slots: dict[str, int]) -> dict[str, str]:
+        """How each bound is made, for the report: `{"clients": "60 / 0.3 s", …}`."""
+        stream = self.stream(self.primary)
+        task = f"{stream.task_s:g} s"
+        return {
+            "clients": f"{stream.clients} clients / {task}",
+            "slots": f"{slots.get(stream.check, 0)} slots / {task}",
+            "drain": "the workers alone, queue filled in advance",
+        }
+
+
+def binding(bounds: dict[str, float]) -> tuple[str, float] | tuple[None, None]:
+    """The bound that binds — the lowest — as (name, req/s); (None, None) when there is none."""
+    if not bounds:
+        return None, None
+    name = min(bounds, key=lambda k: bounds[k])
+    return name, bounds[name]
 
 
 def lead_in(task_s: float) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import signal
@@ -28,6 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BROKER_URL = os.environ.get("CHECKGATE_BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 BACKEND_URL = os.environ.get("CHECKGATE_BENCH_RESULT_BACKEND", "redis://127.0.0.1:6379/14")
 BENCH_QUEUES = ("add", "sleep")
+# The AMQP client the workers consume with: the variable of issue #17 (tasks/transport.py on that branch:
+# auto, pyamqp or librabbitmq). The bench always sets it, so that `auto` never picks for it; a checkout
+# that does not read it consumes with py-amqp, which `verify_transport` notices.
+TRANSPORT_ENV = "CHECKGATE_BROKER_TRANSPORT"
+WORKER_TRANSPORTS = ("pyamqp", "librabbitmq")
+ADD_CONCURRENCY = 2
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _PR_SET_PDEATHSIG = 1
 
@@ -64,10 +71,9 @@ class Proc:
             return ""
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds of every live process in process group `pgid`."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+def _group_stats(pgid: int) -> dict[int, list[str]]:
+    """pid → the fields of /proc/<pid>/stat after the command name, for every live process of group `pgid`."""
+    out = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -78,8 +84,19 @@ def group_cpu_seconds(pgid: int) -> float:
         # Fields after the command name (which may hold spaces) start at the last ')'.
         fields = raw[raw.rindex(")") + 2 :].split()
         if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
+            out[int(entry.name)] = fields
+    return out
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in process group `pgid`."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(f[11]) + int(f[12]) for f in _group_stats(pgid).values()) / ticks
+
+
+def group_size(pgid: int) -> int:
+    """How many running processes process group `pgid` has (zombies, dead but not yet reaped, left out)."""
+    return sum(fields[0] != "Z" for fields in _group_stats(pgid).values())
 
 
 @dataclass
@@ -91,6 +108,10 @@ class BenchStack:
     backend_url: str = BACKEND_URL
     prefix: str = field(default_factory=lambda: f"cgb{secrets.token_hex(3)}_")
     procs: dict[str, Proc] = field(default_factory=dict)
+    # Set by start_workers: worker slots and Celery node names per queue, and the transport asked for.
+    slots: dict[str, int] = field(default_factory=dict)
+    nodes: dict[str, list[str]] = field(default_factory=dict)
+    transport: str | None = None
 
     def __post_init__(self) -> None:
         require_local(self.broker_url)
@@ -147,29 +168,94 @@ class BenchStack:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.popen.wait(timeout=10)
 
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name, grace=10.0)
+    def stop_all(self, grace: float = 10.0) -> None:
+        """Stop every process at once: SIGTERM to every group, SIGKILL to what is left after `grace` s."""
+        self._stop_together(list(self.procs), grace)
+
+    def _stop_together(self, names: list[str], grace: float) -> None:
+        procs = [self.procs.pop(name) for name in names if name in self.procs]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pgid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=10)
 
     # --- workers ---------------------------------------------------------------------------------
 
-    def start_workers(self, sleep_slots: int, sleep_processes: int = 2) -> dict[str, str]:
-        """The pool every contender shares: add = prefork -c 2; sleep = threads, `sleep_slots` in all."""
+    def start_workers(self, sleep_slots: int, sleep_processes: int = 2, transport: str | None = None) -> dict[str, str]:
+        """The pool every contender shares: add = prefork -c 2; sleep = threads, `sleep_slots` in all;
+        consuming with `transport` (one of WORKER_TRANSPORTS; None: what the checkout picks)."""
         threads = max(1, -(-sleep_slots // sleep_processes))
-        self._worker("w-add", "add", ["-P", "prefork", "-c", "2"])
+        self.transport = transport
+        self.nodes = {}
+        self._worker("w-add", "add", ["-P", "prefork", "-c", str(ADD_CONCURRENCY)])
         for n in range(sleep_processes):
             self._worker(f"w-sleep{n}", "sleep", ["-P", "threads", "-c", str(threads)], node=f"sleep{n}")
         self.wait_consumers({"add": 1, "sleep": sleep_processes}, timeout=90)
+        self.slots = {"add": ADD_CONCURRENCY, "sleep": threads * sleep_processes}
         return {
-            "add": "prefork -c 2 (1 process)",
+            "add": f"prefork -c {ADD_CONCURRENCY} (1 process)",
             "sleep": f"threads -c {threads} × {sleep_processes} processes = {threads * sleep_processes} slots",
         }
 
     def _worker(self, name: str, queue: str, pool: list[str], node: str | None = None) -> Proc:
+        nodename = f"{self.prefix}{node or queue}@{socket.gethostname()}"
         argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", self.prefix + queue, "-O", "fair"]
-        argv += [*pool, "-n", f"{self.prefix}{node or queue}@%h", "--without-gossip", "--without-mingle"]
+        argv += [*pool, "-n", nodename, "--without-gossip", "--without-mingle"]
         argv += ["-l", "warning"]
-        return self.spawn(name, argv)
+        self.nodes.setdefault(queue, []).append(nodename)
+        env = {**self.env, TRANSPORT_ENV: self.transport} if self.transport else None
+        return self.spawn(name, argv, env)
+
+    def stop_workers(self) -> None:
+        """Warm-stop every worker (running tasks finish), then forget them."""
+        self._stop_together([n for n in self.procs if n.startswith("w-")], grace=20.0)
+        self.nodes, self.slots = {}, {}
+
+    def celery_cli(self, *args: str, timeout: float = 60.0) -> str:
+        """`celery -A tasks <args>` against the run's workers (its names and services); its stdout."""
+        argv = [sys.executable, "-m", "celery", "-A", "tasks", *args]
+        done = subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"celery {' '.join(args)} failed ({done.returncode}): {done.stderr[-1500:]}")
+        return done.stdout
+
+    def consumer_transports(self) -> dict[str, str]:
+        """Celery node → the kombu transport its task consumer uses, as `celery inspect stats` reports it
+        (kombu names py-amqp and its stock librabbitmq transport both `amqp`; issue #17's is
+        `librabbitmq-celery`)."""
+        nodes = [n for names in self.nodes.values() for n in names]
+        out = self.celery_cli("inspect", "stats", "--json", "-d", ",".join(nodes), "--timeout", "10")
+        replies = json.loads(out[out.index("{") :])
+        return {node: str(stats.get("broker", {}).get("transport")) for node, stats in replies.items()}
+
+    def verify_transport(self) -> dict[str, str]:
+        """Raise unless every worker consumes with the transport asked for; the transports reported."""
+        reported = self.consumer_transports()
+        missing = [n for names in self.nodes.values() for n in names if n not in reported]
+        wrong = {n: t for n, t in reported.items() if ("librabbitmq" in t) != (self.transport == "librabbitmq")}
+        if missing or wrong:
+            raise RuntimeError(
+                f"workers asked for {self.transport} ({TRANSPORT_ENV}) consume with {wrong or reported}"
+                f"{f', no answer from {missing}' if missing else ''}: this checkout does not honour {TRANSPORT_ENV}"
+            )
+        return reported
+
+    def resume_consumers(self) -> None:
+        """Every queue consumed by its workers again: after a drain (bench.drain) that did not resume them."""
+        counts = self.queue_counts()
+        for queue, names in self.nodes.items():
+            if counts[queue][1] < len(names):
+                self.celery_cli(
+                    "control", "add_consumer", self.prefix + queue, "-d", ",".join(names), "--timeout", "10"
+                )
 
     def worker_pgids(self) -> dict[str, list[int]]:
         """Process groups of the workers, by queue."""

@@ -1,7 +1,9 @@
-"""`python -m bench --smoke` end to end: real workers, gateway, wrk and floor, in well under a minute.
+"""`python -m bench --smoke` end to end: real workers, gateway, wrk and the drain, briefly.
 
 It proves the harness works (every key of the results, checkgate answering without errors, the
-run's queues deleted afterwards), not how fast anything is.
+bounds named, CPU per answer measured, the run's queues deleted afterwards), not how fast anything is.
+The report's arithmetic is tested apart, in process (tests/test_bench_report.py), and the contenders
+that need no workers in tests/test_bench_contenders.py.
 """
 
 import json
@@ -16,8 +18,8 @@ from kombu import Connection
 from tests.support.env import BROKER_URL
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW_KEYS = {"rps", "p50_ms", "p99_ms", "errors", "vs_flower", "vs_blocking", "efficiency", "of_limit", "streams"}
-ROW_KEYS |= {"p99_added_ms"}
+ROW_KEYS = {"rps", "p50_ms", "p99_ms", "errors", "vs_flower", "vs_blocking", "vs_fastapi", "efficiency", "streams"}
+ROW_KEYS |= {"p99_added_ms", "of_bound", "cpu_ms_per_answer", "workers_cpu_ms_per_answer", "cpu_cores"}
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
 
@@ -26,11 +28,11 @@ pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not 
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out), "--no-plots"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "latest-smoke.md").read_text().startswith("# checkgate bench")
@@ -39,32 +41,47 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_results_have_every_key(smoke: dict) -> None:
-    assert {"machine", "command", "options", "workers", "noop_capacity_rps", "scenarios"} <= smoke.keys()
+    assert {"machine", "command", "options", "worker_transports", "labels", "scenarios"} <= smoke.keys()
     assert smoke["machine"]["cores"] >= 1
     assert "--smoke" in smoke["command"]
-    assert set(smoke["scenarios"]) == {"noop", "noop-unique", "sleep@8"}
-    for name, scenario in smoke["scenarios"].items():
-        # Identical no-op requests are coalesced: no rate of tasks bounds them.
-        assert scenario["limit_rps"] is None if name == "noop" else scenario["limit_rps"] > 0
-        assert set(scenario["contenders"]) == {"checkgate", "floor"}
+    assert set(smoke["worker_transports"]) == {"pyamqp"}
+    assert smoke["worker_transports"]["pyamqp"]["slots"] == {"add": 2, "sleep": 200}
+    assert set(smoke["scenarios"]) == {"noop-unique", "sleep@8"}
+    for scenario in smoke["scenarios"].values():
+        assert set(scenario["contenders"]) == {"checkgate", "drain"}
         for row in scenario["contenders"].values():
             assert row.keys() >= ROW_KEYS
-            assert row["rounds"] == 1 and not row["failed"]
+            assert row["rounds"] == 1 and not row["failed"] and not row["skipped"]
 
 
-def test_checkgate_answers_every_request(smoke: dict) -> None:
+def test_bounds_come_from_clients_slots_and_the_drain(smoke: dict) -> None:
+    unique, sleep = smoke["scenarios"]["noop-unique"], smoke["scenarios"]["sleep@8"]
+    # A no-op task has no time: only the workers' own drain bounds it, never checkgate's rate.
+    assert unique["binds"] == "drain"
+    assert unique["bound_rps"] == pytest.approx(unique["contenders"]["drain"]["rps"], abs=0.1)
+    # 8 clients / 0.1 s = 80 req/s; 200 slots / 0.1 s = 2000; the drain is measured.
+    assert sleep["bounds"]["clients"] == 80.0 and sleep["bounds"]["slots"] == 2000.0
+    assert sleep["bounds"]["drain"] > 0
+    assert sleep["binds"] == min(sleep["bounds"], key=sleep["bounds"].get)
+    for scenario in (unique, sleep):
+        checkgate = scenario["contenders"]["checkgate"]
+        assert checkgate["of_bound"] == pytest.approx(checkgate["rps"] / scenario["bound_rps"], rel=0.01)
+        # The drain is the bound: it is not measured against itself.
+        assert scenario["contenders"]["drain"]["of_bound"] is None
+
+
+def test_checkgate_answers_every_request_and_cpu_per_answer_is_measured(smoke: dict) -> None:
     for scenario in smoke["scenarios"].values():
-        checkgate, floor = scenario["contenders"]["checkgate"], scenario["contenders"]["floor"]
+        checkgate, drain = (scenario["contenders"][c] for c in ("checkgate", "drain"))
         assert checkgate["rps"] > 0 and checkgate["errors"] == 0
         assert checkgate["p50_ms"] > 0 and checkgate["p99_ms"] >= checkgate["p50_ms"]
-        assert floor["rps"] > 0
-        assert checkgate["efficiency"] == pytest.approx(checkgate["rps"] / floor["rps"], rel=0.01)
+        assert checkgate["cpu_ms_per_answer"] > 0 and checkgate["workers_cpu_ms_per_answer"] > 0
+        assert drain["rps"] > 0 and drain["errors"] == 0
+        # The drain has no front end; its workers' CPU is per task.
+        assert drain["cpu_ms_per_answer"] is None and drain["workers_cpu_ms_per_answer"] > 0
     # checkgate's own time per answer, read from its /metrics around each cell.
     own = smoke["scenarios"]["sleep@8"]["contenders"]["checkgate"]["self_time"]["sleep"]
     assert 0 < own["p50_ms"] <= own["p99_ms"]
-    # N comes from the run where every request is a task of its own (identical ones are coalesced).
-    assert smoke["noop_capacity_from"] == "noop-unique"
-    assert smoke["noop_capacity_rps"] == smoke["scenarios"]["noop-unique"]["contenders"]["checkgate"]["rps"]
 
 
 def test_run_deleted_its_queues(smoke: dict) -> None:
