@@ -1,6 +1,7 @@
 """Optional API keys: stored hashed, per-key allowed check types and rate limits, checked on every call."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth import KeyRing, new_key
+from gateway.auth import ApiKey, KeyRing, digest, new_key
 from tests.support.stack import Stack, http_get
 
 RUN_ID_THAT_NEVER_WAS = "gw-0000000000-never"
@@ -72,14 +73,46 @@ def test_api_keys_end_to_end(new_stack: Stack, tmp_path: Path) -> None:
     assert http_get(f"{gateway}/openapi.json")[0] == 200
 
 
-def test_keys_file_errors_name_the_entry(tmp_path: Path) -> None:
+SHA = "00" * 32
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[keys]]\nname = "billing"\nsha256 = "not-hex"\n', "billing: sha256"),
+        ('[[keys]]\nname = "billing"\nsha256 = 7\n', "billing: sha256"),
+        ('[[keys]]\nname = "billing"\nsha256 = "00"\n', "billing: sha256 must be 64 hex digits"),
+        (f'[[keys]]\nname = "b"\nsha256 = "{SHA}"\nrate = -1\n', "b: rate must be a positive number"),
+        (f'[[keys]]\nname = "b"\nsha256 = "{SHA}"\nrate = "fast"\n', "b: rate must be a positive number"),
+        (f'[[keys]]\nname = "b"\nsha256 = "{SHA}"\nrate = 1\nburst = "x"\n', "b: burst must be a positive"),
+        (f'[[keys]]\nname = "b"\nsha256 = "{SHA}"\nrate = 1\nburst = 0.5\n', "b: burst needs a rate and must be"),
+        (f'[[keys]]\nname = "b"\nsha256 = "{SHA}"\nburst = 5\n', "b: burst needs a rate"),
+        (f'[[keys]]\nname = "b"\nsha256 = "{SHA}"\nchecks = "http"\n', "b: checks must be a list"),
+        (f'[[keys]]\nsha256 = "{SHA}"\nchecks = [1]\n', "key #1: checks must be a list"),
+        ('keys = ["abc"]\n', "key #1: must be a table"),
+        ("keys = 3\n", "no [[keys]] entries"),
+        ("", "no [[keys]] entries"),
+        ("[[keys]\n", "not a TOML file"),
+    ],
+)
+def test_keys_file_errors_name_the_file_the_entry_and_the_option(tmp_path: Path, text: str, message: str) -> None:
     bad = tmp_path / "keys.toml"
-    bad.write_text('[[keys]]\nname = "billing"\nsha256 = "not-hex"\n')
-    with pytest.raises(ValueError, match="billing: sha256"):
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
         KeyRing.from_file(bad)
-    bad.write_text('[[keys]]\nname = "b"\nsha256 = "' + "00" * 32 + '"\nrate = -1\n')
-    with pytest.raises(ValueError, match="b: rate"):
-        KeyRing.from_file(bad)
+    assert str(info.value).startswith(f"{bad}: ")
+
+
+def test_a_missing_keys_file_is_a_value_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot be read"):
+        KeyRing.from_file(tmp_path / "nowhere.toml")
+
+
+def test_a_slow_rate_still_admits_one_request() -> None:
+    """rate 0.1/s with the default burst (2 x rate = 0.2) used to leave a key that could never be used."""
+    key = ApiKey("slow", digest("k"), rate=0.1)
+    assert (key.burst, key.take()) == (1.0, 0.0)
+    assert 9 < key.take() <= 10
 
 
 def test_new_key_command_prints_a_usable_entry(tmp_path: Path) -> None:
