@@ -120,6 +120,12 @@ class TestChecksContract(ContractTest):
         assert {"410", "404", "401"} <= set(doc["paths"]["/result/{id}"]["get"]["responses"])
         assert {"414", "431", "413"} <= set(doc["paths"]["/check/add"]["get"]["responses"])
 
+    def test_checks_reports_coalesce_and_cache_ttl_as_declared(self) -> None:
+        _, body, _ = self.json("/checks")
+        sharing = {c["name"]: (c["coalesce"], c["cache_ttl"]) for c in body["checks"]}
+        # tls only caches (its identical requests in flight share a task too, as a cache implies).
+        assert (sharing["add"], sharing["tls"], sharing["sleep"]) == ((True, 0.0), (False, 30.0), (False, 0.0))
+
     def test_a_deadline_passed_before_the_confirm_is_504_with_the_id_in_every_mode(self) -> None:
         self.client.publish_error = DeadlinePassed("deadline of 0.2s passed before the broker confirmed")
         for mode in ("async", "fire"):
