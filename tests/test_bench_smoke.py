@@ -5,7 +5,6 @@ run's queues deleted afterwards), not how fast anything is.
 """
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,17 @@ import pytest
 from kombu import Connection
 
 from tests.support.env import BROKER_URL
+from tests.support.infra import missing_programs, require
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"rps", "p50_ms", "p99_ms", "errors", "vs_flower", "vs_blocking", "efficiency", "of_limit", "streams"}
 ROW_KEYS |= {"p99_added_ms"}
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+
+@pytest.fixture(scope="module", autouse=True)
+def wrk() -> None:
+    """The bench's load generator (scripts/bootstrap.sh installs it): skipped without it, failed under CI."""
+    require(missing_programs("wrk"))
 
 
 @pytest.fixture(scope="module")
