@@ -449,7 +449,7 @@ CONTRACT: dict[str, set[int]] = {
     "/metrics": {200, 405},
     "/openapi.json": {200, 405},
     "/schedule": {200, 401, 405, 429, 503},
-    "/schedule/{name}": {200, 401, 404, 405, 429, 502, 503, 504},
+    "/schedule/{name}": {200, 401, 404, 405, 410, 429, 502, 503, 504},
 }
 EDGE = {400, 405, 408, 413, 414, 431}
 FAILURE = {"exc_type": "ValueError", "exc_message": ["boom 7"], "exc_module": "builtins"}
@@ -880,11 +880,19 @@ class TestScheduleCodes(ContractTest):
                 "task_id": "c",
             },
         }
+        expired = {"exc_type": "TaskRevokedError", "exc_message": ["expired"], "exc_module": "celery.exceptions"}
+        self.client.results.runs["unrun"] = {
+            "status": "REVOKED",
+            "result": expired,
+            "name": "checkgate.add",
+            "task_id": "d",
+        }
         status, body, _ = self.json("/schedule")
-        assert (status, sorted(body["schedule"])) == (200, ["broken", "late", "nightly"])
+        assert (status, sorted(body["schedule"])) == (200, ["broken", "late", "nightly", "unrun"])
         assert body["schedule"]["broken"]["error"]["type"] == "ValueError"
-        codes = {name: self.json(f"/schedule/{name}")[0] for name in ("nightly", "broken", "late", "nowhere")}
-        assert codes == {"nightly": 200, "broken": 502, "late": 504, "nowhere": 404}
+        names = ("nightly", "broken", "late", "unrun", "nowhere")
+        codes = {name: self.json(f"/schedule/{name}")[0] for name in names}
+        assert codes == {"nightly": 200, "broken": 502, "late": 504, "unrun": 410, "nowhere": 404}
         self.client.results.fail = BackendUnavailable("down")
         for path in ("/schedule", "/schedule/nightly"):
             status, body, _ = self.json(path)
