@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from kombu import Exchange, Queue
 from kombu.utils.url import url_to_parts
 
+from gateway.config import env_number
 from tasks import locations
 from tasks.registry import load_checks
 
@@ -51,7 +52,7 @@ if QUEUE_TYPE not in ("classic", "quorum"):
 # 504s of an overload), extra broker work exactly when it is busiest; each crash is in the worker's log.
 # The arguments of a queue are fixed when it is first declared: changing the limit means deleting the
 # queues (or overriding it with a RabbitMQ policy).
-DELIVERY_LIMIT = int(os.environ.get("CHECKGATE_DELIVERY_LIMIT", "5"))
+DELIVERY_LIMIT = env_number("CHECKGATE_DELIVERY_LIMIT", 5, minimum=1)
 QUEUE_ARGUMENTS = {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT} if QUEUE_TYPE == "quorum" else None
 
 check_exchange = Exchange(f"{QUEUE_PREFIX}checkgate", type="direct", durable=True)
@@ -95,7 +96,7 @@ accept_content = ["msgpack", "json"]
 result_accept_content = ["msgpack", "json"]
 
 # Results live long enough for `/result/<id>` polling, then Redis expires them itself.
-result_expires = int(os.environ.get("CHECKGATE_RESULT_EXPIRES", "3600"))
+result_expires = env_number("CHECKGATE_RESULT_EXPIRES", 3600, minimum=1, unit="seconds")
 # Stores the worker's hostname with the result, which the gateway reports as `worker`.
 result_extended = True
 # A worker that cannot reach Redis when a task ends keeps retrying the write (exponential backoff up
@@ -120,7 +121,7 @@ broker_connection_retry_on_startup = True
 # many machines"). The worker checks every T/4 (checkrate 4) and sends a heartbeat when it sent nothing
 # since the last one, so only a consumer loop stalled for more than ~7 s would be taken for dead; an idle
 # connection carries one 8-byte heartbeat frame each way every 2.5 s (measured: 0.4 frames/s).
-broker_heartbeat = int(os.environ.get("CHECKGATE_BROKER_HEARTBEAT", "5"))
+broker_heartbeat = env_number("CHECKGATE_BROKER_HEARTBEAT", 5, minimum=0, unit="seconds")
 broker_heartbeat_checkrate = 4
 # The worker's side of a vanished broker node: py-amqp aborts a connection whose written data stays
 # unacknowledged for 1 s (its TCP_USER_TIMEOUT default); one that stops answering without any write
@@ -147,7 +148,7 @@ beat_max_loop_interval = 5
 # page) masks a `password` key and the broker and *backend* URLs, but would show redbeat_redis_url whole.
 _beat_url = os.environ.get("CHECKGATE_BEAT_REDIS_URL", result_backend)
 redbeat_key_prefix = f"checkgate:{QUEUE_PREFIX}beat:"
-redbeat_lock_timeout = int(os.environ.get("CHECKGATE_BEAT_LOCK_TIMEOUT", "30"))
+redbeat_lock_timeout = env_number("CHECKGATE_BEAT_LOCK_TIMEOUT", 30, minimum=1, unit="seconds")
 # Options for RedBeat's Redis client (unset, RedBeat would fall back to the broker's transport options).
 redbeat_redis_options = {}
 if _beat_url.startswith("sentinel://"):

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -324,27 +325,17 @@ class BenchStack:
         return redis.Redis.from_url(self.backend_url, socket_timeout=10)
 
     def cleanup(self) -> None:
-        """Delete the run's queues, exchanges and prefixed result keys (best effort, bounded)."""
+        """Delete the run's queues, exchanges and prefixed Redis keys (best effort: the bench's own
+        `--cleanup` runs it after a harness that died, when some of them may be gone already)."""
         from tasks.registry import load_checks  # imports the check modules only, not celeryconfig
 
-        queues = sorted({c.queue for c in load_checks().values()} | {"celery"})
-        exchanges = ["checkgate", "celery.pidbox", "celeryev"]
-        with contextlib.suppress(Exception), self._connection() as conn:
-            channel = conn.default_channel
-            for queue in queues:
-                with contextlib.suppress(Exception):
-                    channel.queue_delete(self.prefix + queue)
-            for exchange in exchanges:
-                with contextlib.suppress(Exception):
-                    channel.exchange_delete(self.prefix + exchange)
-            with contextlib.suppress(Exception):
-                channel.exchange_delete(f"reply.{self.prefix}celery.pidbox")
         with contextlib.suppress(Exception):
-            client = self.backend_client()
-            keys = list(client.scan_iter(match=f"celery-task-meta-{self.prefix}*", count=1000))
-            for start in range(0, len(keys), 500):
-                client.delete(*keys[start : start + 500])
-            client.close()
+            cleanup_deployment(
+                self.prefix, self.broker_url, self.backend_url, {c.queue for c in load_checks().values()}
+            )
+
+
+# --- shared with the tests' harness (tests/support/stack.py) ---------------------------------------
 
 
 def free_port() -> int:
@@ -352,3 +343,37 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def cleanup_deployment(
+    prefix: str, broker_url: str, backend_url: str, queues: Iterable[str], scan_bodies: bool = False
+) -> None:
+    """Delete a deployment's queues and exchanges (its `queues` and Celery's own, each under `prefix`),
+    and every Redis key that carries the prefix (results, run counters, beat's keys, schedule pointers).
+
+    For the bench's and the tests' deployments on the shared RabbitMQ and Redis: RabbitMQ deletes a
+    queue or exchange that is not there without complaint, and every call is bounded (10 s connect and
+    socket timeouts). `scan_bodies` also deletes results whose ids do not carry the prefix (beat's plain
+    uuids) but whose bodies name it. Raises what the broker or Redis raise (`OSError`, kombu's and
+    redis-py's errors) when they cannot be reached.
+    """
+    # py-amqp explicitly: librabbitmq, where installed, lacks what the deletes need.
+    with Connection(broker_url.replace("amqp://", "pyamqp://", 1), connect_timeout=10) as conn:
+        channel = conn.default_channel
+        for name in {*queues, "celery"}:
+            channel.queue_delete(prefix + name)
+        for exchange in ("checkgate", "celery.pidbox", "celeryev"):
+            channel.exchange_delete(prefix + exchange)
+        channel.exchange_delete(f"reply.{prefix}celery.pidbox")
+    client = redis.Redis.from_url(backend_url, socket_timeout=10, socket_connect_timeout=10)
+    try:
+        keys = set(client.scan_iter(match=f"*{prefix}*", count=1000))
+        if scan_bodies:
+            for key in client.scan_iter(match="celery-task-meta-*", count=1000):
+                if prefix.encode() in (client.get(key) or b""):
+                    keys.add(key)
+        batch = list(keys)
+        for start in range(0, len(batch), 500):
+            client.delete(*batch[start : start + 500])
+    finally:
+        client.close()

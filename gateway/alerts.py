@@ -49,6 +49,7 @@ from typing import Any, TextIO
 from supervisor import childutils
 from supervisor.options import make_namespec
 
+from gateway.config import env_number
 from gateway.nodes import ConfigError, NodeConfig, node_name, parse_node
 from gateway.supervisor_rpc import RpcClient, RpcError
 
@@ -70,8 +71,8 @@ class Alerter:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.webhook = environ.get("CHECKGATE_ALERT_WEBHOOK") or None
-        self.timeout = float(environ.get("CHECKGATE_ALERT_TIMEOUT", "3"))
-        self.tail_bytes = int(environ.get("CHECKGATE_ALERT_TAIL_BYTES", "4000"))
+        self.timeout = env_number("CHECKGATE_ALERT_TIMEOUT", 3.0, above=0, unit="seconds", environ=environ)
+        self.tail_bytes = env_number("CHECKGATE_ALERT_TAIL_BYTES", 4000, minimum=0, environ=environ)
         self.node = environ.get("CHECKGATE_NODE") or node_name()
         self.server_url = environ.get("SUPERVISOR_SERVER_URL")
         # Only needed when supervisord has no unix socket and gave an http:// URL.

@@ -1,4 +1,4 @@
-"""The HTTP contract of the gateway (see design.md), one handler per resource.
+"""The HTTP contract of the gateway (the README's "HTTP contract" section), one handler per resource.
 
     GET /check/<type>?<params>[&mode=sync|async|fire][&timeout=<s>]   run a check
     GET /add?x=&y=                                                     the tornado-celery example

@@ -82,10 +82,20 @@ def _answers(description: str, text: bool = False) -> dict[str, Any]:
     return {"description": description, "content": content}
 
 
+def _keyed() -> dict[str, Any]:
+    """What a path that asks for an API key answers besides its own codes (when keys are configured)."""
+    return {
+        "401": _json("#/components/schemas/Error", "API key missing or invalid (when keys are configured)"),
+        "429": _json("#/components/schemas/Error", "API key over its rate; see Retry-After"),
+    }
+
+
 def _edge(responses: dict[str, Any]) -> dict[str, Any]:
     """`responses` plus what the HTTP edge (gateway/edge.py) answers for any path before a handler runs."""
     edge = {
         "400": "malformed request line or header, or too many query parameters",
+        "405": "a method other than GET and HEAD (Allow: GET, HEAD)",
+        "408": "the request head or an accepted body did not arrive in time; the connection is closed",
         "413": "a request body (GET and HEAD take none)",
         "414": "request URI too long",
         "431": "request head too long",
@@ -200,8 +210,9 @@ def _check_operation(check: CheckType, locations: Sequence[str] = ()) -> dict[st
 
 
 def openapi_document(checks: Mapping[str, CheckType], locations: Sequence[str] = ()) -> dict[str, Any]:
-    """The whole API: one path per check type plus /add, /result, /checks, /health, /metrics; `locations`:
-    the deployment's (CHECKGATE_LOCATIONS), which add `location` and `require` to every check."""
+    """The whole API: one path per check type plus /add, /result, /checks, /health, /schedule, /metrics and
+    this document's own path, each with every status code it can answer (the HTTP edge's included);
+    `locations`: the deployment's (CHECKGATE_LOCATIONS), which add `location` and `require` to every check."""
     paths: dict[str, Any] = {
         f"/check/{name}": {"get": _check_operation(c, locations)} for name, c in sorted(checks.items())
     }
@@ -254,7 +265,11 @@ def openapi_document(checks: Mapping[str, CheckType], locations: Sequence[str] =
             "operationId": "schedule",
             "summary": "The latest finished run of every scheduled check",
             "responses": _edge(
-                {"200": {"description": "name → answer", "content": {"application/json": {"schema": plain}}}}
+                {
+                    "200": {"description": "name → answer", "content": {"application/json": {"schema": plain}}},
+                    **_keyed(),
+                    "503": _json("#/components/schemas/Error", "backend down"),
+                }
             ),
         }
     }
@@ -267,6 +282,7 @@ def openapi_document(checks: Mapping[str, CheckType], locations: Sequence[str] =
             "responses": _edge(
                 {
                     "200": _json("#/components/schemas/Answer", "its latest run"),
+                    **_keyed(),
                     "404": _json(
                         "#/components/schemas/Error", "no finished run of that name (of a type the key may run)"
                     ),
@@ -275,6 +291,15 @@ def openapi_document(checks: Mapping[str, CheckType], locations: Sequence[str] =
                     "503": _json("#/components/schemas/Error", "backend down"),
                     "504": _json("#/components/schemas/Answer", "its latest run was revoked"),
                 }
+            ),
+        }
+    }
+    paths["/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "responses": _edge(
+                {"200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": plain}}}}
             ),
         }
     }

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 from celery import Celery
 
 from gateway.aiocelery import CeleryClient
-from gateway.auth import KeyRing
-from gateway.config import Settings
+from gateway.auth import KEYS_FILE_FORM, KeyRing
+from gateway.config import ConfigError, Settings
 from gateway.console import Console, console_routes, start_console
 from gateway.edge import EdgeLimits, EdgeServer
 from gateway.flower_api import MAX_BODY_BYTES as FLOWER_MAX_BODY_BYTES
@@ -38,15 +39,16 @@ def celery_client_app() -> Celery:
     return celery_app
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run the gateway until `stop` is set, then drain requests in flight and close."""
+async def serve(settings: Settings, stop: asyncio.Event, keys: KeyRing | None = None) -> None:
+    """Run the gateway until `stop` is set, then drain requests in flight and close.
+
+    `keys`: the API keys to ask for (None: the gateway is open)."""
     checks = load_checks()
     celery_app = celery_client_app()
     client = CeleryClient(celery_app, publish_timeout=settings.publish_timeout, id_prefix=settings.id_prefix or None)
     await client.start(wait=STARTUP_WAIT)
     conf = celery_app.conf
     queues = {c.name: conf.task_routes[c.task_name]["queue"] for c in checks.values()}
-    keys = KeyRing.from_file(settings.api_keys_file) if settings.api_keys_file else None
     gateway = Gateway(
         client=client,
         settings=settings,
@@ -98,17 +100,36 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await client.close()
 
 
-def main() -> None:
-    """Entry point: settings from the environment, SIGTERM/SIGINT stop gracefully."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configured() -> tuple[Settings, KeyRing | None]:
+    """The settings and API keys from the environment; `ConfigError` naming the variable at fault."""
     settings = Settings.from_env()
+    if not settings.api_keys_file:
+        return settings, None
+    try:
+        return settings, KeyRing.from_file(settings.api_keys_file)
+    except ValueError as exc:  # unreadable, not TOML, or a bad entry (named in the message)
+        detail = str(exc).removeprefix(f"{settings.api_keys_file}: ")
+        raise ConfigError("CHECKGATE_API_KEYS_FILE", settings.api_keys_file, KEYS_FILE_FORM, detail) from None
+
+
+def main() -> None:
+    """Entry point: settings from the environment, SIGTERM/SIGINT stop gracefully.
+
+    A setting that cannot be used stops the start with one line naming its variable and the form
+    expected, and exit status 2 (no traceback)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings, keys = configured()
+    except ConfigError as exc:
+        print(f"checkgate gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
+        await serve(settings, stop, keys)
 
     try:
         import uvloop  # libuv's loop: cheaper syscalls and scheduling than asyncio's default

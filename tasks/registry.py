@@ -40,7 +40,28 @@ class ParamError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    """One declared parameter of a check type: its type and the values it allows."""
+    """One query parameter of a check type: its name, its type and the values it allows.
+
+    The gateway converts the raw query-string text with `parse` before anything is published, and the
+    worker's function receives the converted value as the keyword argument `name`. `/checks` and
+    `/openapi.json` describe it from these fields.
+
+    Parameters:
+      name(str): the query parameter and keyword argument name; ``mode``, ``timeout`` and ``format`` are
+        the gateway's own (`RESERVED_PARAMS`).
+      type(type): ``str`` (default), ``int`` (decimal, at most 19 digits), ``float`` (finite) or ``bool``
+        (``1 true yes on`` / ``0 false no off``, any case).
+      required(bool): a request without it is a 400 naming it (default: false).
+      default: the value passed when the request omits it (not converted; ``None`` unless given).
+      min(float): the smallest value allowed, inclusive, in the parameter's own unit (numbers only).
+      max(float): the largest value allowed, inclusive.
+      choices(tuple): the only values allowed, compared after conversion.
+      max_length(int): the longest raw text accepted, in characters, before any conversion (default
+        2048); the gateway's URL limits (16 KiB) come first.
+      doc(str): one line for `/checks` and `/openapi.json`: what it is and its unit.
+      validator(callable): a rule beyond type and bounds, called with the converted value; raises
+        `ValueError` whose message (meant for the caller) becomes the 400's error.
+    """
 
     name: str
     type: type = str
@@ -51,11 +72,14 @@ class Param:
     choices: tuple[Any, ...] | None = None
     max_length: int = 2048
     doc: str = ""
-    # Extra rule beyond type and bounds: raises ValueError with a message meant for the caller.
     validator: Callable[[Any], None] | None = None
 
     def parse(self, raw: str) -> Any:
-        """Convert the raw query-string value; raise `ParamError` naming this parameter."""
+        """The value of `raw` (query-string text, already URL-decoded) as this parameter's type.
+
+        Checks, in order: `max_length`, the type, `choices`, `min`/`max`, then `validator`. Raises
+        `ParamError` whose `field` is this parameter's name and whose message says what is wrong.
+        """
         if len(raw) > self.max_length:
             raise ParamError(self.name, f"longer than {self.max_length} characters")
         value = self._convert(raw)
@@ -95,7 +119,8 @@ class Param:
         return raw
 
     def describe(self) -> dict[str, Any]:
-        """The declaration as JSON for `/checks`."""
+        """The declaration as JSON for `/checks`: name, type name, required, then default, min, max,
+        choices, max_length (strings) and doc where they apply."""
         out: dict[str, Any] = {"name": self.name, "type": self.type.__name__, "required": self.required}
         if not self.required:
             out["default"] = self.default
@@ -111,7 +136,12 @@ class Param:
 
 @dataclass(frozen=True)
 class CheckType:
-    """A registered check: the function that runs it and the declaration everyone else reads."""
+    """A registered check type: the function that runs it and the declaration everyone else reads.
+
+    Made by `check`, which documents each field (same names); kept in `REGISTRY` by name. Workers
+    register `fn` as the Celery task `task_name` on `queue`; the gateway validates requests with
+    `validate` and publishes to that queue.
+    """
 
     name: str
     fn: Callable[..., Any]
@@ -121,19 +151,10 @@ class CheckType:
     pool: str = "io"
     default_timeout: float = 30.0
     max_timeout: float = 300.0
-    # Shortest timeout a request may ask for (seconds); shorter is a 400 naming `timeout`.
     min_timeout: float = DEFAULT_MIN_TIMEOUT
-    # Rule across parameters, run on the parsed keyword arguments: raises ParamError naming the field.
     validator: Callable[[dict[str, Any]], None] | None = None
-    # Whether running it twice is harmless. Idempotent checks are acknowledged after they ran, so a
-    # worker's death redelivers them; the others before, so they run at most once (or answer 504).
     idempotent: bool = True
-    # Seconds an identical request may be answered from a recent result (0: never). Identical requests
-    # in flight at the same time then share one task too.
     cache_ttl: float = 0.0
-    # Whether identical sync requests in flight at the same time share one task ("single flight"), with
-    # no cache afterwards: for checks whose answer depends on their arguments only (`add`), not on
-    # when they run or on the run itself taking time (`sleep`).
     coalesce: bool = False
 
     @property
@@ -153,7 +174,13 @@ class CheckType:
         return "deadline" in inspect.signature(self.fn).parameters
 
     def validate(self, given: Mapping[str, str]) -> dict[str, Any]:
-        """Turn raw query values into the task's keyword arguments, or raise `ParamError`."""
+        """The task's keyword arguments from the request's query values (name → text, the gateway's own
+        ``mode``, ``timeout`` and ``format`` already taken out).
+
+        Every declared parameter is in the result: parsed (`Param.parse`) or its default. Raises
+        `ParamError` naming the field: an undeclared name, a missing required one, a value `parse`
+        refuses, or what the type's cross-parameter `validator` refuses.
+        """
         declared = {p.name for p in self.params}
         for name in given:
             if name not in declared:
@@ -173,7 +200,8 @@ class CheckType:
         return kwargs
 
     def describe(self) -> dict[str, Any]:
-        """The declaration as JSON for `/checks`."""
+        """The declaration as JSON for `/checks`: every option as declared (timeouts in seconds), and the
+        parameters (`Param.describe`). The gateway replaces `queue` with the prefixed name it publishes to."""
         return {
             "name": self.name,
             "queue": self.queue,
@@ -184,7 +212,7 @@ class CheckType:
             "max_timeout": self.max_timeout,
             "idempotent": self.idempotent,
             "cache_ttl": self.cache_ttl,
-            "coalesce": self.shares_results,
+            "coalesce": self.coalesce,
             "params": [p.describe() for p in self.params],
         }
 
@@ -206,11 +234,54 @@ def check(
     cache_ttl: float = 0.0,
     coalesce: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register the decorated function as a check type (its docstring becomes the doc).
+    """Register the decorated function as a check type, whose doc is the function's docstring.
 
-    `validator`, when given, checks rules that span parameters after each one was parsed, and raises
-    `ParamError` naming the field at fault. A request's `timeout` must lie within `min_timeout` and
-    `max_timeout` (seconds); `default_timeout` is used when it gives none.
+    Use it on a module-level function in a module that `load_checks` imports (a built-in in
+    tasks/checks/, an entry point of the ``checkgate.checks`` group, or `CHECKGATE_CHECK_MODULES`).
+    The function takes the declared parameters as keyword arguments and returns the check's answer:
+    a dict with ``ok``, ``reason`` (only when not ok), ``detail``, ``duration_ms`` and its own fields,
+    which must serialize with msgpack; a target that is down is a normal return with ``ok: false``,
+    and only a check that could not run raises (502 to the caller). It runs under its request's
+    deadline: a function that declares a ``deadline`` parameter receives it (epoch seconds: the task's
+    ``expires``, else `max_timeout` from its start); `tasks.deadline.remaining()` and
+    `tasks.deadline.sleep()` read it; one still running 0.5 s past it is ended
+    (``DeadlineExceeded``), so a check should bound its own waits.
+
+    Options:
+      name(str): the type's name, in ``/check/<name>`` and in its task name ``checkgate.<name>``
+        (default: the function's name).
+      params(tuple[Param, ...]): the query parameters it takes, in order (`Param`); ``mode``, ``timeout``
+        and ``format`` are the gateway's own and may not be declared.
+      queue(str): the queue its tasks go to, before ``CHECKGATE_QUEUE_PREFIX`` (default: the name); a
+        worker serves it with ``celery -A tasks worker -Q <queue>``.
+      pool(str): the worker pool it suits, as `/checks` tells operators: ``io`` (threads, for checks
+        that wait on the network) or ``cpu`` (prefork); the worker's command line chooses.
+      default_timeout(float): seconds a request waits for the answer when it gives no ``timeout``.
+      min_timeout(float): the shortest ``timeout`` a request may ask for, in seconds; shorter is a 400
+        naming ``timeout`` (a deadline shorter than a trip through broker, worker and Redis could only
+        expire).
+      max_timeout(float): the longest ``timeout`` a request may ask for, in seconds; also the deadline
+        of a task published without one (scheduled runs).
+      validator(callable): a rule across parameters, called with the parsed keyword arguments; raises
+        `ParamError` naming the field at fault (a 400).
+      idempotent(bool): whether running it twice is harmless. True: its task is acknowledged after it
+        ran, so a task whose worker died is redelivered. False: acknowledged before it runs, so it runs
+        at most once (the caller may get a 504 instead).
+      coalesce(bool): identical sync requests (same type, arguments and ``timeout``) in flight at the
+        same time share one task, with no cache afterwards: for checks whose answer depends on their
+        arguments only (``add``), not on when they run. Idempotent checks only.
+      cache_ttl(float): seconds a SUCCESS result answers new identical sync requests without a task
+        (0: never); identical requests in flight share one task as with `coalesce`. Idempotent checks
+        only.
+
+    Returns:
+      The decorator; it registers the function in `REGISTRY` under the type's name (a later
+      registration of the same name replaces it) and returns the function unchanged.
+
+    Raises:
+      ValueError: when the declaration is inconsistent, at import: an unknown `pool`, sharing results
+        (`coalesce`, `cache_ttl`) without `idempotent`, timeouts not in the order
+        0 < `min_timeout` <= `default_timeout` <= `max_timeout`, or a reserved parameter name.
     """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -250,12 +321,17 @@ BUILTIN_CHECKS = ("add", "dns", "http", "sleep", "tcp", "tls")
 
 
 def load_checks() -> dict[str, CheckType]:
-    """Import every check module (once) and return the registry, name → declaration.
+    """Import every check module (once) and return the registry, name → `CheckType`.
 
-    Checks come from the built-ins (`BUILTIN_CHECKS`, in `tasks.checks`), from installed packages that declare an entry
-    point in the `checkgate.checks` group (the entry point names a module that registers checks with
-    `@check`), and from the comma-separated modules in `CHECKGATE_CHECK_MODULES`. Workers and gateway
-    must see the same set.
+    Checks come from the built-ins (`BUILTIN_CHECKS`, in `tasks.checks`), from installed packages that
+    declare an entry point in the ``checkgate.checks`` group (the entry point names a module that
+    registers checks with `check`), and from the comma-separated modules in `CHECKGATE_CHECK_MODULES`.
+    Workers and gateway must see the same set. Importing is done once by Python; calling again only
+    returns `REGISTRY`.
+
+    Raises:
+      ImportError: a module of `CHECKGATE_CHECK_MODULES` or an entry point that cannot be imported.
+      ValueError: a declaration `check` refuses.
     """
     for name in BUILTIN_CHECKS:
         importlib.import_module(f"tasks.checks.{name}")

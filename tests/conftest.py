@@ -25,16 +25,12 @@ def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stack(tmp_path_factory: pytest.TempPathFactory, ca_dir: Path) -> Iterator[Stack]:
     """Workers for every queue (threads, enough slots for the concurrency tests) and no gateway yet."""
     workdir: Path = tmp_path_factory.mktemp("stack")
-    stack = Stack(workdir, RUN_PREFIX, BROKER_URL, BACKEND_URL)
-    stack.env["CHECKGATE_CA_DIRS"] = str(ca_dir)
-    try:
+    with Stack(workdir, RUN_PREFIX, BROKER_URL, BACKEND_URL) as stack:
+        stack.env["CHECKGATE_CA_DIRS"] = str(ca_dir)
         stack.start_worker("add", ["add"], pool="prefork", concurrency=2)
         stack.start_worker("sleep", ["sleep"], pool="threads", concurrency=220)
         stack.start_worker("misc", ["http", "tcp", "dns", "tls", "boom", "count"], pool="threads", concurrency=20)
         yield stack
-    finally:
-        stack.stop()
-        stack.cleanup()
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +42,5 @@ def gateway(stack: Stack) -> str:
 @pytest.fixture
 def new_stack(tmp_path: Path) -> Iterator[Stack]:
     """A second, empty stack with its own prefix, for tests that kill or starve its processes."""
-    stack = Stack(tmp_path, f"cgt{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL)
-    try:
+    with Stack(tmp_path, f"cgt{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL) as stack:
         yield stack
-    finally:
-        stack.stop()
-        stack.cleanup()

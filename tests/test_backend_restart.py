@@ -24,8 +24,7 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 def test_waiting_requests_survive_a_redis_restart(tmp_path: Path, private_redis: PrivateRedis) -> None:
-    stack = Stack(tmp_path, f"cgr{private_redis.port}_", BROKER_URL, f"redis://127.0.0.1:{private_redis.port}/0")
-    try:
+    with Stack(tmp_path, f"cgr{private_redis.port}_", BROKER_URL, f"redis://127.0.0.1:{private_redis.port}/0") as stack:
         gateway = stack.start_gateway("gw")
         stack.start_worker("sleep", ["sleep"], pool="threads", concurrency=30)
         with ThreadPoolExecutor(20) as pool:
@@ -46,6 +45,3 @@ def test_waiting_requests_survive_a_redis_restart(tmp_path: Path, private_redis:
         _, metrics, _ = http_get(gateway + "/metrics")
         assert "checkgate_waiting_results 0" in metrics
         assert "checkgate_backend_up 1" in metrics
-    finally:
-        stack.stop()
-        stack.cleanup()

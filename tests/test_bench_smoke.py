@@ -7,7 +7,6 @@ that need no workers in tests/test_bench_contenders.py.
 """
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,17 @@ import pytest
 from kombu import Connection
 
 from tests.support.env import BROKER_URL
+from tests.support.infra import missing_programs, require
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_KEYS = {"rps", "p50_ms", "p99_ms", "errors", "vs_flower", "vs_blocking", "vs_fastapi", "efficiency", "streams"}
 ROW_KEYS |= {"p99_added_ms", "of_bound", "cpu_ms_per_answer", "workers_cpu_ms_per_answer", "cpu_cores"}
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+
+@pytest.fixture(scope="module", autouse=True)
+def wrk() -> None:
+    """The bench's load generator (scripts/bootstrap.sh installs it): skipped without it, failed under CI."""
+    require(missing_programs("wrk"))
 
 
 @pytest.fixture(scope="module")

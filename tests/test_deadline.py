@@ -263,14 +263,10 @@ def tags(n: int) -> list[str]:
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway over workers with two slots each: `sleep`, and the plugins of `stubborn` (threads)."""
-    stack = Stack(tmp_path_factory.mktemp("deadline"), f"cgd{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL)
-    try:
+    with Stack(tmp_path_factory.mktemp("deadline"), f"cgd{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL) as stack:
         stack.start_worker("sleep", ["sleep"], concurrency=2)
         stack.start_worker("stubborn", ["stubborn"], concurrency=2)
         yield stack.start_gateway("gw")
-    finally:
-        stack.stop()
-        stack.cleanup()
 
 
 def test_sleep_past_its_deadline_answers_504_and_frees_its_slot(small: str) -> None:
@@ -300,8 +296,7 @@ def test_a_plugin_that_ignores_its_deadline_is_ended_and_frees_its_slot(small: s
 
 
 def test_prefork_ends_a_plugin_at_its_deadline_and_kills_one_stuck_in_c(tmp_path: Path) -> None:
-    stack = Stack(tmp_path, f"cgd{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL)
-    try:
+    with Stack(tmp_path, f"cgd{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL) as stack:
         stack.start_worker("stubborn", ["stubborn"], pool="prefork", concurrency=1)
         gateway = stack.start_gateway("gw")
         # A Python busy loop: the child's SIGALRM ends it at the deadline + grace.
@@ -318,6 +313,3 @@ def test_prefork_ends_a_plugin_at_its_deadline_and_kills_one_stuck_in_c(tmp_path
         assert (status, result["state"], result["error"]["type"]) == (504, "FAILURE", "TimeLimitExceeded"), result
         status, body, _ = http_get(f"{gateway}/check/spin?tag={tags(1)[0]}&ms=100&timeout=20")
         assert (status, body["result"]["ok"]) == (200, True), body  # a new child took the slot
-    finally:
-        stack.stop()
-        stack.cleanup()

@@ -24,12 +24,8 @@ HEAD_TIMEOUT = 1.0
 
 @pytest.fixture(scope="module")
 def edge_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("edge"), f"cgt{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL)
-    try:
+    with Stack(tmp_path_factory.mktemp("edge"), f"cgt{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL) as stack:
         yield stack
-    finally:
-        stack.stop()
-        stack.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,8 @@ def test_a_separate_package_adds_a_check_type(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
     install_plugin(site)
-    stack = Stack(tmp_path, f"cgp{tmp_path.name[-6:].replace('-', '')}_", BROKER_URL, BACKEND_URL)
-    stack.env["PYTHONPATH"] += f":{site}"
-    try:
+    with Stack(tmp_path, f"cgp{tmp_path.name[-6:].replace('-', '')}_", BROKER_URL, BACKEND_URL) as stack:
+        stack.env["PYTHONPATH"] += f":{site}"
         stack.start_worker("route", ["route"], concurrency=2)
         gateway = stack.start_gateway("gw")
         status, body, _ = http_get(f"{gateway}/check/route?path={urllib.parse.quote('/users')}&method=POST")
@@ -51,6 +50,3 @@ def test_a_separate_package_adds_a_check_type(tmp_path: Path) -> None:
         assert (status, body["field"]) == (400, "method")
         _, checks, _ = http_get(f"{gateway}/checks")
         assert any(c["name"] == "route" and c["queue"] == f"{stack.prefix}route" for c in checks["checks"])
-    finally:
-        stack.stop()
-        stack.cleanup()

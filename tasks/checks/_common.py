@@ -60,7 +60,16 @@ _VERIFY_REASONS = {
 
 
 class ProbeFailure(Exception):
-    """The target is down, slow or wrong: becomes ``ok: false`` with this reason, never a task error."""
+    """The target is down, slow or wrong: the check answers ``ok: false`` with this reason, not a task error.
+
+    Raise it from a check (or let `resolve`, `connect` and `Deadline.remaining` raise it) and catch it
+    with `NETWORK_ERRORS`; `classify` turns it into its ``(reason, detail)``.
+
+    Parameters:
+      reason(str): machine-readable, snake_case: one of the shared reasons (module docstring) or the
+        name of the parameter whose assertion failed.
+      detail(str): for people, at most `MAX_DETAIL` characters are kept in the answer.
+    """
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -68,12 +77,20 @@ class ProbeFailure(Exception):
         self.detail = detail
 
 
-# What a check catches and reports; anything else is a bug and raises.
+# What a check catches and reports as ``ok: false`` (through `classify`); anything else is a bug and
+# raises, which the caller sees as a 502.
 NETWORK_ERRORS = (ProbeFailure, OSError, http.client.HTTPException)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
-    """The reason and detail for an exception out of `NETWORK_ERRORS`."""
+    """The ``(reason, detail)`` of an exception out of `NETWORK_ERRORS`, for `Probe.result`.
+
+    A `ProbeFailure` keeps its own; certificate errors map to ``untrusted_certificate``,
+    ``hostname_mismatch``, ``certificate_expired``… (OpenSSL's verify code), other TLS errors to
+    ``tls_error``, timeouts to ``timeout``, refusals to ``connection_refused``, lookup errors to
+    ``dns_error``, HTTP framing errors to ``protocol_error`` and any other `OSError` to
+    ``connection_error``. Never raises.
+    """
     if isinstance(exc, ProbeFailure):
         return exc.reason, exc.detail
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -108,10 +125,19 @@ class Deadline:
 
 
 class Probe:
-    """One run of a check: its clock, its deadline, its phase timings and its result.
+    """One run of a check: its clock, its deadline, its phase timings and its answer.
 
-    The deadline is `deadline` (epoch seconds) when given, else the one of the task running in this thread
-    (`tasks.deadline`), else `DEFAULT_TIMEOUT` from now (a direct call)."""
+    Make one at the start of the check function and pass it to `resolve` and `connect`, which time
+    their phases on it and stop at its deadline. ``probe.deadline.remaining()`` is the time left, in
+    seconds, for a socket timeout or a client library's; it raises `ProbeFailure` (``timeout``) when
+    none is. `result` builds the answer.
+
+    Parameters:
+      deadline(float): epoch seconds, as a check function receives it; None: the deadline of the task
+        running in this thread (`tasks.deadline`), else `DEFAULT_TIMEOUT` (10 s) from now (a direct
+        call). The probe finishes `DEADLINE_MARGIN` (0.5 s, at most 10 % of the budget) before it, so
+        its answer still arrives in time.
+    """
 
     def __init__(self, deadline: float | None = None) -> None:
         self.started = time.perf_counter()
@@ -128,13 +154,21 @@ class Probe:
             self.phases[name] = self.phases.get(name, 0.0) + (time.perf_counter() - began) * 1000
 
     def phases_ms(self, *names: str) -> dict[str, float]:
+        """Milliseconds spent in each named phase (0.0 for a phase that did not run), rounded to µs."""
         return {name: round(self.phases.get(name, 0.0), 3) for name in names}
 
     def elapsed_ms(self) -> float:
+        """Milliseconds since the probe was made, rounded to µs."""
         return round((time.perf_counter() - self.started) * 1000, 3)
 
     def result(self, reason: str | None = None, detail: str = "", **fields: Any) -> dict[str, Any]:
-        """The check's answer: ok unless a `reason` is given."""
+        """The check's answer: ``{"ok", "reason", "detail", "duration_ms", **fields}``.
+
+        ``ok`` is true unless a `reason` is given; ``reason`` and ``detail`` (cut to `MAX_DETAIL`
+        characters) appear only then; ``duration_ms`` is `elapsed_ms`. After an exception of
+        `NETWORK_ERRORS`: ``probe.result(*classify(exc), **fields)``. `fields` must serialize with
+        msgpack (str, numbers, bools, None, lists, dicts).
+        """
         out: dict[str, Any] = {"ok": reason is None}
         if reason is not None:
             out["reason"] = reason
@@ -143,11 +177,6 @@ class Probe:
         out["duration_ms"] = self.elapsed_ms()
         out.update(fields)
         return out
-
-    def failed(self, exc: BaseException, **fields: Any) -> dict[str, Any]:
-        """The answer for a network-level exception (one of `NETWORK_ERRORS`)."""
-        reason, detail = classify(exc)
-        return self.result(reason, detail, **fields)
 
 
 # A search whose worst case is this short may still run at the deadline: judging what arrived is part
@@ -179,14 +208,20 @@ def search(probe: Probe, pattern: str, text: str, what: str) -> bool:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A resolved address the policy allows: what a socket may connect (or send) to."""
+    """A resolved address the target policy allows: what a socket may connect (or send) to.
 
-    host: str  # the normalized (ASCII) name it was resolved from: the TLS server name by default
+    ``host`` is the normalized (ASCII, IDNA) name it was resolved from, the TLS server name by default;
+    ``family`` is `socket.AF_INET` or `socket.AF_INET6`; ``sockaddr`` is what `socket.connect` and
+    `socket.sendto` take.
+    """
+
+    host: str
     family: int
     sockaddr: tuple[Any, ...]
 
     @property
     def ip(self) -> str:
+        """The address as text (``192.0.2.7``, ``2001:db8::7``)."""
         return self.sockaddr[0]
 
 
@@ -234,7 +269,24 @@ def _getaddrinfo(host: str, port: int, family: int, probe: Probe) -> list[Any]:
 
 
 def connect(host: str, port: int, probe: Probe, ip_version: str = "any") -> tuple[socket.socket, Endpoint]:
-    """A TCP connection to the address `resolve` allows for `host` and `port` (phases ``dns`` and ``connect``)."""
+    """A TCP connection to the one address `resolve` allows for `host` and `port`.
+
+    Parameters:
+      host(str): a name or an IP literal, as the caller gave it (`host_param`).
+      port(int): 1..65535.
+      probe(Probe): times the phases ``dns`` and ``connect`` (milliseconds, `Probe.phases_ms`) and
+        bounds both by its deadline.
+      ip_version(str): ``any`` (the resolver's first address), ``4`` or ``6``.
+
+    Returns:
+      ``(sock, endpoint)``: a connected socket whose timeout is the time left at connect
+      (set your own for later reads), which the caller closes, and the `Endpoint` it reached.
+
+    Raises:
+      ProbeFailure: ``invalid_target``, ``target_refused``, ``dns_error`` or ``timeout`` (from `resolve`).
+      OSError: the connection failed (refused, unreachable, timed out): catch `NETWORK_ERRORS` and
+        answer with `classify`.
+    """
     endpoint = resolve(host, port, probe, ip_version)
     sock = socket.socket(endpoint.family, socket.SOCK_STREAM)
     try:
@@ -423,10 +475,14 @@ def _chain_entry(cert: CertInfo | None, der: bytes) -> dict[str, Any]:
 
 
 def host_param(doc: str = "host name or IP address to connect to (IDNA-encoded when not ASCII)") -> Param:
+    """The required parameter ``host`` (at most 300 characters), which the gateway pre-checks without
+    DNS: a host name or IP literal the target policy does not refuse as written (a 400 naming ``host``
+    otherwise). The worker judges it again after resolution (`resolve`). `doc`: its line in `/checks`."""
     return Param("host", str, required=True, max_length=300, doc=doc, validator=_guard.validate_host)
 
 
 def port_param(default: int | None = None) -> Param:
+    """The parameter ``port``, an integer 1..65535: required without a `default`, else optional."""
     return Param("port", int, required=default is None, default=default, min=1, max=65535, doc="TCP port, 1..65535")
 
 
@@ -476,5 +532,11 @@ def server_name_param() -> Param:
 
 
 def regex_param(name: str, doc: str) -> Param:
-    """A parameter holding a caller's regular expression: RE2 syntax, matched in linear time (`_pattern`)."""
+    """An optional parameter `name` holding a caller's regular expression (at most `MAX_PATTERN_CHARS`).
+
+    The gateway compiles it with RE2 and answers a pattern RE2 refuses (backreferences, lookaround,
+    a syntax error, a program too big) with a 400 naming `name`. Match it in the check with
+    ``compile_pattern(value).search(text)``: RE2 runs in time linear in the text, so no pattern can
+    hold a worker (`_pattern`). `doc` says what text it is matched against; " (RE2 syntax)" is added.
+    """
     return Param(name, str, max_length=MAX_PATTERN_CHARS, doc=f"{doc} (RE2 syntax)", validator=validate_pattern)

@@ -27,6 +27,7 @@ import pytest
 
 from tests.support import pki
 from tests.support.dns_server import Zone, dns_server
+from tests.support.infra import require
 from tests.support.listener import Listener
 from tests.support.raw_http import RawServer, raw_server
 
@@ -247,8 +248,8 @@ def http6_base() -> Iterator[str]:
     """The same HTTP routes on [::1], skipped where the machine has no IPv6 loopback."""
     try:
         server = _HTTP6Server(("::1", 0), _Handler)
-    except OSError:
-        pytest.skip("no IPv6 loopback")
+    except OSError as exc:
+        require(f"no IPv6 loopback ([::1]: {exc})")
     _serve(server)
     yield f"http://[::1]:{server.server_address[1]}"
     server.shutdown()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.registry import REGISTRY, ParamError
+from tasks.registry import ParamError, load_checks
+
+REGISTRY = load_checks()
 
 
 def _refused(check: str, given: dict[str, str]) -> ParamError:

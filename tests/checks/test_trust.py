@@ -204,14 +204,10 @@ def tls_stack(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A gateway over one `tls` worker with four slots, its CA directory under the test's tmp_path."""
     d = tmp_path / "ca"
     d.mkdir()
-    stack = Stack(tmp_path, f"cgc{os.urandom(3).hex()}_", BROKER_URL, BACKEND_URL)
-    stack.env["CHECKGATE_CA_DIRS"] = str(d)
-    try:
+    with Stack(tmp_path, f"cgc{os.urandom(3).hex()}_", BROKER_URL, BACKEND_URL) as stack:
+        stack.env["CHECKGATE_CA_DIRS"] = str(d)
         stack.start_worker("tls", ["tls"], concurrency=4)
         yield stack.start_gateway("gw"), d
-    finally:
-        stack.stop()
-        stack.cleanup()
 
 
 def _tls(gateway: str, port: int, **params: str) -> tuple[int, dict]:

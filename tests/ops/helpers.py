@@ -23,7 +23,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 from supervisor import childutils
 
 from tests.support import stack
@@ -209,13 +208,6 @@ class Webhook:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def missing_infrastructure(reason: str) -> None:
-    """Skip the test here, fail it in CI (`CI` set): infrastructure CI must have."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide this: {reason}")
-    pytest.skip(reason)
 
 
 def usable_rabbitmqctl() -> str | None:

@@ -27,11 +27,11 @@ from tests.ops.helpers import (
     Procs,
     Supervisord,
     conf_sections,
-    missing_infrastructure,
     usable_rabbitmqctl,
     wait_for,
 )
 from tests.ops.probes import BEAT_KEY
+from tests.support.infra import require
 from tests.support.stack import free_port
 
 
@@ -164,7 +164,7 @@ def test_without_its_own_redis_the_program_does_not_exist(tmp_path: Path) -> Non
 def accounts() -> Iterator[BrokerAccounts]:
     ctl = usable_rabbitmqctl()
     if ctl is None:
-        missing_infrastructure("rabbitmqctl cannot reach the local RabbitMQ node (run as root)")
+        require("rabbitmqctl cannot reach the local RabbitMQ node (run as root)")
     made = BrokerAccounts(ctl)
     try:
         yield made

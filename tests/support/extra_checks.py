@@ -5,7 +5,7 @@ import time
 
 import redis
 
-from tasks.checks import NETWORK_ERRORS, Probe, connect, host_param, port_param
+from tasks.checks import NETWORK_ERRORS, Probe, classify, connect, host_param, port_param
 from tasks.registry import Param, check
 
 
@@ -75,7 +75,7 @@ def banner(host: str, port: int, deadline: float | None = None) -> dict:
             except TimeoutError:
                 first = b""  # a silent service: connected is all this check says
     except NETWORK_ERRORS as exc:
-        return probe.failed(exc)
+        return probe.result(*classify(exc))
     return probe.result(ip=endpoint.ip, banner=first.decode("utf-8", "replace"))
 
 

@@ -32,3 +32,11 @@ def missing_redis() -> str | None:
     if shutil.which("redis-server") is None:
         return "redis-server is not installed: run scripts/bootstrap.sh"
     return None
+
+
+def missing_programs(*names: str) -> str | None:
+    """Why a test needing the programs `names` (on PATH) cannot run here (None when all are there)."""
+    absent = [name for name in names if shutil.which(name) is None]
+    if absent:
+        return f"{', '.join(absent)} not installed: run scripts/bootstrap.sh (as root)"
+    return None

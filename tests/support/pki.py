@@ -1,10 +1,12 @@
 """Test certificates: root CAs, intermediates and leaves with lifetimes of the test's choosing.
 
 Made in process with `cryptography`'s X.509 builder (already a dependency of the checks). trustme would
-be the first choice for a test CA, but it gives every CA it makes the same fixed, far-away expiry, and
-the chain tests need intermediates and roots that expire (or expired) on a given day. One factory for
-every test: the check tests' servers (tests/checks/conftest.py) and the private TLS RabbitMQ and Redis
-(tests/support/services.py).
+be the first choice for a test CA, but the chain tests need intermediates and roots that expire (or
+expired) on a given day, and trustme cannot make one: checked on trustme 1.2.1, `CA()` and
+`CA.create_child_ca()` take no validity at all (every CA is valid from 2000-01-01 to 3000-01-01, its
+DEFAULT_NOT_BEFORE and DEFAULT_EXPIRY), and only `issue_cert` takes `not_before`/`not_after`, for
+leaves. One factory for every test: the check tests' servers (tests/checks/conftest.py) and the private
+TLS RabbitMQ and Redis (tests/support/services.py).
 """
 
 from __future__ import annotations
@@ -91,19 +93,27 @@ def _build(
     return Issued(builder.sign(signer, hashes.SHA256()), key)
 
 
+_KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def _key_usage(*granted: str) -> x509.KeyUsage:
+    """The KeyUsage extension with only the `granted` usages set (x509.KeyUsage wants all nine)."""
+    return x509.KeyUsage(**{usage: usage in granted for usage in _KEY_USAGES})
+
+
 def authority(common_name: str, days: float, issuer: Issued | None = None, since: float = 1.0) -> Issued:
     """A CA certificate valid from `since` days ago for `days` more days: a root, or an intermediate of `issuer`."""
-    usage = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usage = _key_usage("key_cert_sign", "crl_sign")
     extensions = [(x509.BasicConstraints(ca=True, path_length=None), True), (usage, True)]
     return _build(
         _name(common_name, None), ec.generate_private_key(ec.SECP256R1()), issuer, days, since, None, extensions
@@ -120,17 +130,7 @@ def leaf(
     since: float = 1.0,
 ) -> Issued:
     """A server certificate for `names` signed by `issuer`, or self-signed when `issuer` is None."""
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usage = _key_usage("digital_signature")
     extensions: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=False, path_length=None), False),
         (x509.SubjectAlternativeName(_general_names(names)), False),

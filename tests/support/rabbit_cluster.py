@@ -22,10 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.support.runs import TestRun
-from tests.support.services import PrivateRabbit
+from tests.support.services import PrivateRabbit, Started
 
 
-class RabbitCluster:
+class RabbitCluster(Started):
     """`size` RabbitMQ nodes clustered together; a context manager that stops them all."""
 
     def __init__(self, workdir: Path, run: TestRun, size: int = 3, host: str = "127.0.0.1") -> None:
@@ -103,13 +103,3 @@ class RabbitCluster:
         """Stop every node (in parallel: a node waiting for its peers would otherwise slow the others)."""
         with ThreadPoolExecutor(len(self.nodes)) as pool:
             list(pool.map(lambda node: node.stop(), self.nodes))
-
-    def __enter__(self) -> RabbitCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

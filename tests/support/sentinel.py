@@ -21,12 +21,12 @@ from pathlib import Path
 import redis
 
 from tests.support.runs import TestRun
-from tests.support.services import PrivateRedis
+from tests.support.services import PrivateRedis, Started
 
 QUORUM = 2
 
 
-class RedisSentinel:
+class RedisSentinel(Started):
     """A master, a replica and `sentinels` sentinels monitoring them; a context manager that stops them."""
 
     def __init__(
@@ -143,13 +143,3 @@ class RedisSentinel:
     def stop(self) -> None:
         for process in [*self.sentinels, *self.servers]:
             process.stop()
-
-    def __enter__(self) -> RedisSentinel:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

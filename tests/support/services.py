@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.support import pki
 from tests.support.stack import free_port
@@ -40,6 +40,27 @@ def make_certs(directory: Path) -> tuple[Path, Path, Path]:
     key = pki.write_key(directory / "server.key", server)
     key.chmod(0o644)  # RabbitMQ may run as another user elsewhere; these are throwaway test keys
     return pki.write_chain(directory / "ca.pem", ca), pki.write_chain(directory / "server.pem", server), key
+
+
+class Started:
+    """Processes a test starts as a context manager: `start()` on the way in (it returns the object),
+    `stop()` on the way out, and also when `start` fails half way, so no process outlives the test."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class PrivateRabbit:

@@ -13,7 +13,6 @@ import os
 import resource
 import runpy
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,10 +23,9 @@ from pathlib import Path
 from types import FunctionType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-import redis
 from celery import Celery
-from kombu import Connection
 
+from bench.stack import cleanup_deployment, free_port
 from tasks.registry import load_checks
 
 if TYPE_CHECKING:
@@ -35,13 +33,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTRA_CHECKS = "tests.support.extra_checks"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 30.0) -> tuple[int, Any, dict[str, str]]:
@@ -207,6 +198,14 @@ class Stack:
         queues |= {f"{queue}@{where}" for queue in queues for where in self.locations}
         cleanup_deployment(self.prefix, self.broker_url, self.backend_url, queues)
 
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Leaving the block, even by an exception: stop every process, then delete the run's names."""
+        self.stop()
+        self.cleanup()
+
 
 @contextlib.contextmanager
 def _environ(env: dict[str, str]) -> Iterator[None]:
@@ -235,28 +234,3 @@ def stop_processes(procs: Iterable[subprocess.Popen[bytes]], grace: float = 15) 
             proc.wait()
         if proc.stdin is not None:
             proc.stdin.close()
-
-
-def cleanup_deployment(
-    prefix: str, broker_url: str, backend_url: str, queues: Iterable[str], scan_bodies: bool = False
-) -> None:
-    """Delete a test deployment's queues and exchanges, and every Redis key that carries its prefix
-    (results, run counters, beat's keys, schedule pointers). `scan_bodies` also deletes results whose
-    ids do not carry it (beat's plain uuids) but whose bodies name the prefixed queues."""
-    with Connection(broker_url.replace("amqp://", "pyamqp://", 1)) as conn:
-        channel = conn.default_channel
-        for name in {*queues, "celery"}:
-            channel.queue_delete(prefix + name)
-        for exchange in ("checkgate", "celery.pidbox", "celeryev"):
-            channel.exchange_delete(prefix + exchange)
-        channel.exchange_delete(f"reply.{prefix}celery.pidbox")
-    client = redis.Redis.from_url(backend_url)
-    keys = set(client.scan_iter(match=f"*{prefix}*", count=1000))
-    if scan_bodies:
-        for key in client.scan_iter(match="celery-task-meta-*", count=1000):
-            if prefix.encode() in (client.get(key) or b""):
-                keys.add(key)
-    batch = list(keys)
-    for start in range(0, len(batch), 500):
-        client.delete(*batch[start : start + 500])
-    client.close()

@@ -2,21 +2,37 @@
 
 It keeps stored metas in a dict (as Redis would under `celery-task-meta-<id>`), answers `call` with
 what the test queued, and raises what the test asks for, so each branch of the contract can be reached
-in milliseconds. The real client is tested end to end elsewhere.
+in milliseconds. A test can hold the calls of a check type (`hold`) to keep requests in flight, for
+coalescing and load shedding. The real client is tested end to end elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.aiocelery import BackendUnavailable, TaskResult
+from gateway.aiocelery import BackendUnavailable, BrokerUnavailable, TaskResult
 from gateway.aiocelery.results import pending_marker
 from tasks.registry import REGISTRY, CheckType
 
+Answer = Callable[[CheckType, dict[str, Any], float], "dict[str, Any] | BaseException | None"]
+
+
+@dataclass(frozen=True)
+class StubMessage:
+    """What `build_message` was asked for: the task, its arguments, its deadline and fire mode."""
+
+    task_id: str
+    task_name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    timeout: float = 0.0
+    ignore_result: bool = False
+
 
 class StubResults:
-    """The result side: a dict of stored metas."""
+    """The result side: a dict of stored metas, and an outage when `fail` is set."""
 
     def __init__(self) -> None:
         self.available = True
@@ -45,13 +61,18 @@ class StubResults:
 
 
 class StubBroker:
-    """The broker side: up or down, queues with their depth and consumers."""
+    """The broker side: up or down, queues with their depth and consumers (`stats_error` to fail)."""
 
     def __init__(self) -> None:
         self.available = True
         self.stats: dict[str, dict[str, int]] = {}
+        self.stats_error: BaseException | None = None
 
     async def queue_stats(self) -> dict[str, dict[str, int]]:
+        if self.stats_error is not None:
+            raise self.stats_error
+        if not self.available:
+            raise BrokerUnavailable("stub broker down")
         return dict(self.stats)
 
 
@@ -76,19 +97,23 @@ class StubClient:
     `answer(check, kwargs, timeout)` decides what a sync call returns (a meta, None for a deadline, or
     an exception to raise); `answer_at(check, kwargs, timeout, queue)`, when set, decides instead, knowing
     the queue the task was routed to (None: the type's own); `publish_error` is raised by every publish
-    (async and fire modes). `routed` maps every task id built or called to that queue. The library's
-    calls (Flower's task API): `send_task` records what it was asked (`sent`) or raises `send_error`; a
-    task's `wait` answers `task_outcome(id)` (a TaskResult or an exception to raise); `fetch` answers
-    from `fetched` (PENDING otherwise).
+    (all modes); `hold[name]`, an event, keeps the sync calls of check type `name` waiting until it is
+    set. `published` lists every message published, `calls` every sync call (task name, kwargs, timeout,
+    task id), `routed` maps every task id built or called to its queue. The library's calls (Flower's
+    task API): `send_task` records what it was asked (`sent`) or raises `send_error`; a task's `wait`
+    answers `task_outcome(id)` (a TaskResult or an exception to raise); `fetch` answers from `fetched`
+    (PENDING otherwise).
     """
 
     def __init__(self) -> None:
         self.results = StubResults()
         self.broker = StubBroker()
-        self.published: list[tuple[str, str]] = []
+        self.published: list[StubMessage] = []
+        self.calls: list[tuple[str, dict[str, Any], float, str]] = []
         self.publish_error: BaseException | None = None
-        self.answer: Callable[[CheckType, dict[str, Any], float], dict[str, Any] | None] = self._success
+        self.answer: Answer = self._success
         self.answer_at: Callable[[CheckType, dict[str, Any], float, str | None], dict[str, Any] | None] | None = None
+        self.hold: dict[str, asyncio.Event] = {}
         self.routed: dict[str, str | None] = {}
         self._ids = 0
         self.sent: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
@@ -116,11 +141,11 @@ class StubClient:
         timeout: float,
         ignore_result: bool = False,
         queue: str | None = None,
-    ) -> tuple[str, str]:
+    ) -> StubMessage:
         self.routed[task_id] = queue
-        return task_id, task_name
+        return StubMessage(task_id, task_name, dict(kwargs), timeout, ignore_result)
 
-    async def publish(self, message: tuple[str, str]) -> None:
+    async def publish(self, message: StubMessage) -> None:
         if self.publish_error is not None:
             raise self.publish_error
         self.published.append(message)
@@ -136,10 +161,12 @@ class StubClient:
     ) -> tuple[str, dict | None, float]:
         check = REGISTRY[task_name.removeprefix("checkgate.")]
         task_id = task_id or self.new_id()
+        self.calls.append((task_name, dict(kwargs), timeout, task_id))
         if not self.results.available:
             raise BackendUnavailable("stub backend down")
-        self.routed[task_id] = queue
-        await self.publish((task_id, check.task_name))
+        await self.publish(self.build_message(task_id, task_name, kwargs, timeout=timeout, queue=queue))
+        if (held := self.hold.get(check.name)) is not None:
+            await held.wait()
         if self.answer_at is not None:
             meta = self.answer_at(check, kwargs, timeout, queue)
         else:
