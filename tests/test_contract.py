@@ -710,7 +710,7 @@ class TestShedding(ContractTest):
             ("answer", BrokerUnavailable("down"), "broker unavailable"),
             ("answer", BackendUnavailable("down"), "result backend unavailable"),
             ("answer", OutOfDescriptors("EMFILE"), "gateway overloaded: out of file descriptors"),
-            ("answer", Unroutable("no route"), "no queue for check type 'add'"),
+            ("answer", Unroutable("no route"), "no queue 'add' for check type 'add'"),
         ]
         for _, exc, error in answers:
             self.client.answer = lambda check, kwargs, timeout, exc=exc: exc  # type: ignore[misc]
