@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.ops.helpers import missing_infrastructure
 from tests.support.env import BACKEND_URL, BROKER_URL
+from tests.support.infra import require
 from tests.support.stack import ROOT, cleanup_deployment, free_port, http_get, stop_processes
 
 # What a node is made of and where the wheel must carry it.
@@ -47,7 +47,7 @@ def run(argv: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[st
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sdist and the wheel built from it."""
     if importlib.util.find_spec("build") is None:
-        missing_infrastructure("the `build` package (the [dev] extra: re-run scripts/bootstrap.sh)")
+        require("the `build` package (the [dev] extra: re-run scripts/bootstrap.sh)")
     out = tmp_path_factory.mktemp("dist")
     run([sys.executable, "-m", "build", "--no-isolation", "--outdir", out, ROOT])
     return out
