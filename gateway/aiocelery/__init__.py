@@ -18,6 +18,7 @@ from gateway.aiocelery.errors import (
     BrokerUnavailable,
     DeadlinePassed,
     OutOfDescriptors,
+    PublishUnconfirmed,
     Unroutable,
 )
 from gateway.aiocelery.messages import MessageFactory, OutgoingMessage
@@ -31,5 +32,6 @@ __all__ = [
     "MessageFactory",
     "OutOfDescriptors",
     "OutgoingMessage",
+    "PublishUnconfirmed",
     "Unroutable",
 ]

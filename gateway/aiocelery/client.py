@@ -9,17 +9,17 @@ No `send_task`, `AsyncResult.get()`, blocking Redis call or thread pool runs on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
-import ssl
 from typing import Any
 
 from celery import Celery
 
-from gateway.aiocelery.errors import DeadlinePassed
+from gateway.aiocelery.errors import DeadlinePassed, PublishUnconfirmed
 from gateway.aiocelery.messages import MessageFactory, OutgoingMessage
-from gateway.aiocelery.publisher import BrokerPublisher, amqp_url
+from gateway.aiocelery.publisher import BrokerPublisher
 from gateway.aiocelery.results import ResultListener
 
 
@@ -33,24 +33,12 @@ class CeleryClient:
 
     def __init__(self, app: Celery, *, publish_timeout: float = 5.0, id_prefix: str | None = None) -> None:
         self.app = app
-        conf = app.conf
         self.id_prefix = id_prefix or f"gw{secrets.token_hex(5)}-"
         self.messages = MessageFactory(app, origin=f"checkgate-gateway@{socket.gethostname()}/{os.getpid()}")
-        broker_ssl = conf.broker_use_ssl if isinstance(conf.broker_use_ssl, dict) else {}
-        ssl_context = None
-        if amqp_url(conf.broker_url).startswith("amqps://"):
-            # Built once at start-up (reads the CA file) so no TLS set-up happens on the loop later.
-            ssl_context = ssl.create_default_context(cafile=broker_ssl.get("ca_certs"))
-        self.broker = BrokerPublisher(amqp_url(conf.broker_url), list(conf.task_queues), publish_timeout, ssl_context)
-        backend_ssl = conf.redis_backend_use_ssl if conf.result_backend.startswith("rediss://") else None
-        self.results = ResultListener(
-            conf.result_backend,
-            self.id_prefix,
-            app.backend.decode,
-            app.backend.encode,
-            backend_ssl,
-            result_expires=float(conf.result_expires or 86400),
-        )
+        # Both read the app's configuration as the workers do (failover list, TLS, Sentinel) and raise
+        # ValueError at once for what they cannot honour; TLS files are read here, not on the loop.
+        self.broker = BrokerPublisher.for_app(app, publish_timeout)
+        self.results = ResultListener.for_app(app, self.id_prefix)
 
     async def start(self, wait: float = 0.0) -> None:
         """Start connecting to broker and backend; wait up to `wait` seconds for both."""
@@ -73,19 +61,27 @@ class CeleryClient:
         """A protocol-2 message for `task_name(**kwargs)` expiring `timeout` s from now (`MessageFactory.build`)."""
         return self.messages.build(task_id, task_name, kwargs, timeout=timeout, ignore_result=ignore_result)
 
-    async def publish(self, message: OutgoingMessage) -> None:
-        """Publish a built message (see `BrokerPublisher.publish` for the errors)."""
-        await self.broker.publish(message)
+    async def publish(self, message: OutgoingMessage, *, may_republish: bool = False) -> None:
+        """Publish a built message; `may_republish`: the task may run twice, so a message whose broker
+        node died before confirming it is sent again on the next (see `BrokerPublisher.publish`)."""
+        await self.broker.publish(message, may_republish=may_republish)
 
     async def call(
-        self, task_name: str, kwargs: dict[str, Any], *, timeout: float, task_id: str | None = None
+        self,
+        task_name: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        task_id: str | None = None,
+        may_republish: bool = False,
     ) -> tuple[str, dict | None, float]:
         """Run `task_name(**kwargs)` and wait up to `timeout` s: (task id, ready meta or None past the
         deadline, seconds from the publish to the result's arrival — the time the task was out of this
         process's hands).
 
         A deadline that passes while the broker has not yet confirmed the publish is a deadline like any
-        other (None), not a broker fault."""
+        other (None), not a broker fault. `may_republish` as for `publish`; without it, a message whose
+        node died after it was sent may still run, so its result is awaited to the deadline all the same."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         task_id = task_id or self.new_id()
@@ -94,7 +90,8 @@ class CeleryClient:
         meta = None
         publishing = loop.time()
         try:
-            await self.publish(message)
+            with contextlib.suppress(PublishUnconfirmed):  # it may be queued: its result is as welcome
+                await self.publish(message, may_republish=may_republish)
             meta = await future
         except DeadlinePassed:
             meta = future.result() if future.done() else None

@@ -83,13 +83,19 @@ class StubClient:
     ) -> tuple[str, str]:
         return task_id, task_name
 
-    async def publish(self, message: tuple[str, str]) -> None:
+    async def publish(self, message: tuple[str, str], *, may_republish: bool = False) -> None:
         if self.publish_error is not None:
             raise self.publish_error
         self.published.append(message)
 
     async def call(
-        self, task_name: str, kwargs: dict[str, Any], *, timeout: float, task_id: str | None = None
+        self,
+        task_name: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        task_id: str | None = None,
+        may_republish: bool = False,
     ) -> tuple[str, dict | None, float]:
         check = REGISTRY[task_name.removeprefix("checkgate.")]
         task_id = task_id or self.new_id()
