@@ -32,6 +32,10 @@ if broker_url.startswith(("amqps://", "pyamqps://")):
     broker_use_ssl = {"cert_reqs": ssl.CERT_REQUIRED}
     if os.environ.get("CHECKGATE_BROKER_CA"):
         broker_use_ssl["ca_certs"] = os.environ["CHECKGATE_BROKER_CA"]
+    # A broker that requires client certificates (mutual TLS): workers and gateway present this one.
+    if os.environ.get("CHECKGATE_BROKER_CERT"):
+        broker_use_ssl["certfile"] = os.environ["CHECKGATE_BROKER_CERT"]
+        broker_use_ssl["keyfile"] = os.environ.get("CHECKGATE_BROKER_KEY") or None
 if result_backend.startswith("rediss://"):
     redis_backend_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     if os.environ.get("CHECKGATE_BACKEND_CA"):

@@ -1,10 +1,13 @@
-"""TLS to RabbitMQ (amqps) and to Redis (rediss + password), verified against a locally generated CA."""
+"""TLS to RabbitMQ (amqps, mutual TLS too) and to Redis (rediss + password), verified against a locally
+generated CA."""
 
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import pki
+from tests.support.env import BACKEND_URL
 from tests.support.services import PrivateRabbit, PrivateRedis, make_certs
 from tests.support.stack import Stack, http_get
 
@@ -69,3 +72,46 @@ def test_a_wrong_redis_password_is_refused(tls_services, tmp_path: Path) -> None
         assert (status, body["error"]) == (503, "result backend unavailable")
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def mtls_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivateRabbit, dict[str, str]]]:
+    """A RabbitMQ that requires a client certificate its CA signed, and the environment that gives one."""
+    base = tmp_path_factory.mktemp("mtls")
+    ca_file, cert, key = make_certs(base / "certs")
+    ca = pki.authority("checkgate test CA", days=2)  # make_certs' CA key is not kept: sign clients with another
+    client = pki.leaf(ca, days=2, names=["checkgate-gateway"], common_name="checkgate-gateway", client=True)
+    bundle = base / "certs" / "both-cas.pem"
+    bundle.write_bytes(ca_file.read_bytes() + ca.pem())
+    rabbit = PrivateRabbit(base / "rabbit", (bundle, cert, key), client_certs=True)
+    rabbit.start()
+    env = {
+        "CHECKGATE_BROKER_CA": str(ca_file),
+        "CHECKGATE_BROKER_CERT": str(pki.write_chain(base / "client.pem", client)),
+        "CHECKGATE_BROKER_KEY": str(pki.write_key(base / "client.key", client)),
+    }
+    try:
+        yield rabbit, env
+    finally:
+        rabbit.stop()
+
+
+def test_a_broker_that_requires_client_certificates(mtls_rabbit, tmp_path: Path) -> None:
+    """Mutual TLS: workers and the gateway present the certificate of CHECKGATE_BROKER_CERT/_KEY
+    (celeryconfig's broker_use_ssl certfile/keyfile, honoured by py-amqp and by the gateway alike)."""
+    rabbit, env = mtls_rabbit
+    stack = Stack(tmp_path, f"cgm{rabbit.tls_port}_", rabbit.tls_url, BACKEND_URL, env)
+    try:
+        stack.start_worker("add", ["add"], concurrency=2)
+        gateway = stack.start_gateway("gw")
+        status, body, _ = http_get(gateway + "/check/add?x=20&y=22")
+        assert (status, body["result"]) == (200, 42)
+        # Without a client certificate the broker refuses the TLS handshake: a 503, and the log says why.
+        bare = stack.start_gateway("bare", wait_up=False, CHECKGATE_BROKER_CERT="", CHECKGATE_BROKER_KEY="")
+        status, body, _ = http_get(bare + "/check/add?x=1&y=2")
+        assert (status, body["error"]) == (503, "broker unavailable")
+        log = stack.logs["bare"].read_text()
+        assert "not reachable" in log and ("certificate" in log.lower() or "Connection reset" in log), log[-1500:]
+    finally:
+        stack.stop()
+        stack.cleanup()
