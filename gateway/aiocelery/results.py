@@ -30,7 +30,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_ex
 
 from gateway.aiocelery.backend import BackendRedis
 from gateway.aiocelery.errors import backend_error
-from gateway.aiocelery.resp import PatternSubscription, SubscriptionError
+from gateway.aiocelery.resp import PatternSubscription, RedisAddress, SubscriptionError
 from gateway.ratelog import RateLimitedLog
 
 log = logging.getLogger("checkgate.gateway")
@@ -137,6 +137,8 @@ class ResultListener:
         # Loop time each waited-for result arrived: the end of the time a task is out of our hands.
         self._arrived: dict[str, float] = {}
         self._subscribed = asyncio.Event()
+        # Where the subscription is (or was last): the server, or the master Sentinel named.
+        self.address: RedisAddress | None = None
         self._runner: asyncio.Task[None] | None = None
 
     @classmethod
@@ -144,7 +146,7 @@ class ResultListener:
         """The listener for `app`'s result backend (`BackendRedis.for_app`: a server or Sentinel), its
         serializer and `result_expires`. Raises `ValueError` for a backend the gateway cannot read."""
         backend = app.backend
-        expires = float(app.conf.result_expires or 86400)
+        expires = float(backend.expires or 86400)  # Celery's reading of result_expires (a timedelta or s)
         return cls(BackendRedis.for_app(app), id_prefix, backend.decode, backend.encode, result_expires=expires)
 
     @property
@@ -209,6 +211,7 @@ class ResultListener:
         try:
             address = await self._backend.master()
             subscription = await PatternSubscription.open(address, self._pattern, self._deliver)
+            self.address = address
             self._subscribed.set()
             log.info("subscribed to results on %s at %s:%s", self._pattern, address.host, address.port)
             await self._catch_up()
