@@ -5,7 +5,6 @@ undecodable header, a dropped connection with publishes unconfirmed) are in test
 broker URL and TLS settings in test_broker_config.py."""
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from pamqp import commands, decode, frame
@@ -22,8 +21,6 @@ from gateway.aiocelery.amqp import (
 )
 from gateway.aiocelery.publisher import broker_nodes
 from tests.support.env import BROKER_URL, RUN_PREFIX
-from tests.support.infra import missing_rabbitmq, require
-from tests.support.services import PrivateRabbit
 from tests.test_broker_config import celery_app
 
 
@@ -178,55 +175,3 @@ async def _nacked() -> list[str]:
 
 def test_a_nack_fails_only_its_publish() -> None:
     assert asyncio.run(_nacked()) == ["ack", "nack", "nack", "open"]
-
-
-@pytest.fixture(scope="module")
-def own_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRabbit]:
-    """A RabbitMQ node of this module's own: its alarms and forced closes disturb nobody."""
-    require(missing_rabbitmq())
-    node = PrivateRabbit(tmp_path_factory.mktemp("rabbit"))
-    node.start()
-    yield node
-    node.stop()
-
-
-async def _blocked_then_closed(node: PrivateRabbit) -> list[str]:
-    seen = []
-    common = {"content_type": "text/plain", "content_encoding": "utf-8", "expiration_ms": 60000, "timeout": 5}
-    conn = await AmqpConnection.open(broker_nodes(celery_app(broker_url=node.url))[0])
-    await conn.rpc(1, commands.Queue.Declare(queue="q"), commands.Queue.DeclareOk)
-    # A memory alarm: RabbitMQ blocks every publishing connection (Connection.Blocked).
-    await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0")
-    try:
-        # RabbitMQ blocks a connection when it next publishes; the one publish that tells it stays unconfirmed.
-        first = conn.publish("", "q", b"x", headers={}, message_id="first", **common)
-        for _ in range(100):
-            if conn.blocked is not None:
-                break
-            await asyncio.sleep(0.05)
-        try:
-            conn.publish("", "q", b"x", headers={}, message_id="refused", **common)
-        except AmqpError as exc:
-            seen.append(str(exc))
-    finally:
-        await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.4")
-    await first
-    for _ in range(100):
-        if conn.blocked is None:
-            break
-        await asyncio.sleep(0.05)
-    await conn.publish("", "q", b"x", headers={}, message_id="after", **common)
-    seen.append("unblocked")
-    # A broker-sent Connection.Close (an operator closing it, a node shutting down).
-    await asyncio.to_thread(node.ctl, "close_all_connections", "test: closed by the operator")
-    with pytest.raises(AmqpError) as closed:
-        await asyncio.wait_for(conn.closed, 10)
-    seen.append(str(closed.value))
-    return seen
-
-
-def test_a_real_broker_blocks_publishers_and_closes_connections(own_rabbit: PrivateRabbit) -> None:
-    blocked, unblocked, closed = asyncio.run(_blocked_then_closed(own_rabbit))
-    assert blocked.startswith("broker blocked publishing: ") and "memory" in blocked
-    assert unblocked == "unblocked"
-    assert "closed the connection: 320 CONNECTION_FORCED" in closed and "closed by the operator" in closed

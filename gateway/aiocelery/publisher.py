@@ -214,6 +214,8 @@ class BrokerPublisher:
         self._connected = asyncio.Event()
         # Completed with each new connection: publishes waiting to be sent again wait on it.
         self._next_connection: asyncio.Future[AmqpConnection] | None = None
+        self._declared = False
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     def for_app(cls, app: Celery, publish_timeout: float) -> BrokerPublisher:
@@ -257,6 +259,15 @@ class BrokerPublisher:
                 ),
             )
             connection, node = await retrying(self._connect_round)
+            if self._declared:
+                # The queues exist (durable, and quorum queues replicated): declared again in the
+                # background, on a channel of its own, because a quorum queue whose leader was on the lost
+                # node answers a declare only once it elected another (5 s measured), and publishes must
+                # not wait for that.
+                task = asyncio.create_task(self._declare_again(connection), name="checkgate-broker-declare")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            self._declared = True
             self._connection, self.node, self._stats_channel = connection, node, None
             self._connected.set()
             if self._next_connection is not None and not self._next_connection.done():
@@ -290,15 +301,26 @@ class BrokerPublisher:
         async with asyncio.timeout(node.connect_timeout * 2):
             connection = await AmqpConnection.open(node)
             try:
-                await self._declare(connection)
+                if not self._declared:
+                    await self._declare(connection, PUBLISH_CHANNEL)
             except BaseException:
                 connection.abort()
                 raise
         return connection
 
-    async def _declare(self, connection: AmqpConnection) -> None:
+    async def _declare_again(self, connection: AmqpConnection) -> None:
+        channel = None
+        try:
+            channel = await connection.open_channel()
+            await self._declare(connection, channel)
+        except AmqpError as exc:
+            log.warning("declaring the queues again failed: %r", exc)
+        finally:
+            if channel is not None and connection.is_open:
+                connection.close_channel(channel)
+
+    async def _declare(self, connection: AmqpConnection, channel: int) -> None:
         """Declare the queues exactly as the workers do, so tasks queue even before a worker starts."""
-        channel = PUBLISH_CHANNEL
         for q in self._queues:
             declare = commands.Queue.Declare(
                 queue=q.name,
@@ -480,6 +502,8 @@ class BrokerPublisher:
 
     async def close(self) -> None:
         """Stop connecting and close the connection."""
+        for task in list(self._background):
+            task.cancel()
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
