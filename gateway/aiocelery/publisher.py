@@ -78,6 +78,9 @@ _APPLIED_TRANSPORT_OPTIONS = frozenset({"frame_max", "channel_max", "socket_sett
 # leader after a node died (seen 0.1-0.4 s after the kill) or a queue at its length limit. Retried with a
 # short back-off for at most this long (and within the deadline); past it the caller gets a 503.
 NACK_RETRY_WINDOW = 2.0
+# Seconds a publish that finds no connection waits for one: the next node's, when it takes over at once
+# (0.1 s measured after a node was killed); during a longer outage callers get their 503 after this.
+FAILOVER_GRACE_S = 1.0
 # Reconnect back-off after a whole round of nodes failed (seconds).
 RECONNECT_INITIAL, RECONNECT_MAX = 0.2, 5.0
 
@@ -379,16 +382,23 @@ class BrokerPublisher:
         `may_republish`: the task may run twice (idempotent), so a message sent but not confirmed when
         its node died is sent again, with the same id, on the next node.
 
+        With no connection open it waits up to `FAILOVER_GRACE_S` (within the deadline) for the next
+        node's, so that callers do not see a node's loss when another takes over at once.
+
         Raises `BrokerUnavailable` (no connection, or no confirm within `publish_timeout`),
         `BrokerRefused` (nacked, and still nacked after retrying for `NACK_RETRY_WINDOW`), `Unroutable`
         (no queue for its routing key), `DeadlinePassed` (the deadline ended the wait) and
         `PublishUnconfirmed` (sent, its node lost before the confirm, not to be sent again: it may run).
         """
-        connection = self._open_connection()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + msg.expiration
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            connection = await self._another_connection(connection, min(FAILOVER_GRACE_S, msg.expiration))
+            if connection is None:
+                raise BrokerUnavailable("broker connection is down")
         try:
-            await self._send(connection, msg, msg.expiration)
+            await self._send(connection, msg, deadline - loop.time())
             return
         except (Nacked, Unconfirmed) as exc:
             error: Exception = exc

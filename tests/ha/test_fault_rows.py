@@ -235,6 +235,18 @@ def test_redis_master_killed(request: pytest.FixtureRequest) -> None:
     assert_row(row, lost)
 
 
+def assert_host_row(row: FaultRow, lost: list[Outcome]) -> None:
+    """A worker host's row: nothing lost; a check declared not idempotent that ran twice is a known gap."""
+    assert row.lost == 0, [(o.path, o.status, o.body) for o in lost[:5]]
+    assert row.answered == row.requests
+    if row.duplicates:
+        # Celery acknowledges a task declared not idempotent (acks_late off) just before running it. An
+        # AMQP ack is never confirmed: one written as the link goes is lost, the broker requeues the message
+        # when it drops the host's connection, and the other host runs it too, while the cut-off host ran
+        # (or runs) its copy. Only a run-once guard in the worker (tasks/, not the gateway) closes this.
+        pytest.xfail(f"{row.duplicates} checks declared not idempotent ran on both sides of the cut")
+
+
 @full_only
 def test_broker_node_the_gateway_uses_is_killed(full_topology: Topology) -> None:
     topo = full_topology
@@ -283,7 +295,7 @@ def test_worker_host_dies_silently(full_topology: Topology) -> None:
 
     outcomes, fault_at, note = under_load(topo, fault, settle=30)
     row, lost = judge(topo, "worker host dies silently", outcomes, fault_at, note)
-    assert_row(row, lost)
+    assert_host_row(row, lost)
 
 
 @full_only
@@ -301,11 +313,4 @@ def test_worker_host_partitioned_then_healed(full_topology: Topology) -> None:
     back = [d for o in outcomes if o.started > healed[0] for d in deliveries(topo.records, tag_of(o))]
     assert any(d["worker"].startswith(f"{topo.stack.prefix}a@") for d in back), "host a's worker did not come back"
     row, lost = judge(topo, "worker host partitioned, then healed", outcomes, fault_at, note)
-    assert row.lost == 0, [(o.path, o.status, o.body) for o in lost[:5]]
-    assert row.answered == row.requests
-    if row.duplicates:
-        # Celery acknowledges a task declared not idempotent (acks_late off) just before running it; an
-        # AMQP ack is never confirmed, so one sent as the link went down is lost, the broker requeues the
-        # message when it drops the host's connection, and another host runs it too, while the cut-off
-        # host runs its copy. Only a run-once guard in the worker (outside the gateway) can close this.
-        pytest.xfail(f"{row.duplicates} checks declared not idempotent ran on both sides of the partition")
+    assert_host_row(row, lost)
