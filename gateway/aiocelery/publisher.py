@@ -447,6 +447,7 @@ class BrokerPublisher:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
+                    ratelog.log(logging.INFO, "publish again", "sending %s again after %r", msg.task_id, error)
                     try:
                         await self._send(connection, msg, remaining)
                     except Exception as exc:
