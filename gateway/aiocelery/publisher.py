@@ -79,7 +79,7 @@ _APPLIED_TRANSPORT_OPTIONS = frozenset({"frame_max", "channel_max", "socket_sett
 # short back-off for at most this long (and within the deadline); past it the caller gets a 503.
 NACK_RETRY_WINDOW = 2.0
 # Seconds a publish that finds no connection waits for one: the next node's, when it takes over at once
-# (0.1 s measured after a node was killed); during a longer outage callers get their 503 after this.
+# (21 ms measured after a node was killed, fault rows); during a longer outage callers get their 503 after this.
 FAILOVER_GRACE_S = 1.0
 # Reconnect back-off after a whole round of nodes failed (seconds).
 RECONNECT_INITIAL, RECONNECT_MAX = 0.2, 5.0
