@@ -39,6 +39,7 @@ def describe(url: str, **conf: Any) -> list[tuple]:
         ("amqps://u:p@h//", [("h", 5671, "u", "p", "/", True, 5.0, 4.0)]),
         ("amqp://h?heartbeat=7&connect_timeout=1.5", [("h", 5672, "guest", "guest", "/", False, 7.0, 1.5)]),
         ("amqp://h:1?ssl=true", [("h", 1, "guest", "guest", "/", True, 5.0, 4.0)]),
+        ("amqps://h?ssl=false", [("h", 5671, "guest", "guest", "/", True, 5.0, 4.0)]),
         (
             "amqp://a:1@h1:5672//;amqps://b:2@h2/v2?heartbeat=9;pyamqp://h3:5673",
             [
@@ -51,6 +52,11 @@ def describe(url: str, **conf: Any) -> list[tuple]:
 )
 def test_every_node_of_a_failover_list(url: str, expected: list[tuple]) -> None:
     assert describe(url) == expected
+
+
+def test_the_url_ssl_option_decides_for_its_node() -> None:
+    nodes = describe("amqp://h1?ssl=false;amqp://h2", broker_use_ssl=True)
+    assert [n[5] for n in nodes] == [False, True]
 
 
 def test_configuration_fills_in_what_the_url_leaves_out() -> None:

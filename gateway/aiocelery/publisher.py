@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -118,7 +119,7 @@ def broker_nodes(app: Celery) -> list[AmqpParams]:
         raise ValueError("broker_transport_options: confirm_publish=False; the gateway always publishes with confirms")
     socket_settings = {**_tcp_options(DEFAULT_SOCKET_SETTINGS), **_tcp_options(options.get("socket_settings") or {})}
     frame_max = min(int(options.get("frame_max") or DEFAULT_FRAME_MAX), DEFAULT_FRAME_MAX)
-    context = None
+    tls_settings: tuple[ssl.SSLContext, str | None] | None = None  # built once (it reads files), shared
     nodes = []
     for url in urls:
         parts = parse_url(url)
@@ -132,15 +133,14 @@ def broker_nodes(app: Celery) -> list[AmqpParams]:
         url_ssl = query.get("ssl")
         if isinstance(url_ssl, dict):
             raise ValueError(f"broker URL {sanitize_url(url)}: ssl_* options go in broker_use_ssl for AMQP")
-        tls = _AMQP_SCHEMES[scheme] or (url_ssl is not None and _flag(url_ssl, "ssl")) or bool(use_ssl)
+        # The URL's `ssl` decides where it is given, else broker_use_ssl; amqps:// is TLS whatever they say.
+        tls = _AMQP_SCHEMES[scheme] or (_flag(url_ssl, "ssl") if url_ssl is not None else bool(use_ssl))
         login = query.get("login_method") or conf.broker_login_method or "PLAIN"
         if login != "PLAIN":
             raise ValueError(f"broker login method {login!r}: the gateway logs in with PLAIN only")
-        server_hostname = None
-        if tls and context is None:
-            context, server_hostname = tls_context(use_ssl if isinstance(use_ssl, Mapping) else True)
-        elif tls:
-            server_hostname = tls_context(use_ssl if isinstance(use_ssl, Mapping) else True)[1]
+        if tls and tls_settings is None:
+            tls_settings = tls_context(use_ssl if isinstance(use_ssl, Mapping) else True)
+        context, server_hostname = tls_settings if tls and tls_settings is not None else (None, None)
         heartbeat = query.get("heartbeat", conf.broker_heartbeat)
         timeout = query.get("connect_timeout", conf.broker_connection_timeout)
         nodes.append(
@@ -150,7 +150,7 @@ def broker_nodes(app: Celery) -> list[AmqpParams]:
                 username=parts["userid"] if parts["userid"] is not None else (conf.broker_user or "guest"),
                 password=parts["password"] if parts["password"] is not None else (conf.broker_password or "guest"),
                 vhost=parts["virtual_host"] or conf.broker_vhost or "/",
-                ssl_context=context if tls else None,
+                ssl_context=context,
                 server_hostname=server_hostname,
                 heartbeat=float(heartbeat or 0),
                 connect_timeout=float(timeout or 4.0),
