@@ -25,7 +25,8 @@ async def _blocked_then_closed(node: PrivateRabbit) -> list[str]:
     await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0")
     try:
         # RabbitMQ blocks a connection when it next publishes; the one publish that tells it stays unconfirmed.
-        first = conn.publish("", "q", b"x", headers={}, message_id="first", **common)
+        # (Its confirm comes once the alarm clears: the CLI calls around it take seconds on a busy machine.)
+        first = conn.publish("", "q", b"x", headers={}, message_id="first", **{**common, "timeout": 120})
         for _ in range(100):
             if conn.blocked is not None:
                 break
