@@ -142,3 +142,43 @@ def test_the_result_stream_follows_a_sentinel_failover(sentinel_group: RedisSent
         "subscribed_at_new_master": True,
         "written_to_new": True,
     }
+
+
+class ScriptedRedis(asyncio.Protocol):
+    """A peer that confirms the PSUBSCRIBE, then does what the test says: `garbage` (bytes that are not
+    RESP) or nothing at all (a server that stopped answering, PINGs included)."""
+
+    def __init__(self, then: bytes | None) -> None:
+        self.then = then
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if b"PSUBSCRIBE" in data:
+            self.transport.write(b"*3\r\n$10\r\npsubscribe\r\n$5\r\ncgx-*\r\n:1\r\n")  # type: ignore[attr-defined]
+            if self.then is not None:
+                self.transport.write(self.then)  # type: ignore[attr-defined]
+
+
+async def _against_scripted(then: bytes | None) -> str:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: ScriptedRedis(then), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        address = RedisAddress("127.0.0.1", port, None, None, None)
+        sub = await PatternSubscription.open(address, "cgx-*", lambda c, d: None, health_interval=0.2)
+        with pytest.raises(SubscriptionError) as ended:
+            async with asyncio.timeout(5):
+                await sub.closed
+        return str(ended.value)
+    finally:
+        server.close()
+
+
+def test_a_reply_that_is_not_resp_ends_the_subscription() -> None:
+    assert asyncio.run(_against_scripted(b"%%% not redis\r\n")).startswith("not a Redis reply")
+
+
+def test_a_silent_server_is_dropped_after_two_health_intervals() -> None:
+    assert asyncio.run(_against_scripted(None)) == "no reply from Redis for 0.4 s"
