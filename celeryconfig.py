@@ -19,6 +19,9 @@ from tasks.registry import load_checks
 # A clustered broker is a kombu failover list, every node of the cluster: "amqp://…@h1:5672//;amqp://…@h2:5672//;…"
 # (a client that loses its node goes to the next one at once, then round-robin with back-off).
 broker_url = os.environ.get("CHECKGATE_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# The order in which clients try the nodes of that list: kombu's "round-robin" (the list's order), or
+# "shuffle", which spreads the clients (gateway processes, workers after their first node) over the nodes.
+broker_failover_strategy = os.environ.get("CHECKGATE_BROKER_FAILOVER_STRATEGY", "round-robin")
 # Redis behind Sentinel: "sentinel://h1:26379/0;sentinel://h2:26379/0;…" plus the name the sentinels know
 # the master by (CHECKGATE_SENTINEL_MASTER_NAME); the backend asks them for the master again after a failover.
 result_backend = os.environ.get("CHECKGATE_RESULT_BACKEND", "redis://127.0.0.1:6379/0")
@@ -34,6 +37,10 @@ if broker_url.startswith(("amqps://", "pyamqps://")):
     broker_use_ssl = {"cert_reqs": ssl.CERT_REQUIRED}
     if os.environ.get("CHECKGATE_BROKER_CA"):
         broker_use_ssl["ca_certs"] = os.environ["CHECKGATE_BROKER_CA"]
+    # A broker that requires client certificates (mutual TLS): workers and gateway present this one.
+    if os.environ.get("CHECKGATE_BROKER_CERT"):
+        broker_use_ssl["certfile"] = os.environ["CHECKGATE_BROKER_CERT"]
+        broker_use_ssl["keyfile"] = os.environ.get("CHECKGATE_BROKER_KEY") or None
 if result_backend.startswith("rediss://"):
     redis_backend_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     if os.environ.get("CHECKGATE_BACKEND_CA"):

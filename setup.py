@@ -39,6 +39,8 @@ setup(
         # The AMQP frame codec of the gateway's publishing connection (gateway/aiocelery/amqp.py).
         "pamqp>=3.2,<5",
         "redis>=5.0",
+        # Back-off of the gateway's reconnects and of a publish sent again (gateway/aiocelery/publisher.py).
+        "tenacity>=8.2",
         # Caller-supplied regular expressions run on RE2: linear time (tasks/checks/_pattern.py).
         "google-re2>=1.1",
         "msgpack>=1.0",

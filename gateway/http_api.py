@@ -317,13 +317,22 @@ class CheckHandler(JsonHandler):
             if mode == "sync" and check.shares_results:
 
                 async def run(new_id: str) -> tuple[str, dict[str, Any] | None, float]:
-                    return await client.call(check.task_name, kwargs, timeout=timeout, task_id=new_id, queue=queue)
+                    return await client.call(
+                        check.task_name,
+                        kwargs,
+                        timeout=timeout,
+                        task_id=new_id,
+                        queue=queue,
+                        may_republish=check.idempotent,
+                    )
 
                 task_id, meta, shared, away = await self.gateway.shared.call(
                     cache_key(check.name, kwargs, location or ""), timeout, check.cache_ttl, client.new_id, run
                 )
             elif mode == "sync":
-                task_id, meta, away = await client.call(check.task_name, kwargs, timeout=timeout, queue=queue)
+                task_id, meta, away = await client.call(
+                    check.task_name, kwargs, timeout=timeout, queue=queue, may_republish=check.idempotent
+                )
             else:
                 task_id = client.new_id()
                 message = client.build_message(
@@ -331,7 +340,7 @@ class CheckHandler(JsonHandler):
                 )
                 if mode == "async":
                     await client.results.mark_pending(task_id, check.task_name, deadline)
-                await client.publish(message)
+                await client.publish(message, may_republish=check.idempotent)
         except DeadlinePassed:
             # Async and fire publish without waiting for a result, but still for the broker's confirm,
             # which their own deadline cut short: that is this request's 504, not a broker outage.

@@ -1,5 +1,8 @@
 """The gateway's AMQP publishing connection: its hand-made frames against pamqp's decoder, and its
-behaviour against the real RabbitMQ (confirms, returns, a channel closed by a 404, a refused login)."""
+behaviour against the real RabbitMQ (confirms, returns, a channel closed by a 404, a nack, a refused
+login). The protocol's edge cases a broker will not produce on demand (silence, a broken frame, an
+undecodable header, a dropped connection with publishes unconfirmed) are in test_amqp_peer.py, the
+broker URL and TLS settings in test_broker_config.py."""
 
 import asyncio
 
@@ -11,11 +14,20 @@ from gateway.aiocelery.amqp import (
     AmqpError,
     AmqpParams,
     ChannelClosed,
+    Nacked,
     Returned,
     field_table,
     publish_frames,
 )
+from gateway.aiocelery.publisher import broker_nodes
 from tests.support.env import BROKER_URL, RUN_PREFIX
+from tests.test_broker_config import celery_app
+
+
+def node(url: str) -> AmqpParams:
+    """The connection parameters the gateway uses for `url` (one node), through the Celery app."""
+    return broker_nodes(celery_app(broker_url=url))[0]
+
 
 HEADERS = {
     "lang": "py",
@@ -108,30 +120,10 @@ def test_publish_frames_priority_and_no_expiration(priority: int | None, expirat
     assert props.headers == {"task": "t"}
 
 
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("amqp://guest:guest@127.0.0.1:5672//", ("127.0.0.1", 5672, "guest", "guest", "/", False)),
-        ("amqp://u%40x:p%2Fw@h/vh", ("h", 5672, "u@x", "p/w", "vh", False)),
-        ("amqp://h/%2F", ("h", 5672, "guest", "guest", "/", False)),
-        ("amqp://h", ("h", 5672, "guest", "guest", "/", False)),
-        ("amqps://u:p@h//", ("h", 5671, "u", "p", "/", True)),
-    ],
-)
-def test_params_from_url(url: str, expected: tuple) -> None:
-    p = AmqpParams.from_url(url)
-    assert (p.host, p.port, p.username, p.password, p.vhost, p.ssl_context is not None) == expected
-
-
-def test_params_refuse_other_schemes() -> None:
-    with pytest.raises(ValueError, match="not an AMQP URL"):
-        AmqpParams.from_url("redis://h")
-
-
 async def _against_rabbit() -> dict[str, object]:
     queue = f"{RUN_PREFIX}amqp_unit"
     seen: dict[str, object] = {}
-    conn = await AmqpConnection.open(AmqpParams.from_url(BROKER_URL))
+    conn = await AmqpConnection.open(node(BROKER_URL))
     try:
         await conn.rpc(1, commands.Queue.Declare(queue=queue, auto_delete=False), commands.Queue.DeclareOk)
         common = {"content_type": "text/plain", "content_encoding": "utf-8", "expiration_ms": 60000, "timeout": 5}
@@ -175,6 +167,32 @@ def test_confirms_returns_and_a_closed_channel_against_rabbitmq() -> None:
 
 
 def test_a_wrong_password_is_refused() -> None:
-    params = AmqpParams.from_url(BROKER_URL.replace("guest:guest", "guest:wrong"))
+    params = node(BROKER_URL.replace("guest:guest", "guest:wrong"))
     with pytest.raises(AmqpError, match=r"ACCESS_REFUSED|403"):
         asyncio.run(AmqpConnection.open(params))
+
+
+async def _nacked() -> list[str]:
+    """A queue at its length limit with `x-overflow: reject-publish`: RabbitMQ nacks what it cannot take."""
+    queue = f"{RUN_PREFIX}amqp_full"
+    arguments = {"x-max-length": 1, "x-overflow": "reject-publish"}
+    conn = await AmqpConnection.open(node(BROKER_URL))
+    outcomes = []
+    common = {"content_type": "text/plain", "content_encoding": "utf-8", "expiration_ms": 60000, "timeout": 5}
+    try:
+        await conn.rpc(1, commands.Queue.Declare(queue=queue, arguments=arguments), commands.Queue.DeclareOk)
+        for n in range(3):
+            try:
+                await conn.publish("", queue, b"x", headers={}, message_id=f"f{n}", **common)
+                outcomes.append("ack")
+            except Nacked:
+                outcomes.append("nack")
+        outcomes.append("open" if conn.is_open else "closed")
+        await conn.rpc(1, commands.Queue.Delete(queue=queue), commands.Queue.DeleteOk)
+    finally:
+        await conn.close()
+    return outcomes
+
+
+def test_a_nack_fails_only_its_publish() -> None:
+    assert asyncio.run(_nacked()) == ["ack", "nack", "nack", "open"]

@@ -1,4 +1,4 @@
-"""Unit tests of what the gateway puts on the wire: Celery protocol-2 messages, ids, routing, URLs."""
+"""Unit tests of what the gateway puts on the wire: Celery protocol-2 messages, ids, routing."""
 
 import time
 import uuid
@@ -9,7 +9,6 @@ import redis
 from kombu.serialization import loads
 
 from gateway.aiocelery import CeleryClient
-from gateway.aiocelery.publisher import amqp_url
 from gateway.aiocelery.results import KEY_PREFIX, glob_escape
 from tasks.celery import app
 from tasks.deadline import deadline_of
@@ -62,25 +61,6 @@ def test_ids_are_unique(client: CeleryClient) -> None:
 
 def test_default_id_prefix_differs_per_client() -> None:
     assert CeleryClient(app).id_prefix != CeleryClient(app).id_prefix
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:guest@127.0.0.1:5672//"),
-        ("pyamqp://u:p@h:5672/vh", "amqp://u:p@h:5672/vh"),
-        ("librabbitmq://u:p@h//", "amqp://u:p@h//"),
-        ("amqps://u:p@h:5671//", "amqps://u:p@h:5671//"),
-    ],
-)
-def test_amqp_url(url: str, expected: str) -> None:
-    assert amqp_url(url) == expected
-
-
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "127.0.0.1:5672"])
-def test_amqp_url_refuses_other_brokers(url: str) -> None:
-    with pytest.raises(ValueError):
-        amqp_url(url)
 
 
 def test_glob_escape_matches_only_itself_in_real_redis() -> None:

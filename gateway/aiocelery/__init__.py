@@ -15,8 +15,11 @@ Public: `CeleryClient`, `AsyncTask`, `TaskResult` and the errors below. The modu
 
 - `messages`: protocol-2 task messages made by the Celery app's own code (templated per task type);
 - `amqp`: a lean AMQP 0-9-1 connection that publishes them with confirms;
-- `publisher`: that connection kept open, the queues declared as the workers declare them;
+- `publisher`: that connection kept open on one node of the broker (kombu's failover list, read from
+  the app's configuration), the queues declared as the workers declare them, unconfirmed publishes
+  sent again where that is safe;
 - `resp`: one raw Redis PSUBSCRIBE, parsed by hiredis in the socket callback;
+- `backend`: where the result backend's Redis is (one server, or the master Sentinel names, followed);
 - `results`: waiters resolved from it, MGET catch-up after reconnects, stored results by id;
 - `client`: `CeleryClient`, which ties them together;
 - `errors`: what they raise, each failure saying whose it is.
@@ -30,6 +33,7 @@ from gateway.aiocelery.errors import (
     ClientClosed,
     DeadlinePassed,
     OutOfDescriptors,
+    PublishUnconfirmed,
     ResultTimeout,
     Unroutable,
     UnsupportedBackend,
@@ -47,6 +51,7 @@ __all__ = [
     "MessageFactory",
     "OutOfDescriptors",
     "OutgoingMessage",
+    "PublishUnconfirmed",
     "ResultTimeout",
     "TaskResult",
     "Unroutable",

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 from pamqp import commands, frame, header, heartbeat
 from pamqp.base import Frame
@@ -57,39 +57,126 @@ class Nacked(AmqpError):
     queue with `x-overflow: reject-publish`, an internal error)."""
 
 
+class Unconfirmed(AmqpError):
+    """The connection ended while a published message waited for its confirm.
+
+    `sent`: its frames had been handed to the socket, so the broker may have queued it (a quorum queue
+    may even have committed it); False: it never left this process, so it is certainly not queued.
+    """
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        super().__init__(f"{reason} before the broker confirmed the message ({'sent' if sent else 'never sent'})")
+        self.sent = sent
+
+
 class Returned(Exception):
     """The broker returned a mandatory message: no queue is bound for its routing key."""
 
 
 @dataclass(frozen=True)
 class AmqpParams:
-    """Where and how to connect."""
+    """Where and how to connect to one broker node (`publisher.broker_nodes` makes them from the Celery
+    app's configuration, with kombu's URL parser)."""
 
     host: str
     port: int
     username: str
     password: str
     vhost: str
+    # TLS when set; built once at start-up (it reads certificate files), shared by every node.
     ssl_context: ssl.SSLContext | None = None
-    heartbeat: int = 60
+    # The name sent as SNI and checked against the node's certificate (the node's host when None).
+    server_hostname: str | None = None
+    # Seconds: the heartbeat timeout asked for (0: none); the broker's offer caps it.
+    heartbeat: float = 0
+    # Seconds for TCP connect, TLS and the AMQP handshake together.
+    connect_timeout: float = 4.0
+    frame_max: int = DEFAULT_FRAME_MAX
+    # TCP options set on the socket (level IPPROTO_TCP): py-amqp's defaults, as the workers use them.
+    socket_settings: Mapping[int, int] = field(default_factory=dict)
 
-    @classmethod
-    def from_url(cls, url: str, ssl_context: ssl.SSLContext | None = None) -> AmqpParams:
-        """amqp://user:pass@host:port/vhost (the vhost URL-quoted; `//` is "/"), or amqps://."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("amqp", "amqps"):
-            raise ValueError(f"not an AMQP URL: {url!r}")
-        tls = parts.scheme == "amqps"
-        if tls and ssl_context is None:
-            ssl_context = ssl.create_default_context()
-        return cls(
-            host=parts.hostname or "localhost",
-            port=parts.port or (5671 if tls else 5672),
-            username=unquote(parts.username or "guest"),
-            password=unquote(parts.password or "guest"),
-            vhost=unquote(parts.path[1:]) if len(parts.path) > 1 else "/",
-            ssl_context=ssl_context if tls else None,
-        )
+    @property
+    def address(self) -> str:
+        """host:port, for logs."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+# The options py-amqp's SSLTransport takes in `broker_use_ssl` (its `_wrap_socket_sni` arguments), and
+# those that only shape how its blocking socket is wrapped (meaningless on an asyncio transport).
+TLS_OPTIONS = frozenset(
+    {
+        "keyfile",
+        "certfile",
+        "cert_reqs",
+        "ca_certs",
+        "server_hostname",
+        "ciphers",
+        "ssl_version",
+        "tls_maximum_version",
+        "tls_minimum_version",
+    }
+)
+_TLS_SOCKET_OPTIONS = frozenset({"do_handshake_on_connect", "suppress_ragged_eofs"})
+
+
+def tls_context(options: Mapping[str, Any] | bool) -> tuple[ssl.SSLContext, str | None]:
+    """The TLS context py-amqp (the workers' client) would build from Celery's `broker_use_ssl`, and the
+    `server_hostname` it names (None: each node's own host).
+
+    `options`: True (defaults: the system's CAs, certificate required), or py-amqp's dict: `ca_certs`,
+    `certfile` + `keyfile` (a client certificate, for a broker that asks for one), `cert_reqs`, `ciphers`,
+    `ssl_version`, `tls_minimum_version`, `tls_maximum_version`, `server_hostname`; or its other form,
+    `{"context": {<ssl.create_default_context arguments>, "check_hostname": …}, …}`.
+    One difference, on purpose: where certificates are verified, the gateway also checks the node's name
+    (py-amqp does only when `server_hostname` is given).
+
+    Raises `ValueError` naming any option it does not know (py-amqp would fail on it too, at connect
+    time) and `OSError`/`ssl.SSLError` for unreadable certificate files: at start-up, never silently.
+    """
+    if options is True or options == {}:
+        options = {}
+    elif not isinstance(options, Mapping):
+        raise ValueError(f"broker_use_ssl must be True or a dict of py-amqp's options, not {options!r}")
+    options = dict(options)
+    if options.get("server_side"):
+        raise ValueError("broker_use_ssl: server_side=True makes no sense for a client")
+    options.pop("server_side", None)
+    for key in _TLS_SOCKET_OPTIONS:
+        options.pop(key, None)
+    if "context" in options:
+        context_options = dict(options.pop("context") or {})
+        check_hostname = context_options.pop("check_hostname", None)
+        unknown = set(options) - {"server_hostname"}
+        if unknown:
+            raise ValueError(f"broker_use_ssl with 'context': unsupported options {sorted(unknown)}")
+        context = ssl.create_default_context(**context_options)
+        context.check_hostname = bool(check_hostname)
+        return context, options.get("server_hostname")
+    unknown = set(options) - TLS_OPTIONS
+    if unknown:
+        raise ValueError(f"broker_use_ssl: unsupported options {sorted(unknown)} (known: {sorted(TLS_OPTIONS)})")
+    context = ssl.SSLContext(options.get("ssl_version") or ssl.PROTOCOL_TLS_CLIENT)
+    if options.get("tls_maximum_version") is not None:
+        context.maximum_version = options["tls_maximum_version"]
+    if options.get("tls_minimum_version") is not None:
+        context.minimum_version = options["tls_minimum_version"]
+    if options.get("certfile") is not None:
+        context.load_cert_chain(options["certfile"], options.get("keyfile"))
+    elif options.get("keyfile") is not None:
+        raise ValueError("broker_use_ssl: keyfile without certfile")
+    if options.get("ca_certs") is not None:
+        context.load_verify_locations(options["ca_certs"])
+    if options.get("ciphers") is not None:
+        context.set_ciphers(options["ciphers"])
+    cert_reqs = options.get("cert_reqs")
+    verify = ssl.CERT_REQUIRED if cert_reqs is None else ssl.VerifyMode(cert_reqs)
+    # check_hostname must be off before verify_mode may be CERT_NONE.
+    context.check_hostname = False
+    context.verify_mode = verify
+    context.check_hostname = verify != ssl.CERT_NONE
+    if options.get("ca_certs") is None and verify != ssl.CERT_NONE:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    return context, options.get("server_hostname")
 
 
 def _shortstr(text: str) -> bytes:
@@ -220,6 +307,8 @@ class AmqpConnection(asyncio.Protocol):
         self._rpc_locks: dict[int, asyncio.Lock] = {}
         self._waiters: dict[int, tuple[tuple[type[Frame], ...], asyncio.Future[Frame]]] = {}
         self._delivery_tag = 0
+        # The delivery tag of the last publish handed to the socket (see `Unconfirmed.sent`).
+        self._flushed_tag = 0
         self._pending: dict[int, _Pending] = {}
         self._returned: set[str] = set()
         # A Basic.Return arrives as three frames: the method, then the header (which names the message).
@@ -230,17 +319,28 @@ class AmqpConnection(asyncio.Protocol):
     # --- opening and closing ---------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, params: AmqpParams, timeout: float = 5.0) -> AmqpConnection:
-        """Connect, log in, open the vhost and the confirming publish channel."""
+    async def open(cls, params: AmqpParams, timeout: float | None = None) -> AmqpConnection:
+        """Connect, log in, open the vhost and the confirming publish channel, all within `timeout`
+        seconds (`params.connect_timeout` by default: a vanished host drops the SYN, and the kernel
+        alone would wait minutes).
+
+        Raises `AmqpError` (refused login, a broker that closes the connection, a bad frame),
+        `OSError` (refused connect, TLS verification) or `TimeoutError`.
+        """
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
-            _, conn = await loop.create_connection(
+        async with asyncio.timeout(params.connect_timeout if timeout is None else timeout):
+            transport, conn = await loop.create_connection(
                 lambda: cls(params),
                 params.host,
                 params.port,
                 ssl=params.ssl_context,
-                server_hostname=params.host if params.ssl_context else None,
+                server_hostname=(params.server_hostname or params.host) if params.ssl_context else None,
             )
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                for option, value in params.socket_settings.items():
+                    with contextlib.suppress(OSError):  # an option this kernel lacks
+                        sock.setsockopt(socket.IPPROTO_TCP, option, value)
             try:
                 await conn._handshake()
                 await conn.open_channel(PUBLISH_CHANNEL)
@@ -267,8 +367,10 @@ class AmqpConnection(asyncio.Protocol):
         tune = self._expect(0, commands.Connection.Tune)
         self._send(0, commands.Connection.StartOk(properties, "PLAIN", f"\0{p.username}\0{p.password}"))
         tuned = cast(commands.Connection.Tune, await tune)
-        self.frame_max = min(tuned.frame_max or DEFAULT_FRAME_MAX, DEFAULT_FRAME_MAX)
-        beat = min(tuned.heartbeat, p.heartbeat) if tuned.heartbeat and p.heartbeat else 0
+        self.frame_max = min(tuned.frame_max or p.frame_max, p.frame_max)
+        # RabbitMQ's rule: the smaller of both offers, unless one is 0 (then the other); AMQP's unit is s.
+        asked = max(1, round(p.heartbeat)) if p.heartbeat else 0
+        beat = min(tuned.heartbeat, asked) if tuned.heartbeat and asked else tuned.heartbeat or asked
         self._channel_max = min(tuned.channel_max or 2047, 2047)
         self._send(0, commands.Connection.TuneOk(self._channel_max, self.frame_max, beat))
         await self.rpc(0, commands.Connection.Open(p.vhost), commands.Connection.OpenOk)
@@ -423,6 +525,7 @@ class AmqpConnection(asyncio.Protocol):
         data, self._outbox = b"".join(self._outbox), []
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+            self._flushed_tag = self._delivery_tag
 
     # --- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -491,6 +594,7 @@ class AmqpConnection(asyncio.Protocol):
 
     def _fail(self, error: Exception) -> None:
         self._finish(error)
+        self._flush()  # a Close-Ok queued in this turn still goes out before the connection is dropped
         self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -505,9 +609,9 @@ class AmqpConnection(asyncio.Protocol):
         for _, future in waiters.values():
             _fail_future(future, error)
         pending, self._pending = self._pending, {}
-        for entry in pending.values():
+        for tag, entry in pending.items():
             entry.timer.cancel()
-            _fail_future(entry.future, error)
+            _fail_future(entry.future, Unconfirmed(str(error), sent=tag <= self._flushed_tag))
         _fail_future(self.closed, error)
 
     def _beat(self, interval: int) -> None:

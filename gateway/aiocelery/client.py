@@ -25,19 +25,18 @@ import contextlib
 import os
 import secrets
 import socket
-import ssl
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from celery import Celery, states
 from kombu import Queue
 
-from gateway.aiocelery.errors import ClientClosed, DeadlinePassed, ResultTimeout, UnsupportedBackend
+from gateway.aiocelery.errors import ClientClosed, DeadlinePassed, PublishUnconfirmed, ResultTimeout, UnsupportedBackend
 from gateway.aiocelery.messages import Expiry, MessageFactory, OutgoingMessage
-from gateway.aiocelery.publisher import BrokerPublisher, amqp_url
+from gateway.aiocelery.publisher import BrokerPublisher
 from gateway.aiocelery.results import READY_STATES, ResultListener
 
 # Result backends whose every stored result is also PUBLISHed, so a waiter needs no polling and no thread.
@@ -47,13 +46,6 @@ POLL_FIRST_S = 0.05
 POLL_MAX_S = 1.0
 # "No deadline" for a listener waiter: each awaiter keeps its own timeout.
 _FOREVER_S = 10.0**9
-
-
-def _seconds(value: float | timedelta | None, default: float = 86400.0) -> float:
-    """A Celery duration setting (seconds or a timedelta, as `result_expires` takes) in seconds."""
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(value or default)
 
 
 def check_backend(app: Celery) -> None:
@@ -225,25 +217,12 @@ class CeleryClient:
         check_backend(app)
         self.app = app
         self.connect_timeout = connect_timeout
-        conf = app.conf
         self.id_prefix = id_prefix or f"gw{secrets.token_hex(5)}-"
         self.messages = MessageFactory(app, origin=f"checkgate-gateway@{socket.gethostname()}/{os.getpid()}")
-        broker_ssl = conf.broker_use_ssl if isinstance(conf.broker_use_ssl, dict) else {}
-        ssl_context = None
-        if amqp_url(conf.broker_url).startswith("amqps://"):
-            # Built once at start-up (reads the CA file) so no TLS set-up happens on the loop later.
-            ssl_context = ssl.create_default_context(cafile=broker_ssl.get("ca_certs"))
-        queues = list(app.amqp.queues.values())  # task_queues, or the default queue when it is unset
-        self.broker = BrokerPublisher(amqp_url(conf.broker_url), queues, publish_timeout, ssl_context)
-        backend_ssl = conf.redis_backend_use_ssl if conf.result_backend.startswith("rediss://") else None
-        self.results = ResultListener(
-            conf.result_backend,
-            self.id_prefix,
-            app.backend.decode,
-            app.backend.encode,
-            backend_ssl,
-            result_expires=_seconds(conf.result_expires),
-        )
+        # Both read the app's configuration as the workers do (failover list, TLS, Sentinel) and raise
+        # ValueError at once for what they cannot honour; TLS files are read here, not on the loop.
+        self.broker = BrokerPublisher.for_app(app, publish_timeout)
+        self.results = ResultListener.for_app(app, self.id_prefix)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._first_wait: asyncio.Task[None] | None = None
@@ -545,9 +524,10 @@ class CeleryClient:
             task_id, task_name, kwargs, timeout=timeout, ignore_result=ignore_result, queue=queue
         )
 
-    async def publish(self, message: OutgoingMessage) -> None:
-        """Publish a built message (see `BrokerPublisher.publish` for the errors)."""
-        await self.broker.publish(message)
+    async def publish(self, message: OutgoingMessage, *, may_republish: bool = False) -> None:
+        """Publish a built message; `may_republish`: the task may run twice, so a message whose broker
+        node died before confirming it is sent again on the next (see `BrokerPublisher.publish`)."""
+        await self.broker.publish(message, may_republish=may_republish)
 
     async def call(
         self,
@@ -557,6 +537,7 @@ class CeleryClient:
         timeout: float,
         task_id: str | None = None,
         queue: str | None = None,
+        may_republish: bool = False,
     ) -> tuple[str, dict | None, float]:
         """Run `task_name(**kwargs)` (on `queue` when given) and wait up to `timeout` s: (task id, ready
         meta or None past the deadline, seconds from the publish to the result's arrival — the time the
@@ -566,7 +547,8 @@ class CeleryClient:
         `task_id` must be fresh (`new_id`). Needs `start()` first.
 
         A deadline that passes while the broker has not yet confirmed the publish is a deadline like any
-        other (None), not a broker fault."""
+        other (None), not a broker fault. `may_republish` as for `publish`; without it, a message whose
+        node died after it was sent may still run, so its result is awaited to the deadline all the same."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         task_id = task_id or self.new_id()
@@ -576,7 +558,8 @@ class CeleryClient:
         meta = None
         publishing = loop.time()
         try:
-            await self.publish(message)
+            with contextlib.suppress(PublishUnconfirmed):  # it may be queued: its result is as welcome
+                await self.publish(message, may_republish=may_republish)
             meta = await future
         except DeadlinePassed:
             meta = future.result() if future.done() else None

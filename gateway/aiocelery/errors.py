@@ -2,8 +2,8 @@
 
 An outage (`BrokerUnavailable`, `BackendUnavailable`) is not load shedding (`BrokerRefused`), not this
 process's own exhaustion (`OutOfDescriptors`), not a missing queue (`Unroutable`) and not the caller's
-own deadline (`DeadlinePassed`). An HTTP front answers 503 for the first four, with different words, and
-504 for the last.
+own deadline (`DeadlinePassed`) nor an outcome nobody can know (`PublishUnconfirmed`, a kind of it). An
+HTTP front answers 503 for the first four, with different words, and 504 with the id for the last two.
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ class Unroutable(RuntimeError):
 class DeadlinePassed(TimeoutError):
     """The request's own deadline passed before the broker confirmed the publish. The message carries
     the same expiry, so if it reached the queue it is dropped there, or run only before that deadline."""
+
+
+class PublishUnconfirmed(DeadlinePassed):
+    """The message was sent, then its broker node was lost before confirming it, and the caller did not
+    allow sending it again (`may_republish=False`: a task that must not run twice). It may be queued (a
+    quorum queue commits before it confirms) and run: its result, if any, comes as for any other task.
+    Like a passed deadline, the honest answer is the id to poll, never a 503 that invites a retry."""
 
 
 def backend_error(exc: BaseException) -> BackendUnavailable:

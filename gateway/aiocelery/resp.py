@@ -74,6 +74,8 @@ class PatternSubscription(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self._heard = True
         self._timer: asyncio.TimerHandle | None = None
+        # Why this side ended the connection (a refusal, a reply that is not RESP, silence), for `closed`.
+        self._failure: SubscriptionError | None = None
 
     @classmethod
     async def open(
@@ -131,6 +133,13 @@ class PatternSubscription(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._heard = True
         self._reader.feed(data)
+        try:
+            self._read_replies()
+        except hiredis.ProtocolError as exc:
+            # Not RESP (a wrong port, a proxy's banner, corruption): nothing after it can be trusted.
+            self._fail(SubscriptionError(f"not a Redis reply: {exc}"))
+
+    def _read_replies(self) -> None:
         while (reply := self._reader.gets()) is not False:
             if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
                 self._on_message(reply[2], reply[3])
@@ -143,7 +152,9 @@ class PatternSubscription(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        error = SubscriptionError(f"subscription connection lost ({exc!r})" if exc else "connection closed by Redis")
+        error = self._failure or SubscriptionError(
+            f"subscription connection lost ({exc!r})" if exc else "connection closed by Redis"
+        )
         for future in (self._confirmed, self.closed):
             if not future.done():
                 future.set_exception(error)
@@ -151,7 +162,8 @@ class PatternSubscription(asyncio.Protocol):
 
     # ------------------------------------------------------------------------------------------------
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: SubscriptionError) -> None:
+        self._failure = self._failure or error
         if not self._confirmed.done():
             self._confirmed.set_exception(error)
         self.close()
@@ -160,7 +172,7 @@ class PatternSubscription(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         if not self._heard:
-            self.close()
+            self._fail(SubscriptionError(f"no reply from Redis for {2 * self._health_interval:g} s"))
             return
         self._heard = False
         with contextlib.suppress(Exception):

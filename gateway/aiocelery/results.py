@@ -7,6 +7,8 @@ sees all of them: no SUBSCRIBE round trip per request. A waiter is resolved only
 (SUCCESS, FAILURE, REVOKED: PENDING is never stored by Celery). The subscription is confirmed before
 `available` turns true, and after every reconnect the ids still waited for are fetched with MGET,
 because pub/sub is at-most-once. Everything else (GET, SET, MGET, PING, SCAN) goes through redis-py.
+Behind Sentinel (`backend.BackendRedis`) the subscription is made at the master the sentinels name, and
+made again at the new one (with the same MGET) as soon as they name another.
 
 Ids this process hands out before any result exists (an async request, a 504) get a PENDING marker
 carrying their deadline (`pending_marker`), so that a reader can tell "still running" from "never
@@ -22,10 +24,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-from celery import states
+from celery import Celery, states
 from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_never, wait_exponential_jitter
 
+from gateway.aiocelery.backend import BackendRedis
 from gateway.aiocelery.errors import backend_error
 from gateway.aiocelery.resp import PatternSubscription, RedisAddress, SubscriptionError
 from gateway.ratelog import RateLimitedLog
@@ -108,22 +111,24 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
 
 
 class ResultListener:
-    """One PSUBSCRIBE for all of this process's task ids; resolves waiters on ready states."""
+    """One PSUBSCRIBE for all of this process's task ids; resolves waiters on ready states.
+
+    `backend`: the Redis to read (`BackendRedis`); `id_prefix`: the prefix of every id this process
+    issues; `decode`/`encode`: the app backend's (results as Celery stores them); `result_expires`:
+    seconds a result is kept (PENDING markers are kept as long past their deadline).
+    """
 
     def __init__(
         self,
-        url: str,
+        backend: BackendRedis,
         id_prefix: str,
         decode: Callable[[bytes], dict[str, Any]],
         encode: Callable[[dict[str, Any]], bytes],
-        ssl_options: dict[str, Any] | None = None,
         result_expires: float = 3600.0,
     ) -> None:
         self._result_expires = result_expires
-        self._redis = aioredis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10, **(ssl_options or {})
-        )
-        self._address = RedisAddress.of(self._redis)
+        self._backend = backend
+        self._redis = backend.client
         self._pattern = KEY_PREFIX + glob_escape(id_prefix) + "*"
         self._decode = decode
         self._encode = encode
@@ -132,7 +137,17 @@ class ResultListener:
         # Loop time each waited-for result arrived: the end of the time a task is out of our hands.
         self._arrived: dict[str, float] = {}
         self._subscribed = asyncio.Event()
+        # Where the subscription is (or was last): the server, or the master Sentinel named.
+        self.address: RedisAddress | None = None
         self._runner: asyncio.Task[None] | None = None
+
+    @classmethod
+    def for_app(cls, app: Celery, id_prefix: str) -> ResultListener:
+        """The listener for `app`'s result backend (`BackendRedis.for_app`: a server or Sentinel), its
+        serializer and `result_expires`. Raises `ValueError` for a backend the gateway cannot read."""
+        backend = app.backend
+        expires = float(backend.expires or 86400)  # Celery's reading of result_expires (a timedelta or s)
+        return cls(BackendRedis.for_app(app), id_prefix, backend.decode, backend.encode, result_expires=expires)
 
     @property
     def available(self) -> bool:
@@ -174,24 +189,48 @@ class ResultListener:
         return self._arrived.pop(task_id, None)
 
     async def _listen_forever(self) -> None:
-        delay = 0.1
+        retrying = AsyncRetrying(
+            stop=stop_never,
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
+            retry=retry_if_exception_type((TimeoutError, SubscriptionError, RedisError, OSError)),
+            before_sleep=lambda state: log.warning(
+                "result subscription lost (%s); resubscribing in %.1fs",
+                state.outcome.exception() if state.outcome else None,
+                state.upcoming_sleep,
+            ),
+        )
         while True:
-            subscription = None
-            try:
-                subscription = await PatternSubscription.open(self._address, self._pattern, self._deliver)
-                self._subscribed.set()
-                delay = 0.1
-                log.info("subscribed to results on %s", self._pattern)
-                await self._catch_up()
-                await subscription.closed
-            except (TimeoutError, SubscriptionError, RedisError, OSError) as exc:
-                log.warning("result subscription lost (%s); resubscribing in %.1fs", exc, delay)
-            finally:
-                self._subscribed.clear()
-                if subscription is not None:
-                    subscription.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            # Returns when the master moved (the old one may still answer): subscribe at once at the new.
+            await retrying(self._listen_once)
+
+    async def _listen_once(self) -> None:
+        """Subscribe at the master, catch up, and stay until the connection ends (raises) or the
+        master moves (returns)."""
+        subscription = None
+        watcher = None
+        try:
+            address = await self._backend.master()
+            subscription = await PatternSubscription.open(address, self._pattern, self._deliver)
+            self.address = address
+            self._subscribed.set()
+            log.info("subscribed to results on %s at %s:%s", self._pattern, address.host, address.port)
+            await self._catch_up()
+            watcher = asyncio.ensure_future(self._backend.watch(address))
+            await asyncio.wait((subscription.closed, watcher), return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done():
+                moved = watcher.result()
+                log.warning("the Redis master moved to %s:%s; subscribing there", moved.host, moved.port)
+                return
+            # Lost after it was made: resubscribe at once (tenacity backs off only if that fails).
+            log.warning("result subscription lost (%s); resubscribing", subscription.closed.exception())
+        finally:
+            self._subscribed.clear()
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            if subscription is not None:
+                subscription.close()
 
     async def _catch_up(self) -> None:
         """Fetch results stored while we were not subscribed (pub/sub is at-most-once)."""
@@ -280,4 +319,4 @@ class ResultListener:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
-        await self._redis.aclose()
+        await self._backend.aclose()

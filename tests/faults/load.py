@@ -42,6 +42,8 @@ class FaultRow:
     lost: int
     duplicates: int
     note: str = ""
+    # Seconds from the fault to full recovery (every request succeeded from then on), where measured.
+    recovery_s: float | None = None
 
 
 def run_load(
@@ -116,11 +118,12 @@ def write_report(path: Path) -> str:
     """Write the rows as JSON and return them as a Markdown table."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([asdict(r) for r in REPORT], indent=2))
-    header = "| scenario | requests | faults | answered | clean errors | lost | duplicates | note |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---|"]
+    header = "| scenario | requests | faults | answered | clean errors | lost | duplicates | recovery s | note |"
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in REPORT:
+        recovery = "–" if r.recovery_s is None else f"{r.recovery_s:.1f}"
         lines.append(
             f"| {r.scenario} | {r.requests} | {r.faults} | {r.answered} | {r.clean_errors} | {r.lost} "
-            f"| {r.duplicates} | {r.note} |"
+            f"| {r.duplicates} | {recovery} | {r.note} |"
         )
     return "\n".join(lines)

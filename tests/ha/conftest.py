@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.conftest import FULL
+from tests.faults.load import REPORT, write_report
 from tests.ha import measured
 from tests.support import netns
 from tests.support.infra import missing_rabbitmq, missing_redis, require
@@ -93,6 +94,14 @@ def rabbit_node(ha_run: TestRun, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    faults_conftest = any(
+        "faults/conftest" in str(getattr(p, "__file__", ""))
+        for p in terminalreporter.config.pluginmanager.get_plugins()
+    )
+    if REPORT and not faults_conftest:  # tests/ha alone: print the fault rows it added
+        table = write_report(ROOT / "var" / "faults" / "report-ha.json")
+        terminalreporter.write_sep("=", "reliability report, many machines" + (" (full)" if FULL else " (smoke)"))
+        terminalreporter.write_line(table)
     if measured.MEASUREMENTS:
         terminalreporter.write_sep("=", "high availability: measured (var/ha/measured.json)")
         for line in measured.write(ROOT / "var" / "ha" / "measured.json"):

@@ -128,15 +128,18 @@ def leaf(
     organization: str | None = None,
     serial: int | None = None,
     since: float = 1.0,
+    client: bool = False,
 ) -> Issued:
-    """A server certificate for `names` signed by `issuer`, or self-signed when `issuer` is None."""
+    """A server certificate for `names` signed by `issuer`, or self-signed when `issuer` is None; with
+    `client`, a client certificate (extended key usage clientAuth) for mutual TLS."""
     usage = _key_usage("digital_signature")
     extensions: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=False, path_length=None), False),
         (x509.SubjectAlternativeName(_general_names(names)), False),
     ]
+    purpose = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
     if issuer is not None:
-        extensions += [(usage, True), (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]
+        extensions += [(usage, True), (x509.ExtendedKeyUsage([purpose]), False)]
     key = ec.generate_private_key(ec.SECP256R1())
     return _build(_name(common_name, organization), key, issuer, days, since, serial, extensions)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import string
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -89,7 +90,15 @@ class RabbitCluster(Started):
         """Start a killed or stopped node again with its data, and wait until it is back in the cluster."""
         node = self.nodes[index]
         node.start()
-        node.ctl("await_startup")
+        # A node killed mid-write repairs its files first; on a busy machine the CLI may time out meanwhile.
+        for attempt in range(5):
+            try:
+                node.ctl("await_startup")
+                break
+            except subprocess.CalledProcessError:
+                if attempt == 4:
+                    raise
+                time.sleep(3)
         self.wait_members(sum(n.running for n in self.nodes))
 
     def quorum_members(self, queue: str) -> list[str]:

@@ -64,7 +64,8 @@ class Started:
 
 
 class PrivateRabbit:
-    """A RabbitMQ node of the test's own (own ports, own data dir); with `certs`, an AMQPS listener too.
+    """A RabbitMQ node of the test's own (own ports, own data dir); with `certs`, an AMQPS listener too
+    (with `client_certs`, one that requires a client certificate signed by the same CA).
 
     `name` sets the node name (`<name>@localhost`, else `cgt<port>`); `host` adds a listener on that
     address (a bridge address network-namespace hosts reach) and lets `guest` log in over it; `env` is
@@ -80,6 +81,7 @@ class PrivateRabbit:
         name: str | None = None,
         host: str = "127.0.0.1",
         env: dict[str, str] | None = None,
+        client_certs: bool = False,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -101,8 +103,9 @@ class PrivateRabbit:
                 f"ssl_options.cacertfile = {ca}",
                 f"ssl_options.certfile = {cert}",
                 f"ssl_options.keyfile = {key}",
-                "ssl_options.verify = verify_none",
-                "ssl_options.fail_if_no_peer_cert = false",
+                # client_certs: mutual TLS, a client without a certificate its CA signed is refused.
+                f"ssl_options.verify = {'verify_peer' if client_certs else 'verify_none'}",
+                f"ssl_options.fail_if_no_peer_cert = {'true' if client_certs else 'false'}",
             ]
         (workdir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
         self.env = {

@@ -148,17 +148,24 @@ class Stack:
         wait_up: bool = True,
         port: int | None = None,
         nofile: int | None = None,
+        host: Host | None = None,
         **env: str,
     ) -> str:
         """Start the gateway process; return its base URL once it answers (and is connected if `wait_up`).
 
         `port`: where it listens (`gateway_port` for the deployment's own gateway); a free port by default.
-        `nofile`: its RLIMIT_NOFILE (how many file descriptors it may hold).
+        `nofile`: its RLIMIT_NOFILE (how many file descriptors it may hold). `host`: the network namespace
+        it runs in (it then listens on the host's address).
         """
         port = port or free_port()
         gateway_env = {**self.env, "CHECKGATE_PORT": str(port), "CHECKGATE_ID_PREFIX": f"{self.prefix}{name}-", **env}
-        proc = self._spawn(name, [sys.executable, "-m", "gateway"], self._noting_locations(gateway_env), nofile)
-        base = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "gateway"]
+        address = "127.0.0.1"
+        if host is not None:
+            argv, address = host.command(argv), host.address
+            gateway_env["CHECKGATE_BIND"] = address
+        proc = self._spawn(name, argv, self._noting_locations(gateway_env), nofile)
+        base = f"http://{address}:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:

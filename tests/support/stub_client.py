@@ -145,7 +145,7 @@ class StubClient:
         self.routed[task_id] = queue
         return StubMessage(task_id, task_name, dict(kwargs), timeout, ignore_result)
 
-    async def publish(self, message: StubMessage) -> None:
+    async def publish(self, message: StubMessage, *, may_republish: bool = False) -> None:
         if self.publish_error is not None:
             raise self.publish_error
         self.published.append(message)
@@ -158,6 +158,7 @@ class StubClient:
         timeout: float,
         task_id: str | None = None,
         queue: str | None = None,
+        may_republish: bool = False,
     ) -> tuple[str, dict | None, float]:
         check = REGISTRY[task_name.removeprefix("checkgate.")]
         task_id = task_id or self.new_id()

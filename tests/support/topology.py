@@ -43,12 +43,9 @@ def instructions(cluster: RabbitCluster, group: RedisSentinel, hosts: list[netns
             lines.append(f"  ip netns exec {host.namespace} {worker} -n {host.name}@%h    # host {host.address}")
     else:
         lines.append(f"  {worker}")
-    lines += [
-        "The gateway takes one broker node and one Redis until it learns failover lists and Sentinel (#14):",
-        f"  CHECKGATE_BROKER_URL={shlex.quote(cluster.urls[0])} CHECKGATE_QUEUE_TYPE=quorum \\",
-        f"  CHECKGATE_RESULT_BACKEND=redis://{master_host}:{master_port}/0 {python} -m gateway",
-        "Break it:",
-    ]
+    gateway = f"{python} -m gateway    # the same exports: it follows the cluster and the sentinels too"
+    lines += ["The gateway (on any host below too; CHECKGATE_BIND=<its address> to listen there):", f"  {gateway}"]
+    lines += [f"(the Redis master is now {master_host}:{master_port})", "Break it:"]
     for node in cluster.nodes:
         assert node.proc is not None
         lines.append(f"  kill -9 -- -{node.proc.pid}    # crash RabbitMQ node {node.node} (AMQP port {node.port})")
