@@ -1,0 +1,59 @@
+"""What a target sends never makes a check raise (issue #11, F6): a check that ran answers, ok or not ok
+with a reason, and its result is one the result serializer stores. Every target here is on 127.0.0.1.
+
+Each test below failed on the code before this fix with the exception named in its docstring, which the
+worker stored as the task's FAILURE and the gateway answered 502 "the task raised".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from celeryconfig import result_serializer
+from tasks.checks.http import http_check
+from tasks.checks.tcp import tcp_check
+from tasks.checks.tls import tls_check
+from tasks.results import encode_result
+from tests.support import pki
+
+
+def _stored(result: dict[str, Any]) -> dict[str, Any]:
+    """`result`, after checking the result serializer stores it as it is (msgpack refused F6's results)."""
+    answer, _ = encode_result(result, result_serializer)
+    assert answer is result, answer
+    assert isinstance(result["ok"], bool) and (result["ok"] or result["reason"]), result
+    return result
+
+
+# --- certificates (tests/support/pki.py's odd_leaf) ------------------------------------------------
+
+
+# OpenSSL refuses to load these even as extra certificates of a chain (its DER reader checks the strings'
+# encodings), so no server on it can send them; tests/checks/test_x509.py decodes them.
+_UNSERVABLE = {"bad_utf8_common_name", "odd_bmp_common_name", "octet_string_common_name"}
+
+
+@pytest.mark.parametrize("kind", [kind for kind in pki.ODD_KINDS if kind not in _UNSERVABLE])
+def test_odd_certificate_in_a_chain_is_described(odd_tls: Callable[[str], tuple[int, int, str]], kind: str) -> None:
+    """DuplicateExtension (a duplicate SAN), UnsupportedGeneralNameType (x400Address, ediPartyName) and
+    InvalidVersion raised out of tls, tcp with tls=true, and http with verify_tls=false."""
+    port, position, ca = odd_tls(kind)
+    results = {
+        "tls": tls_check("127.0.0.1", port, server_name="localhost", ca_pem=ca),
+        "tcp": tcp_check("127.0.0.1", port, tls=True, verify_tls=False),
+        "http": http_check(f"https://127.0.0.1:{port}/", verify_tls=False),
+    }
+    for check, result in results.items():
+        _stored(result)
+        if check == "http":  # http reports no chain, only its earliest expiry
+            assert (result["ok"], result["status_code"]) == (True, 200), result
+            continue
+        entry = result["chain"][position]
+        outcome = pki.ODD_KINDS[kind]
+        assert ("error" in entry) is (outcome == "undecodable"), (check, entry)
+        if position == 0 and outcome == "sans_error":  # the leaf keeps its names and expiry, not its SANs
+            assert result["sans"] == [] and result["sans_error"].startswith("undecodable extensions"), result
+            assert result["subject"] == "CN=localhost" and 29 < result["leaf_days_left"] <= 30, result
