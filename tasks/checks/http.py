@@ -124,7 +124,11 @@ def parse_status_codes(spec: str) -> tuple[tuple[int, int], ...]:
 
 
 def parse_headers(spec: str) -> tuple[tuple[str, str], ...]:
-    """``Name:Value|Name2:Value2`` as (name, value) pairs; ValueError saying what is wrong."""
+    """``Name:Value|Name2:Value2`` as (name, value) pairs; ValueError saying what is wrong.
+
+    A value is text of code points up to U+00FF, each sent as the one octet it stands for (Latin-1), as
+    fetch() sends a header's ByteString: ``%C3%BF`` in a query string is ``ÿ`` and goes out as 0xFF. HTTP
+    field values are octets and RFC 9110 allows 0x80-0xFF (obs-text) in them."""
     pairs = []
     for item in spec.split("|"):
         name, sep, value = item.partition(":")
@@ -292,8 +296,9 @@ class _Request:
             request = replace(request, headers=kept)
         return request
 
-    def wire_headers(self, target: URLTarget, http2: bool) -> list[tuple[str, str]]:
-        """Host, User-Agent and Accept unless given, the caller's headers, then the framing ones."""
+    def wire_headers(self, target: URLTarget, http2: bool) -> list[tuple[bytes, bytes]]:
+        """Host, User-Agent and Accept unless given, the caller's headers, then the framing ones, as the
+        octets sent (Latin-1, see `parse_headers`; httpcore takes text headers as ASCII only)."""
         given = {name.lower() for name, _ in self.headers}
         defaults = (("Host", target.netloc), ("User-Agent", USER_AGENT), ("Accept", "*/*"))
         out = [(name, value) for name, value in defaults if name.lower() not in given] + list(self.headers)
@@ -301,7 +306,7 @@ class _Request:
             out.append(("Connection", "close"))
         if self.body is not None or self.method == "POST":
             out.append(("Content-Length", str(len(self.body or b""))))
-        return out
+        return [(name.encode("ascii"), value.encode("latin-1")) for name, value in out]
 
 
 @dataclass(frozen=True)
@@ -560,7 +565,8 @@ def _judge(
             str,
             max_length=4096,
             doc="extra request headers as Name:Value|Name2:Value2 ('|' separates headers, so a value cannot "
-            "contain it); Host may be set, framing headers (Content-Length, Connection…) may not",
+            "contain it); Host may be set, framing headers (Content-Length, Connection…) may not; values are "
+            "characters up to U+00FF, each sent as its Latin-1 octet (%C3%BF, ÿ, goes out as 0xFF)",
             validator=_validate_headers,
         ),
         Param(

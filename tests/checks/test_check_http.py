@@ -208,6 +208,21 @@ def test_the_request_sent_is_the_one_asked_for(http_base: str) -> None:
     assert not saw("Accept-Encoding")
 
 
+def test_header_values_go_out_as_latin_1_octets(raw_http, h2_server, certs) -> None:
+    """Issue #11, F7: a value the gateway accepts (code points up to U+00FF, e.g. %C3%BF = ÿ) raised
+    TypeError in the worker (httpcore takes text headers as ASCII only). Each character is now the octet
+    it stands for, as fetch() sends a ByteString; over HTTP/2 too."""
+    url = raw_http.answer("/latin-1-headers", _answer(body=b"ok"))
+    result = http_check(url, headers="X-Latin: caf\xe9 \xff|Cookie: a\xe9=1")
+    assert result["ok"] is True, result
+    head = raw_http.requests["/latin-1-headers"][-1]
+    assert b"\r\nX-Latin: caf\xe9 \xff\r\n" in head and b"\r\nCookie: a\xe9=1\r\n" in head
+    port, routes = h2_server
+    routes["/h2-latin-1"] = ([(":status", "200")], b"ok")
+    result = http_check(f"https://localhost:{port}/h2-latin-1", http2=True, ca_bundle=str(certs.ca), headers="X: \xff")
+    assert (result["ok"], result["http_version"]) == (True, "HTTP/2"), result
+
+
 def test_post_redirected_by_303_becomes_get(http_base: str) -> None:
     echo = quote(f"{http_base}/echo", safe="")
     result = http_check(

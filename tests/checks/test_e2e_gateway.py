@@ -138,3 +138,15 @@ def test_tcp_expect_line_by_line_end_to_end(gateway: str) -> None:
         done.set()
         thread.join(5)
         server.close()
+
+
+def test_header_values_beyond_ascii_end_to_end(gateway: str, raw_http) -> None:
+    """Issue #11, F7: ``headers=X:%C3%BF`` passed the gateway and raised TypeError in the worker (a 502).
+    A character up to U+00FF is sent as its Latin-1 octet; one beyond is the gateway's 400 naming the field."""
+    url = raw_http.answer("/e2e-latin-1", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    status, body = check(gateway, "http", url=url, headers="X-Latin:\u00ff|Cookie:a\u00e9")
+    assert (status, body["result"]["ok"]) == (200, True), body
+    head = raw_http.requests["/e2e-latin-1"][-1]
+    assert b"\r\nX-Latin: \xff\r\n" in head and b"\r\nCookie: a\xe9\r\n" in head, head
+    status, body = check(gateway, "http", url=url, headers="X-Euro:\u20ac")
+    assert (status, body["field"]) == (400, "headers"), body
