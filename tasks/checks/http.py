@@ -35,13 +35,15 @@ serve it, certificates would be re-parsed from CERTINFO text, and its wheel carr
 a libcurl without zstd. h11 without httpcore would save part of the cost but give up HTTP/2 and
 httpcore's tested connection handling.
 
-Result fields: see `http_check`. Body patterns see the decoded body as text in the charset of its
-Content-Type (a byte-order mark wins; UTF-8 otherwise), as browsers read it.
+Result fields: see `http_check`. Body patterns see the decoded body as text as browsers read it: the
+Encoding Standard's decode (WHATWG), done by **webencodings** (html5lib's implementation of it): a
+byte-order mark wins, else the charset of its Content-Type when it is one of the Standard's labels, else
+UTF-8. Python's own codec names are not labels: ``utf-7``, ``unicode_escape``, ``idna`` or ``undefined``
+would read text no browser reads (or raise), so they fall back to UTF-8 like any unknown label.
 """
 
 from __future__ import annotations
 
-import codecs
 import email.message
 import io
 import re
@@ -56,6 +58,7 @@ from urllib.parse import quote, urljoin
 import h2.exceptions
 import httpcore
 import urllib3
+import webencodings
 from urllib3.exceptions import DecodeError
 
 from tasks.checks._common import (
@@ -99,7 +102,6 @@ _STATUS_ITEM_RE = re.compile(r"([1-5])xx|([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?")
 # Printable ASCII is kept as it is when a Location that is not UTF-8 gets its other bytes percent-encoded.
 _LOCATION_SAFE = bytes(range(0x21, 0x7F)).decode("ascii")
 _HTTP1_START = b"HTTP/"
-_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
 # --- parameters -----------------------------------------------------------------------------------
@@ -482,17 +484,16 @@ def _location_url(base: str, raw: bytes) -> str:
 
 
 def _body_text(body: bytes, content_type: str | None) -> str:
-    """The body as text: by its byte-order mark, else the charset of its Content-Type, else UTF-8."""
-    encoding = next((name for bom, name in _BOMS if body.startswith(bom)), None)
-    if encoding is None and content_type:
+    """The body as text, by the Encoding Standard's decode: its byte-order mark, else the charset of its
+    Content-Type when that is an Encoding Standard label, else UTF-8; malformed bytes become U+FFFD."""
+    encoding = None
+    if content_type:
         message = email.message.Message()
         message["content-type"] = content_type
         charset = message.get_param("charset")
-        encoding = charset if isinstance(charset, str) else None
-    try:
-        return body.decode(encoding or "utf-8", "replace")
-    except LookupError:  # a charset Python does not know
-        return body.decode("utf-8", "replace")
+        if isinstance(charset, str) and charset.isascii():  # labels are ASCII
+            encoding = webencodings.lookup(charset)
+    return webencodings.decode(body, encoding or webencodings.UTF8, errors="replace")[0]
 
 
 # --- the check ------------------------------------------------------------------------------------

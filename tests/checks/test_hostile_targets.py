@@ -57,3 +57,24 @@ def test_odd_certificate_in_a_chain_is_described(odd_tls: Callable[[str], tuple[
         if position == 0 and outcome == "sans_error":  # the leaf keeps its names and expiry, not its SANs
             assert result["sans"] == [] and result["sans_error"].startswith("undecodable extensions"), result
             assert result["subject"] == "CN=localhost" and 29 < result["leaf_days_left"] <= 30, result
+
+
+# --- http: charsets, lengths, status codes ---------------------------------------------------------
+
+
+def _raw(status: str = "200 OK", headers: tuple[str, ...] = (), body: bytes = b"", length: bool = True) -> bytes:
+    lines = [f"HTTP/1.1 {status}", *headers, *([f"Content-Length: {len(body)}"] if length else [])]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@pytest.mark.parametrize("label", ["idna", "undefined", "punycode", "unicode_escape"])
+def test_charset_python_cannot_decode_with(raw_http, label: str) -> None:
+    """UnicodeError (idna: 'Unsupported error handling'; undefined), UnicodeDecodeError (punycode), and
+    UnicodeEncodeError in RE2 for the lone surrogate unicode_escape made of ``\\ud800``. None of them is
+    a web encoding label: the body is read as UTF-8."""
+    body = b"Could not connect to database \\ud800 \xff"
+    url = raw_http.answer(
+        f"/charset-raises/{label}", _raw(headers=(f"Content-Type: text/plain; charset={label}",), body=body)
+    )
+    result = _stored(http_check(url, body_not_match="database"))
+    assert (result["ok"], result["reason"]) == (False, "body_not_match"), result
