@@ -40,6 +40,10 @@ Encoding Standard's decode (WHATWG), done by **webencodings** (html5lib's implem
 byte-order mark wins, else the charset of its Content-Type when it is one of the Standard's labels, else
 UTF-8. Python's own codec names are not labels: ``utf-7``, ``unicode_escape``, ``idna`` or ``undefined``
 would read text no browser reads (or raise), so they fall back to UTF-8 like any unknown label.
+
+What a target sends never raises out of the check: a status, length or header it cannot send correctly
+is a ``protocol_error``. A Content-Length beyond 2^63 - 1 is one, as Go's net/http (blackbox_exporter's
+client) refuses it: no 64-bit client can hold it, and the result's serializer (msgpack) could not either.
 """
 
 from __future__ import annotations
@@ -102,6 +106,9 @@ _STATUS_ITEM_RE = re.compile(r"([1-5])xx|([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?")
 # Printable ASCII is kept as it is when a Location that is not UTF-8 gets its other bytes percent-encoded.
 _LOCATION_SAFE = bytes(range(0x21, 0x7F)).decode("ascii")
 _HTTP1_START = b"HTTP/"
+# The largest Content-Length a check accepts: Go's net/http parses it into 63 bits (strconv.ParseUint(cl,
+# 10, 63)), and msgpack, the result serializer, holds 64 at most.
+MAX_CONTENT_LENGTH = 2**63 - 1
 
 
 # --- parameters -----------------------------------------------------------------------------------
@@ -441,13 +448,25 @@ def _exchange(hop: _Hop, request: _Request, limit: int, http2: bool, needs_text:
         # httpcore returns once the response head is in: that ends first_byte (see _Hop). Its `trace`
         # extension would tell too, at ~12 callbacks a request.
         with hop.waiting:
-            response = connection.handle_request(
-                httpcore.Request(request.method, url, headers=request.wire_headers(target, http2), content=request.body)
-            )
+            try:
+                response = connection.handle_request(
+                    httpcore.Request(
+                        request.method, url, headers=request.wire_headers(target, http2), content=request.body
+                    )
+                )
+            except ValueError as exc:
+                if isinstance(exc, OSError):  # ssl.SSLCertVerificationError is both: a TLS failure
+                    raise
+                # httpcore reads an HTTP/2 :status with int(): "abc" is its ValueError.
+                raise httpcore.RemoteProtocolError(f"malformed response ({exc})") from None
+        if not 0 <= response.status <= 999:  # h11 reads three digits; an HTTP/2 :status may say anything
+            raise httpcore.RemoteProtocolError(f"status {str(response.status)[:20]} is not a three-digit code")
         hop.facts.update(status_code=response.status, http_version=response.extensions["http_version"].decode("ascii"))
         length = _header(response.headers, b"content-length")
         known_length = None
         if length is not None and length.isdigit():
+            if int(length) > MAX_CONTENT_LENGTH:
+                raise httpcore.RemoteProtocolError(f"Content-Length {length[:30].decode()} is beyond 2^63 - 1")
             hop.facts["content_length"] = int(length)
             if _header(response.headers, b"transfer-encoding") is None:  # else chunked frames the body
                 known_length = int(length)

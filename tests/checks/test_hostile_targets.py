@@ -78,3 +78,39 @@ def test_charset_python_cannot_decode_with(raw_http, label: str) -> None:
     )
     result = _stored(http_check(url, body_not_match="database"))
     assert (result["ok"], result["reason"]) == (False, "body_not_match"), result
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "body"),
+    [
+        ("HEAD", "200 OK", b""),
+        ("GET", "204 No Content", b""),
+        ("GET", "200 OK", b"abc"),
+        ("POST", "304 Not Modified", b""),
+    ],
+)
+def test_content_length_beyond_63_bits_is_a_protocol_error(raw_http, method: str, status: str, body: bytes) -> None:
+    """EncodeError: msgpack cannot store the content_length 18446744073709551616 (2^64) a target sent."""
+    path = f"/huge-length/{method}/{status[:3]}"
+    url = raw_http.answer(path, _raw(status, ("Content-Length: 18446744073709551616",), body, length=False))
+    result = _stored(http_check(url, method=method))
+    assert (result["ok"], result["reason"]) == (False, "protocol_error"), result
+    assert "Content-Length 18446744073709551616" in result["detail"] and "content_length" not in result
+
+
+def test_the_largest_content_length_is_reported(raw_http) -> None:
+    url = raw_http.answer("/largest-length", _raw(headers=(f"Content-Length: {2**63 - 1}",), length=False))
+    result = _stored(http_check(url, method="HEAD"))
+    assert (result["ok"], result["content_length"]) == (True, 2**63 - 1), result
+
+
+@pytest.mark.parametrize("status", ["abc", "", "２００", "99999999999999999999999", "-1"])
+def test_http2_status_that_is_no_three_digit_code(h2_server, certs, status: str) -> None:
+    """ValueError from httpcore's int() of the :status (abc, empty, non-ASCII digits); EncodeError for
+    a status of 23 digits (msgpack); -1 was reported as a status."""
+    port, routes = h2_server
+    path = f"/h2-status/{status.encode().hex() or 'empty'}"
+    routes[path] = ([(":status", status)], b"body")
+    result = _stored(http_check(f"https://localhost:{port}{path}", http2=True, ca_bundle=str(certs.ca)))
+    assert (result["ok"], result["reason"]) == (False, "protocol_error"), result
+    assert "status_code" not in result
