@@ -7,17 +7,22 @@ worker stored as the task's FAILURE and the gateway answered 502 "the task raise
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+import dns.message
+import dns.rrset
 import pytest
 
 from celeryconfig import result_serializer
+from tasks.checks.dns import dns_check
 from tasks.checks.http import http_check
 from tasks.checks.tcp import tcp_check
 from tasks.checks.tls import tls_check
 from tasks.results import encode_result
 from tests.support import pki
+from tests.support.dns_server import scripted_tcp_server
 
 
 def _stored(result: dict[str, Any]) -> dict[str, Any]:
@@ -114,3 +119,45 @@ def test_http2_status_that_is_no_three_digit_code(h2_server, certs, status: str)
     result = _stored(http_check(f"https://localhost:{port}{path}", http2=True, ca_bundle=str(certs.ca)))
     assert (result["ok"], result["reason"]) == (False, "protocol_error"), result
     assert "status_code" not in result
+
+
+# --- dns over tcp ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"", b"\x00", b"\x00\x64" + b"\x00" * 10],
+    ids=["closes at once", "half a length prefix", "shorter than its length"],
+)
+def test_dns_server_closing_before_a_whole_answer(reply: bytes) -> None:
+    """EOFError out of dnspython's TCP read."""
+    with scripted_tcp_server(lambda query: reply) as port:
+        result = _stored(dns_check("example.test", server="127.0.0.1", port=port, protocol="tcp"))
+    assert (result["ok"], result["reason"]) == (False, "protocol_error"), result
+    assert "closed the connection" in result["detail"]
+
+
+def test_dns_answers_of_another_class_are_not_answers() -> None:
+    """A TXT record of class CH beside the IN one (the question's class): only the IN one answers."""
+
+    def reply(query: bytes) -> bytes:
+        message = dns.message.from_wire(query)
+        response = dns.message.make_response(message)
+        name = message.question[0].name
+        response.answer.append(dns.rrset.from_text(name, 60, "CH", "TXT", '"chaos"'))
+        response.answer.append(dns.rrset.from_text(name, 60, "IN", "TXT", '"internet"'))
+        wire = response.to_wire()
+        return len(wire).to_bytes(2, "big") + wire
+
+    with scripted_tcp_server(reply) as port:
+        result = _stored(
+            dns_check(
+                "example.test",
+                record_type="TXT",
+                server="127.0.0.1",
+                port=port,
+                protocol="tcp",
+                deadline=time.time() + 5,
+            )
+        )
+    assert (result["ok"], result["answers"]) == (True, ["internet"]), result
