@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.dns_server import scripted_tcp_server
 from tests.support.stack import http_get
 
 
@@ -138,6 +139,30 @@ def test_tcp_expect_line_by_line_end_to_end(gateway: str) -> None:
         done.set()
         thread.join(5)
         server.close()
+
+
+def test_what_a_target_sends_is_an_answer_not_a_502(gateway: str, odd_tls, raw_http) -> None:
+    """Issue #11, F6 through the real stack: each of these was a 502 "the task raised" (DuplicateExtension,
+    UnsupportedGeneralNameType, UnicodeError, msgpack's EncodeError, EOFError); each is a 200 now."""
+    port, position, ca = odd_tls("duplicate_san")
+    status, body = check(gateway, "tls", host="127.0.0.1", port=port, server_name="localhost", ca_pem=ca)
+    assert status == 200, body
+    assert body["result"]["chain"][position]["subject"] == "CN=localhost", body
+    port, _, _ = odd_tls("x400_san")
+    status, body = check(gateway, "tcp", host="127.0.0.1", port=port, tls="true", verify_tls="false")
+    assert (status, body["result"]["ok"], body["result"]["sans"]) == (200, True, []), body
+    assert "UnsupportedGeneralNameType" in body["result"]["sans_error"]
+    url = raw_http.answer(
+        "/e2e-idna", b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=idna\r\nContent-Length: 8\r\n\r\ndatabase"
+    )
+    status, body = check(gateway, "http", url=url, body_not_match="database")
+    assert (status, body["result"]["ok"], body["result"]["reason"]) == (200, False, "body_not_match"), body
+    url = raw_http.answer("/e2e-huge-length", b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\n")
+    status, body = check(gateway, "http", url=url, method="HEAD")
+    assert (status, body["result"]["ok"], body["result"]["reason"]) == (200, False, "protocol_error"), body
+    with scripted_tcp_server(lambda query: b"") as dns_port:
+        status, body = check(gateway, "dns", name="example.test", server="127.0.0.1", port=dns_port, protocol="tcp")
+    assert (status, body["result"]["ok"], body["result"]["reason"]) == (200, False, "protocol_error"), body
 
 
 def test_header_values_beyond_ascii_end_to_end(gateway: str, raw_http) -> None:
