@@ -65,6 +65,8 @@ setup(
         # decompression-bomb fixes), br and zstd through brotli >= 1.2 and backports.zstd.
         "httpcore[http2]>=1.0.9,<2",
         "urllib3>=2.7,<3",
+        # Body text read as browsers read it: the Encoding Standard's labels and decode (tasks/checks/http.py).
+        "webencodings>=0.5.1",
         "brotli>=1.2",
         "backports.zstd>=1.0; python_version < '3.14'",
     ],

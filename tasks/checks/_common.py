@@ -359,7 +359,9 @@ def tls_details(tls: ssl.SSLSocket | ssl.SSLObject) -> dict[str, Any]:
     - ``tls_version``, ``cipher``: as `SSLSocket.version()` and `cipher()` name them.
     - The leaf (the server's own certificate), unchanged from earlier releases: ``subject``, ``issuer``
       (RFC 4514), ``sans``, ``serial`` (hex), ``fingerprint_sha256``, ``not_before``, ``not_after``
-      (epoch seconds), and ``leaf_days_left``.
+      (epoch seconds), and ``leaf_days_left``; ``sans_error`` when its extensions cannot be decoded (a
+      duplicate extension, an x400Address SAN: `_x509`), ``sans`` then being empty. An undecodable leaf
+      has none of these fields.
     - ``chain``: every certificate the server presented, in the order it sent them (0 = the leaf), each
       ``{subject, issuer, serial, fingerprint_sha256, not_before, not_after}`` (an undecodable one is
       ``{fingerprint_sha256, error}``). Not capped here: OpenSSL already refuses a certificate list over
@@ -400,6 +402,8 @@ def tls_details(tls: ssl.SSLSocket | ssl.SSLObject) -> dict[str, Any]:
             not_after=leaf.not_after,
             leaf_days_left=_days(leaf.not_after, now),
         )
+        if leaf.sans_error is not None:
+            out["sans_error"] = leaf.sans_error
     verified_chain = [_decode(der) for der in verified] if verified else []
     earliest = _earliest(chain, verified_chain)
     if earliest is not None:

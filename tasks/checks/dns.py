@@ -88,6 +88,8 @@ def _query(message: dns.message.Message, ip: str, port: int, protocol: str, dead
         raise ProbeFailure("timeout", f"no answer from {ip} in {timeout:.2f}s") from None
     except dns.exception.DNSException as exc:
         raise ProbeFailure("protocol_error", f"{type(exc).__name__}: {exc}") from None
+    except EOFError:  # dnspython's TCP read of a connection closed before a whole answer
+        raise ProbeFailure("protocol_error", f"{ip} closed the connection before a complete answer") from None
 
 
 @check(
@@ -154,7 +156,9 @@ def dns_check(
             response, facts["protocol"] = _query(message, endpoint.ip, port, protocol, probe.deadline)
     except NETWORK_ERRORS as exc:
         return probe.result(*classify(exc), **facts, query_ms=probe.phases_ms("query")["query"])
-    rrsets = [r for r in response.answer if r.rdtype == message.question[0].rdtype]
+    question = message.question[0]
+    # Records of another class (CH, HS…) for the same name and type are not answers to an IN question.
+    rrsets = [r for r in response.answer if (r.rdtype, r.rdclass) == (question.rdtype, question.rdclass)]
     answers = [_answer_text(rdata) for rrset in rrsets for rdata in rrset]
     facts.update(
         rcode=dns.rcode.to_text(response.rcode()),

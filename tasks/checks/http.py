@@ -35,13 +35,19 @@ serve it, certificates would be re-parsed from CERTINFO text, and its wheel carr
 a libcurl without zstd. h11 without httpcore would save part of the cost but give up HTTP/2 and
 httpcore's tested connection handling.
 
-Result fields: see `http_check`. Body patterns see the decoded body as text in the charset of its
-Content-Type (a byte-order mark wins; UTF-8 otherwise), as browsers read it.
+Result fields: see `http_check`. Body patterns see the decoded body as text as browsers read it: the
+Encoding Standard's decode (WHATWG), done by **webencodings** (html5lib's implementation of it): a
+byte-order mark wins, else the charset of its Content-Type when it is one of the Standard's labels, else
+UTF-8. Python's own codec names are not labels: ``utf-7``, ``unicode_escape``, ``idna`` or ``undefined``
+would read text no browser reads (or raise), so they fall back to UTF-8 like any unknown label.
+
+What a target sends never raises out of the check: a status, length or header it cannot send correctly
+is a ``protocol_error``. A Content-Length beyond 2^63 - 1 is one, as Go's net/http (blackbox_exporter's
+client) refuses it: no 64-bit client can hold it, and the result's serializer (msgpack) could not either.
 """
 
 from __future__ import annotations
 
-import codecs
 import email.message
 import io
 import re
@@ -56,6 +62,7 @@ from urllib.parse import quote, urljoin
 import h2.exceptions
 import httpcore
 import urllib3
+import webencodings
 from urllib3.exceptions import DecodeError
 
 from tasks.checks._common import (
@@ -99,7 +106,9 @@ _STATUS_ITEM_RE = re.compile(r"([1-5])xx|([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?")
 # Printable ASCII is kept as it is when a Location that is not UTF-8 gets its other bytes percent-encoded.
 _LOCATION_SAFE = bytes(range(0x21, 0x7F)).decode("ascii")
 _HTTP1_START = b"HTTP/"
-_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# The largest Content-Length a check accepts: Go's net/http parses it into 63 bits (strconv.ParseUint(cl,
+# 10, 63)), and msgpack, the result serializer, holds 64 at most.
+MAX_CONTENT_LENGTH = 2**63 - 1
 
 
 # --- parameters -----------------------------------------------------------------------------------
@@ -124,7 +133,11 @@ def parse_status_codes(spec: str) -> tuple[tuple[int, int], ...]:
 
 
 def parse_headers(spec: str) -> tuple[tuple[str, str], ...]:
-    """``Name:Value|Name2:Value2`` as (name, value) pairs; ValueError saying what is wrong."""
+    """``Name:Value|Name2:Value2`` as (name, value) pairs; ValueError saying what is wrong.
+
+    A value is text of code points up to U+00FF, each sent as the one octet it stands for (Latin-1), as
+    fetch() sends a header's ByteString: ``%C3%BF`` in a query string is ``ÿ`` and goes out as 0xFF. HTTP
+    field values are octets and RFC 9110 allows 0x80-0xFF (obs-text) in them."""
     pairs = []
     for item in spec.split("|"):
         name, sep, value = item.partition(":")
@@ -292,8 +305,9 @@ class _Request:
             request = replace(request, headers=kept)
         return request
 
-    def wire_headers(self, target: URLTarget, http2: bool) -> list[tuple[str, str]]:
-        """Host, User-Agent and Accept unless given, the caller's headers, then the framing ones."""
+    def wire_headers(self, target: URLTarget, http2: bool) -> list[tuple[bytes, bytes]]:
+        """Host, User-Agent and Accept unless given, the caller's headers, then the framing ones, as the
+        octets sent (Latin-1, see `parse_headers`; httpcore takes text headers as ASCII only)."""
         given = {name.lower() for name, _ in self.headers}
         defaults = (("Host", target.netloc), ("User-Agent", USER_AGENT), ("Accept", "*/*"))
         out = [(name, value) for name, value in defaults if name.lower() not in given] + list(self.headers)
@@ -301,7 +315,7 @@ class _Request:
             out.append(("Connection", "close"))
         if self.body is not None or self.method == "POST":
             out.append(("Content-Length", str(len(self.body or b""))))
-        return out
+        return [(name.encode("ascii"), value.encode("latin-1")) for name, value in out]
 
 
 @dataclass(frozen=True)
@@ -434,13 +448,25 @@ def _exchange(hop: _Hop, request: _Request, limit: int, http2: bool, needs_text:
         # httpcore returns once the response head is in: that ends first_byte (see _Hop). Its `trace`
         # extension would tell too, at ~12 callbacks a request.
         with hop.waiting:
-            response = connection.handle_request(
-                httpcore.Request(request.method, url, headers=request.wire_headers(target, http2), content=request.body)
-            )
+            try:
+                response = connection.handle_request(
+                    httpcore.Request(
+                        request.method, url, headers=request.wire_headers(target, http2), content=request.body
+                    )
+                )
+            except ValueError as exc:
+                if isinstance(exc, OSError):  # ssl.SSLCertVerificationError is both: a TLS failure
+                    raise
+                # httpcore reads an HTTP/2 :status with int(): "abc" is its ValueError.
+                raise httpcore.RemoteProtocolError(f"malformed response ({exc})") from None
+        if not 0 <= response.status <= 999:  # h11 reads three digits; an HTTP/2 :status may say anything
+            raise httpcore.RemoteProtocolError(f"status {str(response.status)[:20]} is not a three-digit code")
         hop.facts.update(status_code=response.status, http_version=response.extensions["http_version"].decode("ascii"))
         length = _header(response.headers, b"content-length")
         known_length = None
         if length is not None and length.isdigit():
+            if int(length) > MAX_CONTENT_LENGTH:
+                raise httpcore.RemoteProtocolError(f"Content-Length {length[:30].decode()} is beyond 2^63 - 1")
             hop.facts["content_length"] = int(length)
             if _header(response.headers, b"transfer-encoding") is None:  # else chunked frames the body
                 known_length = int(length)
@@ -477,17 +503,16 @@ def _location_url(base: str, raw: bytes) -> str:
 
 
 def _body_text(body: bytes, content_type: str | None) -> str:
-    """The body as text: by its byte-order mark, else the charset of its Content-Type, else UTF-8."""
-    encoding = next((name for bom, name in _BOMS if body.startswith(bom)), None)
-    if encoding is None and content_type:
+    """The body as text, by the Encoding Standard's decode: its byte-order mark, else the charset of its
+    Content-Type when that is an Encoding Standard label, else UTF-8; malformed bytes become U+FFFD."""
+    encoding = None
+    if content_type:
         message = email.message.Message()
         message["content-type"] = content_type
         charset = message.get_param("charset")
-        encoding = charset if isinstance(charset, str) else None
-    try:
-        return body.decode(encoding or "utf-8", "replace")
-    except LookupError:  # a charset Python does not know
-        return body.decode("utf-8", "replace")
+        if isinstance(charset, str) and charset.isascii():  # labels are ASCII
+            encoding = webencodings.lookup(charset)
+    return webencodings.decode(body, encoding or webencodings.UTF8, errors="replace")[0]
 
 
 # --- the check ------------------------------------------------------------------------------------
@@ -560,7 +585,8 @@ def _judge(
             str,
             max_length=4096,
             doc="extra request headers as Name:Value|Name2:Value2 ('|' separates headers, so a value cannot "
-            "contain it); Host may be set, framing headers (Content-Length, Connection…) may not",
+            "contain it); Host may be set, framing headers (Content-Length, Connection…) may not; values are "
+            "characters up to U+00FF, each sent as its Latin-1 octet (%C3%BF, ÿ, goes out as 0xFF)",
             validator=_validate_headers,
         ),
         Param(

@@ -275,6 +275,38 @@ def tls_port(certs: Certs) -> Iterator[Callable[[str], int]]:
         server.server_close()
 
 
+@pytest.fixture(scope="session")
+def odd_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], tuple[int, int, str]]]:
+    """(port, position, CA PEM) of an HTTPS server whose chain holds the `pki.odd_leaf` of a kind, signed
+    by the CA: as its leaf (position 0) where OpenSSL lets a server use it, else as the certificate after
+    a valid leaf (position 1: a server may send anything there, OpenSSL does not look at it)."""
+    d = tmp_path_factory.mktemp("odd-certs")
+    root = pki.authority("checkgate odd CA", days=60)
+    servers: dict[str, tuple[_TLSHTTPServer, int]] = {}
+
+    def port(kind: str) -> tuple[int, int, str]:
+        if kind not in servers:
+            odd = pki.odd_leaf(kind, issuer=root)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                ctx.load_cert_chain(pki.write_chain(d / f"{kind}.pem", odd), pki.write_key(d / f"{kind}.key", odd))
+                position = 0
+            except ssl.SSLError:
+                valid = pki.leaf(root, 30)
+                chain = pki.write_chain(d / f"{kind}.pem", valid, odd)
+                ctx.load_cert_chain(chain, pki.write_key(d / f"{kind}.key", valid))
+                position = 1
+            servers[kind] = (_TLSHTTPServer(("127.0.0.1", 0), ctx), position)
+            _serve(servers[kind][0])
+        server, position = servers[kind]
+        return server.server_address[1], position, root.pem().decode()
+
+    yield port
+    for server, _ in servers.values():
+        server.shutdown()
+        server.server_close()
+
+
 # --- scripted raw HTTP answers --------------------------------------------------------------------
 
 
@@ -300,7 +332,7 @@ def _serve_h2(tls: ssl.SSLSocket, routes: H2Routes) -> None:
             return
         for event in conn.receive_data(data):
             if isinstance(event, h2.events.RequestReceived):
-                path = dict((k.decode(), v.decode()) for k, v in event.headers)[":path"]
+                path = dict((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)[":path"]
                 headers, body = routes.get(path, ([(":status", "404")], b""))
                 blocks: list[list[tuple[str, str]]] = []
                 for name, value in headers:

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.dns_server import scripted_tcp_server
 from tests.support.stack import http_get
 
 
@@ -138,3 +139,39 @@ def test_tcp_expect_line_by_line_end_to_end(gateway: str) -> None:
         done.set()
         thread.join(5)
         server.close()
+
+
+def test_what_a_target_sends_is_an_answer_not_a_502(gateway: str, odd_tls, raw_http) -> None:
+    """Issue #11, F6 through the real stack: each of these was a 502 "the task raised" (DuplicateExtension,
+    UnsupportedGeneralNameType, UnicodeError, msgpack's EncodeError, EOFError); each is a 200 now."""
+    port, position, ca = odd_tls("duplicate_san")
+    status, body = check(gateway, "tls", host="127.0.0.1", port=port, server_name="localhost", ca_pem=ca)
+    assert status == 200, body
+    assert body["result"]["chain"][position]["subject"] == "CN=localhost", body
+    port, _, _ = odd_tls("x400_san")
+    status, body = check(gateway, "tcp", host="127.0.0.1", port=port, tls="true", verify_tls="false")
+    assert (status, body["result"]["ok"], body["result"]["sans"]) == (200, True, []), body
+    assert "UnsupportedGeneralNameType" in body["result"]["sans_error"]
+    url = raw_http.answer(
+        "/e2e-idna", b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=idna\r\nContent-Length: 8\r\n\r\ndatabase"
+    )
+    status, body = check(gateway, "http", url=url, body_not_match="database")
+    assert (status, body["result"]["ok"], body["result"]["reason"]) == (200, False, "body_not_match"), body
+    url = raw_http.answer("/e2e-huge-length", b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\n")
+    status, body = check(gateway, "http", url=url, method="HEAD")
+    assert (status, body["result"]["ok"], body["result"]["reason"]) == (200, False, "protocol_error"), body
+    with scripted_tcp_server(lambda query: b"") as dns_port:
+        status, body = check(gateway, "dns", name="example.test", server="127.0.0.1", port=dns_port, protocol="tcp")
+    assert (status, body["result"]["ok"], body["result"]["reason"]) == (200, False, "protocol_error"), body
+
+
+def test_header_values_beyond_ascii_end_to_end(gateway: str, raw_http) -> None:
+    """Issue #11, F7: ``headers=X:%C3%BF`` passed the gateway and raised TypeError in the worker (a 502).
+    A character up to U+00FF is sent as its Latin-1 octet; one beyond is the gateway's 400 naming the field."""
+    url = raw_http.answer("/e2e-latin-1", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    status, body = check(gateway, "http", url=url, headers="X-Latin:\u00ff|Cookie:a\u00e9")
+    assert (status, body["result"]["ok"]) == (200, True), body
+    head = raw_http.requests["/e2e-latin-1"][-1]
+    assert b"\r\nX-Latin: \xff\r\n" in head and b"\r\nCookie: a\xe9\r\n" in head, head
+    status, body = check(gateway, "http", url=url, headers="X-Euro:\u20ac")
+    assert (status, body["field"]) == (400, "headers"), body

@@ -1,11 +1,12 @@
-"""An authoritative DNS server on 127.0.0.1 (UDP) answering from a zone given as a dict, for the dns check."""
+"""DNS servers on 127.0.0.1 for the dns check: an authoritative one (UDP) answering from a zone given as a
+dict, and a scripted one (TCP) that answers each query with the bytes a test chooses."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import dns.flags
 import dns.message
@@ -63,3 +64,36 @@ def dns_server(zone: Zone, silent: Iterable[str] = ()) -> Iterator[int]:
         stop.set()
         thread.join()
         sock.close()
+
+
+@contextlib.contextmanager
+def scripted_tcp_server(reply: Callable[[bytes], bytes]) -> Iterator[int]:
+    """A DNS-over-TCP server on an ephemeral port of 127.0.0.1 that reads one query per connection (its
+    length prefix, then the message), sends ``reply(query)`` as it is (b"": nothing) and closes; yields
+    the port."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(5)
+                size = int.from_bytes(conn.recv(2), "big")
+                query = b""
+                while len(query) < size and (chunk := conn.recv(size - len(query))):
+                    query += chunk
+                conn.sendall(reply(query))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
