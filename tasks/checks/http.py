@@ -7,7 +7,8 @@ blocking call, bounded reads, and TLS facts.
 - **httpcore** (HTTP/1.1 through h11, HTTP/2 through h2) frames the exchange: Content-Length and chunked
   bodies (a body shorter than its length is a protocol error, not a short success), 1xx responses
   (100, 102, 103… are skipped; an unsolicited 101 is an error), bodies read to close, HEAD, a 100 KiB
-  cap on the response head, malformed status lines and headers. httpcore reaches the network through
+  cap on the response head (`MAX_HEAD_BYTES`), malformed status lines and headers. httpcore reaches the
+  network through
   `_GuardedBackend`: the host is resolved and judged by the target policy (`_common.connect`) before
   any connection, the connection goes to that pinned address while Host and SNI stay the URL's, TLS is
   `_common.start_tls` with the shared `tls_context`, and every read and write is bounded by the
@@ -98,6 +99,10 @@ FORBIDDEN_HEADERS = frozenset(
 # Not carried to another origin by a redirect, as browsers and requests do.
 ORIGIN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 MAX_HEADERS = 32
+# The largest response head (status line and header fields) a check accepts: httpcore's own bound on
+# h11's buffer. h11 enforces it only while the head is incomplete, so a head that arrives in larger
+# reads can pass it; counting the parsed head makes the bound the same however the bytes arrive.
+MAX_HEAD_BYTES = 100 * 1024
 # Content codings urllib3 decodes here (br and zstd need the brotli and backports.zstd packages).
 DECODED_CODINGS = frozenset(urllib3.HTTPResponse.CONTENT_DECODERS)
 _READ_CHUNK = 64 * 1024
@@ -461,6 +466,9 @@ def _exchange(hop: _Hop, request: _Request, limit: int, http2: bool, needs_text:
                 raise httpcore.RemoteProtocolError(f"malformed response ({exc})") from None
         if not 0 <= response.status <= 999:  # h11 reads three digits; an HTTP/2 :status may say anything
             raise httpcore.RemoteProtocolError(f"status {str(response.status)[:20]} is not a three-digit code")
+        head_bytes = sum(len(name) + len(value) + 4 for name, value in response.headers)  # "name: value\r\n"
+        if head_bytes > MAX_HEAD_BYTES:
+            raise httpcore.RemoteProtocolError(f"response head of {head_bytes} bytes exceeds {MAX_HEAD_BYTES}")
         hop.facts.update(status_code=response.status, http_version=response.extensions["http_version"].decode("ascii"))
         length = _header(response.headers, b"content-length")
         known_length = None
