@@ -439,7 +439,9 @@ DEFAULT_GATEWAY_PORT = 8888
 # distribution (clustering and the CLI tools), the management plugin's HTTP API over http and https (it
 # publishes and reads messages: another way to forge or steal tasks), and the Prometheus endpoint.
 AMQP_COMPANION_PORTS = (4369, 25672, 15672, 15671, 15692)
-_AMQP_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq"})
+# kombu's AMQP transports, and the workers' librabbitmq one (tasks/transport.py: celeryconfig's broker_url
+# carries its scheme or pyamqp:// whenever the URL was a plain amqp://).
+_AMQP_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq", "librabbitmq-celery"})
 # Schemes naming a Unix socket: no TCP or UDP target reaches those.
 _SOCKET_SCHEMES = frozenset({"unix", "socket", "redis+socket", "rediss+socket"})
 # Environment variables the endpoints come from (besides the Celery app's URLs).
