@@ -57,7 +57,8 @@ def stats(stack: Stack, node: str) -> dict:
 
 
 def test_workers_consume_over_librabbitmq_and_say_so(lr_stack: Stack, lr_gateway: str) -> None:
-    lr_stack.start_worker("adder", ["add"], pool="threads", concurrency=2)
+    # prefork, as the add workers run under supervisord: the pool pickles each message body to its child.
+    lr_stack.start_worker("adder", ["add"], pool="prefork", concurrency=1)
     status, body, _ = http_get(f"{lr_gateway}/add?x=20&y=22")
     assert (status, body["result"]) == (200, 42), body
     node = body["worker"]
