@@ -504,8 +504,9 @@ class ChecksHandler(JsonHandler):
 
 
 class HealthHandler(JsonHandler):
-    """GET /health: broker and backend reachable, workers (consumers) and depth per queue, and per
-    location whether any consumer is live there (a dark location makes the status `degraded`)."""
+    """GET /health: broker and backend reachable, workers (consumers) and depth per queue, per location
+    whether any consumer is live there (a dark location makes the status `degraded`), and each worker's
+    AMQP client (`workers`: node → transport and client, from Celery's `inspect stats`, ≤ 5 s old)."""
 
     async def get(self) -> None:
         client = self.gateway.client
@@ -534,6 +535,8 @@ class HealthHandler(JsonHandler):
             "queues": queues,
             "locations": locations,
             "inflight": self.gateway.inflight,
+            # Each Celery worker that answered and the AMQP client it consumes with (tasks/transport.py).
+            "workers": self.gateway.workers_seen(),
         }
         self.send(200 if status != "down" else 503, body)
 

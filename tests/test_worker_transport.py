@@ -56,6 +56,10 @@ def stats(stack: Stack, node: str) -> dict:
     return out[node]
 
 
+def stats_all(stack: Stack) -> dict:
+    return stack.client_app().control.inspect(timeout=2).stats() or {}
+
+
 def test_workers_consume_over_librabbitmq_and_say_so(lr_stack: Stack, lr_gateway: str) -> None:
     # prefork, as the add workers run under supervisord: the pool pickles each message body to its child.
     lr_stack.start_worker("adder", ["add"], pool="prefork", concurrency=1)
@@ -64,7 +68,19 @@ def test_workers_consume_over_librabbitmq_and_say_so(lr_stack: Stack, lr_gateway
     node = body["worker"]
     assert node.startswith(f"{lr_stack.prefix}adder@")
     assert stats(lr_stack, node)["broker"]["transport"] == SCHEME
-    lr_stack.kill("adder", signal.SIGTERM)
+    # /health names each worker's client (the console shows the same): one on py-amqp beside it.
+    lr_stack.start_worker("py", ["add"], pool="threads", concurrency=1, env={"CHECKGATE_BROKER_TRANSPORT": "pyamqp"})
+    py_node = next(n for n in stats_all(lr_stack) if n.startswith(f"{lr_stack.prefix}py@"))
+    deadline = time.monotonic() + 20
+    while True:
+        _, health, _ = http_get(f"{lr_gateway}/health")
+        if {node, py_node} <= set(health["workers"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert health["workers"][node] == {"transport": SCHEME, "client": "librabbitmq"}, health["workers"]
+    assert health["workers"][py_node]["client"] == "py-amqp", health["workers"]
+    for name in ("adder", "py"):
+        lr_stack.kill(name, signal.SIGTERM)
 
 
 def test_acks_late_task_of_a_sigkilled_worker_is_redelivered(lr_stack: Stack, lr_gateway: str) -> None:
