@@ -124,3 +124,19 @@ def test_librabbitmq_consumer_consumes_rejects_gets_redelivery_and_acks() -> Non
         bound.delete()
     with Connection(with_transport(BROKER_URL, "librabbitmq")) as stock, pytest.raises(TypeError, match="on_cancel"):
         Consumer(stock.channel(), [queue], callbacks=[on_message]).consume()
+
+
+def test_flower_stays_on_pyamqp_as_its_broker_views_need() -> None:
+    """Flower's broker page and queue-length API build a client from the connection's URI and know only
+    amqp://: supervisord.conf pins Flower to py-amqp whatever the node's workers use."""
+    import configparser
+    from pathlib import Path
+
+    from flower.utils.broker import Broker
+
+    with pytest.raises(NotImplementedError):
+        Broker(Connection(f"{SCHEME}://g:p@h//").as_uri(include_password=True))
+    Broker(Connection(with_transport("amqp://g:p@h//", "pyamqp")).as_uri(include_password=True), http_api=None)
+    conf = configparser.RawConfigParser()
+    conf.read(Path(__file__).resolve().parents[1] / "supervisord.conf")
+    assert 'CHECKGATE_BROKER_TRANSPORT="pyamqp"' in conf["program:flower"]["environment"]
