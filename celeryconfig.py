@@ -135,6 +135,8 @@ broker_connection_retry_on_startup = True
 # many machines"). The worker checks every T/4 (checkrate 4) and sends a heartbeat when it sent nothing
 # since the last one, so only a consumer loop stalled for more than ~7 s would be taken for dead; an idle
 # connection carries one 8-byte heartbeat frame each way every 2.5 s (measured: 0.4 frames/s).
+# (py-amqp workers. librabbitmq workers send no heartbeats: T sets their socket's TCP keepalive instead, and
+# the broker needs keepalive of its own to drop their hosts; tasks/transport.py, README "Worker transports".)
 broker_heartbeat = env_number("CHECKGATE_BROKER_HEARTBEAT", 5, minimum=0, unit="seconds")
 broker_heartbeat_checkrate = 4
 # The worker's side of a vanished broker node: py-amqp aborts a connection whose written data stays

@@ -36,6 +36,12 @@ keepalive on the librabbitmq socket (TCP_KEEPIDLE = TCP_KEEPINTVL = T, TCP_KEEPC
 heartbeats, T = `broker_heartbeat`, 5 s) and TCP_USER_TIMEOUT = 3T for written bytes (an ack) that stay
 unacknowledged. That is the worker noticing the broker; it does not make the broker notice the worker.
 
+Settling a delivery after a reconnect (a task that ran through a broker restart): kombu detaches the old
+channels from their dead connection, and librabbitmq's ack then raised AttributeError, which Celery takes
+for an unrecoverable error (the worker died; seen in tests/faults/test_broker_restart.py, 2 runs of 3).
+`Channel.basic_ack`/`basic_reject` raise librabbitmq's ConnectionError instead, which kombu logs as
+"Couldn't ack", as with py-amqp; the broker has requeued the delivery already.
+
 Broker-initiated cancels (a queue deleted, a quorum queue's leader moving) are not delivered by
 librabbitmq (its client properties do not announce ``consumer_cancel_notify``): the consumer simply stops
 receiving from that queue, where py-amqp would call `on_cancel`. Our queues are durable and never deleted
@@ -187,6 +193,23 @@ if _stock is not None:
             if on_cancel is not None:
                 self.__dict__.setdefault("cancel_callbacks", {})[tag] = on_cancel
             return tag
+
+        def basic_ack(self, delivery_tag: int, multiple: bool = False) -> Any:
+            """librabbitmq's ack; a ConnectionError (one of the transport's connection errors, which kombu's
+            `ack_log_error` logs) when the channel's connection is gone, where librabbitmq raises
+            AttributeError on its None: a task that ends after a reconnect must not kill the worker."""
+            self._require_connection("ack", delivery_tag)
+            return super().basic_ack(delivery_tag, multiple)
+
+        def basic_reject(self, delivery_tag: int, requeue: bool = True) -> Any:
+            """librabbitmq's reject, with `basic_ack`'s error when the connection is gone."""
+            self._require_connection("reject", delivery_tag)
+            return super().basic_reject(delivery_tag, requeue)
+
+        def _require_connection(self, what: str, delivery_tag: int) -> None:
+            if self.connection is None:
+                # The broker requeued the delivery when the connection closed (acks_late: it runs again).
+                raise _stock.ConnectionError(f"cannot {what} delivery {delivery_tag}: its connection is closed")
 
         def basic_cancel(self, consumer_tag: str, **kwargs: Any) -> Any:
             self.__dict__.get("cancel_callbacks", {}).pop(consumer_tag, None)

@@ -140,3 +140,30 @@ def test_flower_stays_on_pyamqp_as_its_broker_views_need() -> None:
     conf = configparser.RawConfigParser()
     conf.read(Path(__file__).resolve().parents[1] / "supervisord.conf")
     assert 'CHECKGATE_BROKER_TRANSPORT="pyamqp"' in conf["program:flower"]["environment"]
+
+
+def test_settling_a_delivery_after_its_connection_closed_is_a_logged_connection_error() -> None:
+    """A task that ends after a reconnect acks on a channel kombu detached from its dead connection: with
+    librabbitmq that was an AttributeError, which kills a Celery worker; now it is logged, as with py-amqp."""
+    require(missing_librabbitmq())
+    import logging
+
+    queue = Queue(f"cgt{secrets.token_hex(3)}_settle", durable=False, auto_delete=False)
+    url = with_transport(BROKER_URL, SCHEME)
+    with Connection(url) as admin:
+        queue(admin.channel()).declare()
+        Producer(admin.channel()).publish({"n": 1}, routing_key=queue.name)
+        Producer(admin.channel()).publish({"n": 2}, routing_key=queue.name)
+    try:
+        conn = Connection(url)
+        channel = conn.channel()
+        first, second = queue(channel).get(no_ack=False), queue(channel).get(no_ack=False)
+        conn.collect()  # what kombu does with a connection that failed: its channels lose it
+        errors = conn.connection_errors + conn.channel_errors
+        first.ack_log_error(logging.getLogger("test"), errors)
+        second.reject_log_error(logging.getLogger("test"), errors, requeue=True)
+        with pytest.raises(errors):
+            first.ack()
+    finally:
+        with Connection(url) as admin:
+            queue(admin.channel()).delete()
