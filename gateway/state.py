@@ -106,10 +106,10 @@ class Gateway:
         older than WORKERS_TTL: Celery's own broadcast (`inspect().stats()`, its reply queue and timeout)
         runs in a thread of the default executor, so /health never waits for it and the loop never blocks;
         the first /health after start-up shows none yet."""
+        app = getattr(self.client, "app", None)  # a stand-in client without a Celery app (tests): no workers
         stale = time.monotonic() - self.workers_asked >= WORKERS_TTL
-        if stale and (self._workers_refresh is None or self._workers_refresh.done()):
+        if app is not None and stale and (self._workers_refresh is None or self._workers_refresh.done()):
             self.workers_asked = time.monotonic()
-            app = self.client.app
             future = asyncio.get_running_loop().run_in_executor(
                 None, lambda: app.control.inspect(timeout=WORKERS_REPLY_TIMEOUT).stats()
             )
