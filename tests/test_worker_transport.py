@@ -142,3 +142,29 @@ def test_warm_shutdown_finishes_and_acks_the_running_task(lr_stack: Stack, lr_ga
     # Acknowledged before the worker left: nothing back in the queue to run again.
     assert queue_counts(lr_stack, "sleep") == (0, 0)
     assert "succeeded in" in Path(lr_stack.logs["leaving"]).read_text(errors="replace")
+
+
+def test_consumers_resumed_under_a_full_queue_run_its_tasks(lr_stack: Stack, lr_gateway: str) -> None:
+    """Deliveries that arrive while librabbitmq waits for a reply (here basic.consume of `add_consumer`)
+    sit in its buffer with the socket quiet: without the transport's buffer drain the worker held its two
+    prefetched tasks and ran nothing (0 of 2,000 in 10 s)."""
+    from datetime import UTC, datetime, timedelta
+
+    from celery.result import AsyncResult
+
+    from bench.drain import control, publish
+
+    lr_stack.start_worker("resumed", ["add"], pool="prefork", concurrency=2)
+    app = lr_stack.client_app()
+    node = next(n for n in stats_all(lr_stack) if n.startswith(f"{lr_stack.prefix}resumed@"))
+    for warm in [app.send_task("checkgate.add", kwargs={"x": i, "y": 1}) for i in range(100)]:
+        warm.get(timeout=30)
+    time.sleep(0.5)
+    queue = lr_stack.prefix + "add"
+    control(app, "cancel_consumer", queue, [node])
+    ids = publish(app, "checkgate.add", {"x": 1, "y": 2}, 300, datetime.now(UTC) + timedelta(seconds=60))
+    control(app, "add_consumer", queue, [node])
+    deadline = time.monotonic() + 20
+    for task_id in ids:
+        AsyncResult(task_id, app=app).get(timeout=max(0.1, deadline - time.monotonic()))
+    lr_stack.kill("resumed", signal.SIGTERM)
