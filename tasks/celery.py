@@ -12,6 +12,7 @@ import tasks.schedule  # noqa: F401  (its task_postrun handler records the lates
 from tasks.deadline import DeadlineExceeded, task_body
 from tasks.locations import consume_location_queues
 from tasks.registry import load_checks
+from tasks.run_once import ClaimUnavailable
 
 app = Celery("checkgate")
 app.config_from_object("celeryconfig")
@@ -29,7 +30,7 @@ for _check in load_checks().values():
         reject_on_worker_lost=_late,
         # Every check runs under its request's deadline (tasks/deadline.py): one that outlives it ends
         # with DeadlineExceeded, an expected outcome (logged without traceback); prefork's hard limit too.
-        throws=(DeadlineExceeded,),
+        throws=(DeadlineExceeded, ClaimUnavailable),
         Request="tasks.deadline:DeadlineRequest",
         check_max_timeout=_check.max_timeout,
     )
