@@ -470,8 +470,9 @@ DEFAULT_GATEWAY_PORT = 8888
 # The ports of the deployment's services besides the one a URL names, by service family (each port with what
 # listens there). Every host of a family is refused on every port of that family: these, every port its
 # URLs name (a Redis on 6380 makes 6380 a Redis port of every Redis host, a sentinel on 26380 a Sentinel
-# port), and the ports derived from those by the family's offsets. The one documented list.
-# RabbitMQ: https://www.rabbitmq.com/docs/networking#ports (its distribution port is AMQP's + 20000).
+# port), and the port derived from each (`_DERIVED_PORT_OFFSET`). The one documented list.
+# RabbitMQ: https://www.rabbitmq.com/docs/networking#ports. Not listed: the CLI tools' 35672-35682, open
+# only while a command runs, on the host the command runs on, inside Linux's ephemeral port range.
 RABBITMQ_PORTS: dict[int, str] = {
     4369: "epmd (Erlang peer discovery)",
     5672: "AMQP",
@@ -489,15 +490,11 @@ RABBITMQ_PORTS: dict[int, str] = {
     15692: "Prometheus metrics",
     15691: "Prometheus metrics over TLS",
     25672: "inter-node and CLI tools (Erlang distribution)",
-    **dict.fromkeys(range(35672, 35683), "CLI tools (Erlang distribution, client side)"),
 }
-# Redis: https://redis.io/docs/latest/operate/oss_and_stack/management/scaling/ (the cluster bus is the
-# client port + 10000) and .../management/sentinel/ (Sentinel's default port).
+# Redis: https://redis.io/docs/latest/operate/oss_and_stack/management/scaling/ (the cluster bus) and
+# https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/ (Sentinel's default port).
 REDIS_PORTS: dict[int, str] = {6379: "Redis", 16379: "Redis Cluster bus", 26379: "Redis Sentinel"}
-SERVICE_PORTS: dict[str, tuple[dict[int, str], tuple[int, ...]]] = {
-    "rabbitmq": (RABBITMQ_PORTS, (20000,)),
-    "redis": (REDIS_PORTS, (10000,)),
-}
+SERVICE_PORTS: dict[str, dict[int, str]] = {"rabbitmq": RABBITMQ_PORTS, "redis": REDIS_PORTS}
 # kombu transport names (`Connection.info()["transport"]`) by service family.
 _FAMILY_OF_TRANSPORT = {
     "amqp": "rabbitmq",
@@ -508,6 +505,9 @@ _FAMILY_OF_TRANSPORT = {
     "rediss": "redis",
     "sentinel": "redis",
 }
+# A port derived from the one a URL names: RabbitMQ's distribution port is its AMQP port + 20000, a Redis
+# Cluster node's bus its client port + 10000 (a sentinel has none).
+_DERIVED_PORT_OFFSET = {"amqp": 20000, "pyamqp": 20000, "librabbitmq": 20000, "redis": 10000, "rediss": 10000}
 # Schemes naming a Unix socket: no TCP or UDP target reaches those.
 _SOCKET_SCHEMES = frozenset({"unix", "socket", "redis+socket", "rediss+socket"})
 # Environment variables the endpoints come from (besides the Celery app's URLs).
@@ -556,6 +556,8 @@ def url_endpoints(url: str | Sequence[str]) -> list[ProtectedEndpoint]:
                 continue
             family = _FAMILY_OF_TRANSPORT.get(transport, "")
             found.append(ProtectedEndpoint(normalize_host(host), int(port) if port else None, family))
+            if port and int(port) + _DERIVED_PORT_OFFSET.get(transport, 65536) < 65536:
+                found.append(ProtectedEndpoint(found[-1].host, int(port) + _DERIVED_PORT_OFFSET[transport], family))
     return found
 
 
@@ -572,14 +574,12 @@ def with_companions(endpoints: Iterable[ProtectedEndpoint]) -> list[ProtectedEnd
     """`endpoints`, then every host of each service family on every port of that family (`SERVICE_PORTS`)."""
     endpoints = list(endpoints)
     hosts: dict[str, set[str]] = {family: set() for family in SERVICE_PORTS}
-    ports: dict[str, set[int]] = {family: set(known) for family, (known, _) in SERVICE_PORTS.items()}
+    ports: dict[str, set[int]] = {family: set(known) for family, known in SERVICE_PORTS.items()}
     for endpoint in endpoints:
         if endpoint.family in hosts:
             hosts[endpoint.family].add(endpoint.host)
             if endpoint.port is not None:
-                offsets = SERVICE_PORTS[endpoint.family][1]
-                derived = (endpoint.port + offset for offset in offsets)
-                ports[endpoint.family] |= {endpoint.port, *(port for port in derived if port < 65536)}
+                ports[endpoint.family].add(endpoint.port)
     extra = [
         ProtectedEndpoint(host, port, family)
         for family in SERVICE_PORTS

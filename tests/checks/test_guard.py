@@ -487,8 +487,9 @@ def test_companion_ports_of_every_service_family() -> None:
             assert refused(t, host, port), (host, port)
     for host in ("10.30.0.1", "10.30.0.2", "s1.internal", "10.40.0.1", "redis.internal"):
         # Redis, its cluster bus, Sentinel, the other configured sentinel port (26380) and their buses.
-        for port in (*REDIS_PORTS, 26380, 16379, 36379, 36380):
+        for port in (*REDIS_PORTS, 26380, 16379):
             assert refused(t, host, port), (host, port)
+    assert not refused(t, "10.30.0.2", 36380)  # a sentinel has no cluster bus
     assert not refused(t, "10.40.0.1", 15672)  # families stay apart
     assert not refused(t, "10.20.0.1", 6379)
     # A broker on a port of its own: its distribution port (AMQP + 20000) too.
@@ -559,6 +560,59 @@ def test_the_operator_opens_a_deployment_hosts_other_ports() -> None:
     for bad in ("10.0.0.0/33", "a b", "x_y!"):
         with pytest.raises(PolicyConfigError, match="CHECKGATE_OPEN_DEPLOYMENT_HOSTS"):
             parse_open_hosts(bad)
+
+
+# Every spelling of the same targets a caller may try: IP literals however written, names in any case, with
+# a trailing dot, full-width (IDNA maps them), IPv6 forms of loopback, zone ids, embedded forms.
+REMOTE_SPELLINGS = (
+    "10.20.0.1",
+    "10.20.0.1.",
+    "0x0a.0x14.0.1",
+    "012.024.0.1",
+    "169082881",
+    "10.20.1",
+    "１０.２０.０.１",
+    "[::ffff:10.20.0.1]",
+    "::FFFF:A14:1",
+    "64:ff9b::a14:1",
+    "2002:a14:1::1",
+    "RABBIT-A.INTERNAL.",
+    "ｒａｂｂｉｔ-ａ.internal",
+)
+LOCAL_SPELLINGS = (
+    "127.0.0.1",
+    "127.1",
+    "0x7f000001",
+    "2130706433",
+    "0177.0.0.1",
+    "127.0.0.1.",
+    "::1",
+    "0:0:0:0:0:0:0:1",
+    "[::1%lo]",
+    "::ffff:127.0.0.1",
+    "::127.0.0.1",
+    "0",
+    "::",
+    "LOCALHOST",
+    "localhost.",
+    "ｌｏｃａｌｈｏｓｔ",
+    "api.localhost",
+)
+
+
+@pytest.mark.parametrize(("host", "port"), [(h, 22) for h in REMOTE_SPELLINGS] + [(h, 6379) for h in LOCAL_SPELLINGS])
+def test_every_spelling_of_the_deployment_is_refused_before_any_dns(
+    host: str, port: int, default_env: pytest.MonkeyPatch, fake_nics: None
+) -> None:
+    """tcp, tls, http and dns (server=) alike reach a target through resolve(): the broker's host (every port)
+    and the local Redis (its port, loopback open as in the tests) in every spelling, refused before a lookup."""
+    default_env.setenv("CHECKGATE_ALLOW_NETWORKS", "127.0.0.0/8,::1")
+    t = table((*URLS, "redis://127.0.0.1:6379/0"))
+    default_env.setattr(_guard, "deployment_table", lambda: t)
+    default_env.setattr(_guard.socket, "getaddrinfo", lambda *a, **k: pytest.fail(f"{host} was looked up"))
+    with pytest.raises(ProbeFailure) as failure:
+        resolve(host, port, Probe(None))
+    assert (failure.value.reason, failure.value.detail) == ("target_refused", REFUSED)
 
 
 def test_the_operators_resolver_is_not_refused_as_a_deployment_host() -> None:
