@@ -715,16 +715,17 @@ class EndpointTable:
                 continue
             literal = parse_ip(endpoint.host)
             ips = (_ip(literal),) if literal is not None else lookup(endpoint.host)
-            local = [ip for ip in ips if any(is_local(form, interfaces) for form in address_forms(ip))]
-            whole = not local and not _opened(endpoint.host, ips, open_hosts)
+            forms = {form for ip in ips for form in address_forms(ip)}
+            remote = {form for form in forms if not is_local(form, interfaces)}
+            # Refused whole only when no address of it is local (local ports have their own, opt-in rule).
+            whole = remote == forms and not _opened(endpoint.host, ips, open_hosts)
             ports = (endpoint.port, None) if whole else (endpoint.port,)
             if literal is None:
                 names.update((endpoint.host, port) for port in ports)
-            if local:
+            if remote != forms:
                 local_ports.add(endpoint.port)
-            for ip in ips:
-                if ip not in local:
-                    addresses.update((form, port) for form in address_forms(ip) for port in ports)
+            # Every form that is not local stays refused on the endpoint's port: the forms only add refusals.
+            addresses.update((form, port) for form in remote for port in ports)
         return cls(frozenset(names), frozenset(addresses), frozenset(local_ports), interfaces)
 
     def refusal(

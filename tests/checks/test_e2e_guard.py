@@ -121,4 +121,4 @@ def test_the_gateway_refuses_metadata_literals_before_any_worker(gateway: str) -
     for host in ("100.100.100.200", "192.0.0.192", "64:ff9b::a9fe:a9fe", "::a9fe:a9fe", "2002:a9fe:a9fe::"):
         status, body = check(gateway, "tcp", host=host, port=80)
         assert (status, body["field"]) == (400, "host"), host
-        assert body["error"] == REFUSED  # the same text as every refusal (the log says why)
+        assert body["error"].endswith(f": {REFUSED}")  # the same text as every refusal (the log says why)
