@@ -369,6 +369,8 @@ def test_a_zone_id_changes_no_verdict(default_env: pytest.MonkeyPatch, fake_nics
     assert "metadata" in current_policy().address_refusal(ipaddress.ip_address("fe80::a9fe:a9fe%eth0"))
     assert normalize_host("[fe80::a9fe:a9fe%eth0]") == "fe80::a9fe:a9fe%eth0"
     assert target_refusal("fe80::a9fe:a9fe%eth0", 80, endpoints=EMPTY_TABLE) == REFUSED
+    for scoped in ("fe80::1%lo", "fe80::77%eth9", "::1%lo", "ff02::1%eth9"):
+        assert target_refusal(normalize_host(scoped), 22, endpoints=EMPTY_TABLE) == REFUSED, scoped
 
 
 def test_loopback_and_unspecified_are_no_ipv4_compatible_forms() -> None:
