@@ -554,10 +554,15 @@ def url_endpoints(url: str | Sequence[str]) -> list[ProtectedEndpoint]:
                 transport, host, port = scheme, parts.hostname, parts.port
             if not host:
                 continue
-            family = _FAMILY_OF_TRANSPORT.get(transport, "")
-            found.append(ProtectedEndpoint(normalize_host(host), int(port) if port else None, family))
-            if port and int(port) + _DERIVED_PORT_OFFSET.get(transport, 65536) < 65536:
-                found.append(ProtectedEndpoint(found[-1].host, int(port) + _DERIVED_PORT_OFFSET[transport], family))
+            host, port, family = (
+                normalize_host(host),
+                int(port) if port else None,
+                _FAMILY_OF_TRANSPORT.get(transport, ""),
+            )
+            found.append(ProtectedEndpoint(host, port, family))
+            derived = port + _DERIVED_PORT_OFFSET[transport] if port and transport in _DERIVED_PORT_OFFSET else None
+            if derived is not None and derived < 65536:
+                found.append(ProtectedEndpoint(host, derived, family))
     return found
 
 
