@@ -50,6 +50,7 @@ from gateway.openapi import openapi_document
 from gateway.prometheus import render_check, render_locations
 from gateway.sharing import cache_key
 from gateway.state import Gateway
+from tasks.checks._guard import REFUSED as TARGET_REFUSED
 from tasks.locations import location_of
 from tasks.registry import CheckType, ParamError
 
@@ -440,7 +441,10 @@ def task_answer(
         if isinstance(result, dict) and result.get("reason") == REFUSED_TARGET:
             # The worker's address policy refused the target after resolving it (or on a redirect):
             # a refusal by policy, answered as such rather than as a target that is down.
-            body["error"] = f"target refused by the address policy: {result.get('detail', '')}".rstrip(": ")
+            # One text whatever the worker's reason (a plugin's detail, an older worker's included): no
+            # answer may tell the deployment's own endpoints from any other refused target.
+            body["error"] = TARGET_REFUSED
+            body["result"] = {**result, "detail": TARGET_REFUSED}
             return 403, body
         return 200, body
     if state == EXPIRED:
