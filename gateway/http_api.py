@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -105,10 +106,18 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self._close_if_draining()
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+        self._close_if_draining()  # again after an error's clear()
+
+    def _close_if_draining(self) -> None:
+        gateway = getattr(self, "gateway", None)  # Tornado sets default headers before `initialize`
+        if gateway is not None and gateway.draining:
+            # This process is going away: the client's next request opens a connection to another.
+            self.set_header("Connection", "close")
 
     def compute_etag(self) -> str | None:
         # Answers are no-store and never revalidated: hashing every body for an ETag is wasted work
@@ -505,7 +514,12 @@ class ChecksHandler(JsonHandler):
 
 class HealthHandler(JsonHandler):
     """GET /health: broker and backend reachable, workers (consumers) and depth per queue, and per
-    location whether any consumer is live there (a dark location makes the status `degraded`)."""
+    location whether any consumer is live there (a dark location makes the status `degraded`).
+
+    `broker` and `backend` are the answering process's own connections; `inflight`, `waiting_results`
+    and `processes` are the whole gateway's (every process's gauges, at most a second old:
+    `GatewayMetrics.gateway_wide`); `process` says which process answered (`num`: its process number,
+    "" when alone; `pid`)."""
 
     async def get(self) -> None:
         client = self.gateway.client
@@ -519,6 +533,7 @@ class HealthHandler(JsonHandler):
                 log.warning("%s", exc)
                 broker_ok = False
         locations = self.gateway.locations.health(queues)
+        self.gateway.sample_metrics()
         # A location serves the types its workers were given; it is degraded only when none is live there.
         plain = (q for name, q in queues.items() if location_of(name) is None)
         if not (broker_ok and backend_ok):
@@ -533,7 +548,8 @@ class HealthHandler(JsonHandler):
             "backend": {"ok": backend_ok},
             "queues": queues,
             "locations": locations,
-            "inflight": self.gateway.inflight,
+            **self.gateway.metrics.gateway_wide(),
+            "process": {"num": self.gateway.settings.process_num, "pid": os.getpid()},
         }
         self.send(200 if status != "down" else 503, body)
 

@@ -1,0 +1,324 @@
+"""Several gateway processes on one port (CHECKGATE_PROCESSES, issue #15 part 1): both answer, /metrics and
+/health describe the whole gateway, supervisord restarts a killed one, a rolling restart under load loses no
+request, and a bad setting stops the start with a line naming its variable."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from configparser import RawConfigParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.cli import node_env
+from gateway.config import ConfigError, Settings
+from tests.support.env import BACKEND_URL, BROKER_URL
+from tests.support.stack import ROOT, Stack, free_port, http_get
+
+BIN = Path(sys.executable).parent
+
+
+def get(port: int, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    """One GET on a new connection, closed after the answer (so the kernel picks a process each time)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def health_pid(port: int) -> int:
+    _, body, _ = http_get(f"http://127.0.0.1:{port}/health", timeout=10)
+    return body["process"]["pid"]
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a Prometheus text (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """An `add` worker of a stack of its own (its own queue prefix and results)."""
+    with Stack(tmp_path_factory.mktemp("procs"), f"cgp{secrets.token_hex(3)}_", BROKER_URL, BACKEND_URL) as stack:
+        stack.start_worker("add", ["add"], pool="threads", concurrency=8)
+        yield stack
+
+
+def test_two_processes_share_the_port_and_answer_as_one_gateway(workers: Stack, tmp_path: Path) -> None:
+    """Two processes on one port both answer (each /health names its own); one scrape of either counts the
+    requests both answered, and /health counts both processes."""
+    port = free_port()
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    common = {"CHECKGATE_PROCESSES": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    base = ""
+    for num in ("0", "1"):
+        base = workers.start_gateway(f"gw{num}", port=port, CHECKGATE_PROCESS_NUM=num, **common)
+        # Its sibling may have answered the /health start_gateway waits for: wait for its own line.
+        deadline = time.monotonic() + 30
+        while "checkgate gateway on http" not in workers.logs[f"gw{num}"].read_text():
+            assert time.monotonic() < deadline and workers.procs[f"gw{num}"].poll() is None
+            time.sleep(0.1)
+    by_pid: Counter[int] = Counter()
+    for _ in range(40):
+        by_pid[health_pid(port)] += 1
+    assert len(by_pid) == 2, by_pid  # 2**-39 that the kernel sent all 40 to one process
+    for x in range(10):
+        status, body = get(port, f"/add?x={x}&y=1")
+        assert status == 200, body
+    for _ in range(4):  # whichever process answers the scrape
+        code, text, _ = http_get(base + "/metrics")
+        assert code == 200
+        assert sample(text, "checkgate_http_responses_total", handler="health", code="200") >= 40
+        assert sample(text, "checkgate_http_responses_total", handler="add", code="200") == 10
+        assert sample(text, "checkgate_gateway_processes") == 2
+        assert sample(text, "checkgate_broker_up") == 1
+    _, health, _ = http_get(base + "/health")
+    assert health["processes"] == 2
+    # Each process issues ids of its own prefix: CHECKGATE_ID_PREFIX plus its number.
+    ids = {get_json_id(port) for _ in range(16)}
+    prefixes = {re.sub(r"[0-9a-f]{20}$", "", i) for i in ids}
+    assert prefixes == {f"{workers.prefix}gw0-p0-", f"{workers.prefix}gw1-p1-"}
+    # A process that stops leaves the live gauges; its counts stay in the sums.
+    workers.kill("gw1", signal.SIGTERM)
+    code, text, _ = http_get(base + "/metrics")
+    assert sample(text, "checkgate_gateway_processes") == 1
+    assert sample(text, "checkgate_http_responses_total", handler="add", code="200") == 10
+
+
+def get_json_id(port: int) -> str:
+    import json
+
+    status, raw = get(port, "/check/add?x=1&y=1&mode=async")
+    assert status == 202, raw
+    return json.loads(raw)["id"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "257", "1.5"])
+def test_bad_processes_value_names_the_variable(value: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^CHECKGATE_PROCESSES="):
+        Settings.from_env({"CHECKGATE_PROCESSES": value})
+    with pytest.raises(ConfigError, match=r"^CHECKGATE_PROCESSES="):
+        node_env(tmp_path, {**os.environ, "CHECKGATE_PROCESSES": value})
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        env={**os.environ, "CHECKGATE_PROCESSES": value, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"checkgate gateway: CHECKGATE_PROCESSES={value!r}: expected an integer"), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_default_is_the_number_of_cores() -> None:
+    assert Settings.from_env({}).processes == len(os.sched_getaffinity(0))
+    with pytest.raises(ConfigError, match=r"^CHECKGATE_PROCESS_NUM='x'"):
+        Settings.from_env({"CHECKGATE_PROCESS_NUM": "x"})
+
+
+# The shipped supervisord.conf's gateway program, run by a supervisord of the test's own.
+SUPERVISORD_HEAD = """
+[unix_http_server]
+file={home}/var/supervisor.sock
+chmod=0700
+
+[supervisord]
+logfile={home}/var/log/supervisord.log
+pidfile={home}/var/supervisord.pid
+childlogdir={home}/var/log
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+"""
+
+
+def shipped_gateway_program() -> str:
+    """The `[group:gateway]` and `[program:gateway]` sections of the shipped supervisord.conf, as text."""
+    parser = RawConfigParser(interpolation=None, inline_comment_prefixes=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(ROOT / "supervisord.conf")
+    out = []
+    for section in ("group:gateway", "program:gateway"):
+        out.append(f"[{section}]")
+        out += [f"{key}={value}" for key, value in parser.items(section)]
+        out.append("")
+    return "\n".join(out)
+
+
+class Node:
+    """supervisord running the shipped gateway program (2 processes) over `workers`' stack."""
+
+    def __init__(self, workers: Stack, home: Path) -> None:
+        self.home = home
+        (home / "var" / "log").mkdir(parents=True)
+        self.port = free_port()
+        conf = home / "supervisord.conf"
+        conf.write_text(SUPERVISORD_HEAD.format(home=home) + shipped_gateway_program())
+        given = {
+            **workers.env,
+            "CHECKGATE_PORT": str(self.port),
+            "CHECKGATE_PROCESSES": "2",
+            "CHECKGATE_ID_PREFIX": f"{workers.prefix}sv",
+            "CHECKGATE_HOME": str(home),
+            "CHECKGATE_BIN": str(BIN),
+        }
+        # What `checkgate run` adds for the gateway: the process count, checked, and the metrics directory.
+        from gateway.cli import gateway_processes_env
+
+        self.env = gateway_processes_env(home, given)
+        self.socket = home / "var" / "supervisor.sock"
+        self.proc = subprocess.Popen(
+            [str(BIN / "supervisord"), "-n", "-c", str(conf)], env=self.env, stdout=subprocess.DEVNULL
+        )
+
+    def ctl(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(BIN / "supervisorctl"), "-s", f"unix://{self.socket}", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return done.stdout
+
+    def pids(self) -> dict[str, int]:
+        """RUNNING gateway processes: name → pid."""
+        out = {}
+        for line in self.ctl("status").splitlines():
+            found = re.match(r"(\S+)\s+RUNNING\s+pid (\d+)", line)
+            if found:
+                out[found[1]] = int(found[2])
+        return out
+
+    def wait_answering(self, pids: set[int], timeout: float = 60) -> None:
+        """Until every process of `pids` has answered a /health on the port."""
+        seen: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while not pids <= seen:
+            assert time.monotonic() < deadline, f"not answering: {pids - seen}; {self.ctl('status')}"
+            try:
+                seen.add(health_pid(self.port))
+            except OSError:
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def node(workers: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    node = Node(workers, tmp_path_factory.mktemp("node"))
+    try:
+        deadline = time.monotonic() + 60
+        while len(node.pids()) < 2:
+            assert time.monotonic() < deadline, node.ctl("status")
+            time.sleep(0.3)
+        node.wait_answering(set(node.pids().values()))
+        yield node
+    finally:
+        node.stop()
+
+
+class Load:
+    """A steady stream of /add requests from `clients` threads, each on a new connection, counted."""
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port = port
+        self.sent = 0
+        self.answers: Counter[Any] = Counter()
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)]
+
+    def _run(self, n: int) -> None:
+        x = 0
+        while not self.done.is_set():
+            x += 1
+            with self.lock:
+                self.sent += 1
+            try:
+                status, body = get(self.port, f"/add?x={x}&y={n}")
+                ok = status == 200 and body.startswith(b"{") and f'"result":{x + n}'.encode() in body
+                outcome: Any = status if ok else f"{status} {body[:200]!r}"
+            except OSError as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                self.answers[outcome] += 1
+                if outcome != 200:
+                    self.failures.append(str(outcome))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+
+def test_rolling_restart_under_load_loses_nothing(node: Node) -> None:
+    """`checkgate restart-gateway` replaces both processes, one at a time, while requests keep coming on new
+    connections: every request sent is answered 200 with its sum."""
+    before = node.pids()
+    with Load(node.port) as load:
+        time.sleep(1.0)
+        done = subprocess.run(
+            [str(BIN / "checkgate"), "restart-gateway", "--ready-timeout", "60"],
+            env=node.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        time.sleep(1.0)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = node.pids()
+    assert set(after) == set(before) and not set(after.values()) & set(before.values()), (before, after)
+    assert load.failures == [], load.answers
+    assert load.answers[200] == load.sent > 50, load.answers
+
+
+def test_a_killed_process_comes_back_and_load_keeps_being_answered(node: Node) -> None:
+    before = node.pids()
+    victim = sorted(before)[0]
+    with Load(node.port, clients=2) as load:
+        time.sleep(0.5)
+        os.kill(before[victim], signal.SIGKILL)
+        time.sleep(0.5)
+        at_kill = load.sent
+        deadline = time.monotonic() + 60
+        while node.pids().get(victim) in (None, before[victim]):
+            assert time.monotonic() < deadline, node.ctl("status")
+            time.sleep(0.2)
+        node.wait_answering({node.pids()[victim]})
+        time.sleep(0.5)
+    # Only requests the killed process held when it died may fail (one per client at most).
+    assert len(load.failures) <= 2, load.answers
+    assert load.answers[200] >= load.sent - 2 and load.sent > at_kill + 10, load.answers
