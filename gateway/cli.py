@@ -84,7 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     supervisord = str(bin_dir() / "supervisord")
     print(f"home: {home} (var/, supervisord.d/, schedule.toml)")
-    print(f"starting supervisord -n -c {conf}; gateway on http://127.0.0.1:{env.get('CHECKGATE_PORT', '8888')}/")
+    processes = env["CHECKGATE_PROCESSES"]
+    port = env.get("CHECKGATE_PORT", "8888")
+    print(f"starting supervisord -n -c {conf}; gateway on http://127.0.0.1:{port}/ ({processes} processes)")
     sys.stdout.flush()
     os.execve(supervisord, [supervisord, "-n", "-c", str(conf)], env)
     return 0  # not reached
