@@ -514,6 +514,10 @@ class EdgeServer(HTTPServer):
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         return _GuardedDelegate(super().start_request(server_conn, request_conn), request_conn)
 
+    def open_connections(self) -> int:
+        """How many client connections are open."""
+        return len(self._connections)
+
     def idle(self) -> bool:
         """Whether every open connection is idle (`_EdgeServerConnection.idle`): a draining process may close
         them all without cutting a request short."""

@@ -106,18 +106,17 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._close_if_draining()
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        self._close_if_draining()  # again after an error's clear()
 
-    def _close_if_draining(self) -> None:
-        gateway = getattr(self, "gateway", None)  # Tornado sets default headers before `initialize`
-        if gateway is not None and gateway.draining:
-            # This process is going away: the client's next request opens a connection to another.
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        if self.gateway.draining and not self._headers_written:
+            # This process is going away (even if it was not when the request came): the client's next
+            # request opens a connection, which reaches another process.
             self.set_header("Connection", "close")
+        return super().finish(chunk)
 
     def compute_etag(self) -> str | None:
         # Answers are no-store and never revalidated: hashing every body for an ETag is wasted work

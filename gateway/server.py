@@ -40,6 +40,8 @@ log = logging.getLogger("checkgate.gateway")
 
 # Seconds to wait for the first broker/backend connection before serving (503s until they come).
 STARTUP_WAIT = 5.0
+# Seconds a stopping process leaves open keep-alive connections for their clients' next request.
+KEEPALIVE_GRACE_S = 1.0
 
 
 def celery_client_app() -> Celery:
@@ -136,8 +138,14 @@ async def serve(
         await console.stop()  # ends polling and the live streams before connections are closed
     drain_deadline = asyncio.get_running_loop().time() + max(c.max_timeout for c in checks.values())
     # Done when no check is in flight and no connection is partway through a request (one just accepted
-    # from the queue may not have sent it yet): closing the idle rest then cuts nothing.
-    while (gateway.inflight or not server.idle()) and asyncio.get_running_loop().time() < drain_deadline:
+    # from the queue may not have sent it yet): closing the idle rest then cuts nothing. Keep-alive clients
+    # get KEEPALIVE_GRACE_S to send another request, answered with `Connection: close`, and leave by
+    # themselves; only a connection idle all that time is closed under its client.
+    loop = asyncio.get_running_loop()
+    grace_end = loop.time() + KEEPALIVE_GRACE_S
+    while loop.time() < drain_deadline:
+        if not gateway.inflight and server.idle() and (not server.open_connections() or loop.time() >= grace_end):
+            break
         await asyncio.sleep(0.05)
     await server.close_all_connections()
     watcher.cancel()
