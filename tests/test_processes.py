@@ -5,6 +5,7 @@ request, and a bad setting stops the start with a line naming its variable."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import secrets
@@ -73,7 +74,12 @@ def test_two_processes_share_the_port_and_answer_as_one_gateway(workers: Stack, 
     port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    common = {"CHECKGATE_PROCESSES": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    # As supervisord starts them: the same environment but for the process number.
+    common = {
+        "CHECKGATE_PROCESSES": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "CHECKGATE_ID_PREFIX": f"{workers.prefix}gw-",
+    }
     base = ""
     for num in ("0", "1"):
         base = workers.start_gateway(f"gw{num}", port=port, CHECKGATE_PROCESS_NUM=num, **common)
@@ -98,10 +104,10 @@ def test_two_processes_share_the_port_and_answer_as_one_gateway(workers: Stack, 
         assert sample(text, "checkgate_broker_up") == 1
     _, health, _ = http_get(base + "/health")
     assert health["processes"] == 2
-    # Each process issues ids of its own prefix: CHECKGATE_ID_PREFIX plus its number.
+    # Each process issues ids of its own prefix: the one CHECKGATE_ID_PREFIX, then its number.
     ids = {get_json_id(port) for _ in range(16)}
     prefixes = {re.sub(r"[0-9a-f]{20}$", "", i) for i in ids}
-    assert prefixes == {f"{workers.prefix}gw0-p0-", f"{workers.prefix}gw1-p1-"}
+    assert prefixes == {f"{workers.prefix}gw-p0-", f"{workers.prefix}gw-p1-"}
     # A process that stops leaves the live gauges; its counts stay in the sums.
     workers.kill("gw1", signal.SIGTERM)
     code, text, _ = http_get(base + "/metrics")
@@ -110,8 +116,7 @@ def test_two_processes_share_the_port_and_answer_as_one_gateway(workers: Stack, 
 
 
 def get_json_id(port: int) -> str:
-    import json
-
+    """The id of an async `add` check (whichever process took it)."""
     status, raw = get(port, "/check/add?x=1&y=1&mode=async")
     assert status == 202, raw
     return json.loads(raw)["id"]
