@@ -8,6 +8,7 @@ Rendered by prometheus_client (text format 0.0.4), which escapes label values an
     checkgate_waiting_results                        gauge: task results this process awaits from Redis
     checkgate_broker_up, checkgate_backend_up        gauge: 1 while the AMQP connection / the result
                                                      subscription is up, else 0
+    checkgate_gateway_processes                      gauge: gateway processes serving the port (1 each)
     checkgate_gateway_overhead_seconds{type}         histogram: the gateway's own time per answered check
                                                      (OVERHEAD_BUCKETS; bench/ reads its quantiles)
     checkgate_scheduled_check_success{name,type}     gauge, from Redis at scrape time (`ScheduledRun`)
