@@ -28,8 +28,10 @@ the `limits` package (5.8), for measured reasons:
   15-35 µs (median 25) with the sliding window counter and 11-21 µs (median 18) with the moving
   window: 13-18x ours, 2-3 % of the gateway's 0.91 ms of CPU per published check.
 
-What `limits` would bring is its Redis storage, shared by every gateway process: when API-key rates must
-hold for the gateway as a whole (issue #15), `limits.aio` with ``async+redis://`` and the redis-py
+With several gateway processes (CHECKGATE_PROCESSES) each holds its own buckets, so a key gets up to that
+many times its rate; the README says so and advises `rate` ÷ processes. What `limits` would bring is its
+Redis storage, shared by every gateway process: if API-key rates must one day hold for the gateway as a
+whole, `limits.aio` with ``async+redis://`` and the redis-py
 implementation (``implementation="redispy"``, the client the gateway already has) is the way, with the
 window semantics above documented as the new meaning; a Redis round trip per request then dominates
 the cost either way.

@@ -126,10 +126,34 @@ class Settings:
     )
     body_timeout: float = setting(10.0, "seconds an accepted request body may take (then 408)", above=0, unit="seconds")
     debug: bool = setting(False, "include tracebacks in 502 bodies")
+    processes: int = setting(
+        len(os.sched_getaffinity(0)),
+        "gateway processes serving the port, each with its own broker connection and result subscription: "
+        "`checkgate run` starts this many under supervisord; above 1 each listens with `SO_REUSEPORT`",
+        minimum=1,
+        maximum=256,
+        default_doc="the number of cores",
+    )
+    process_num: str = setting(
+        "",
+        "this process's number among the gateway's processes (supervisord's `process_num`): names its metrics "
+        "files and ends its id prefix",
+        pattern=r"[0-9]{1,3}",
+        form="a number from 0 to 999",
+        default_doc="unset: one process alone",
+    )
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
             _check(variable(spec), getattr(self, spec.name), spec.default, spec.metadata["bounds"])
+
+    def own_id_prefix(self) -> str | None:
+        """The prefix of this process's task ids: `id_prefix` with ``p<process_num>-`` appended when both are
+        set (supervisord gives every process of the group the same CHECKGATE_ID_PREFIX, and prefixes must
+        differ; ``p1-`` is no prefix of ``p10-``), `id_prefix` alone, or None (random: gateway/aiocelery)."""
+        if not self.id_prefix:
+            return None
+        return f"{self.id_prefix}p{self.process_num}-" if self.process_num else self.id_prefix
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -69,6 +69,9 @@ log = logging.getLogger("checkgate.gateway.edge")
 ACCEPT_PAUSE_S = 0.1
 # Connections accepted per readiness event before other work gets a turn (Tornado's own bound).
 ACCEPT_BATCH = 128
+# Seconds a draining process waits for the first request of a connection it has just accepted: a client
+# sends it right after connecting, so one silent for this long is idle and closed (gateway/server.py).
+FIRST_REQUEST_GRACE_S = 2.0
 # accept() errors that concern one connection only: skip it and go on (accept(2), "Error handling").
 _CONNECTION_ERRNOS = frozenset(
     {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR, errno.ENETDOWN, errno.ENETUNREACH}
@@ -226,6 +229,11 @@ class _EdgeStream(IOStream):
         if count and self._reading_head and self._head_timer is None:
             self._head_timer = self.io_loop.call_later(self._edge.limits.head_timeout, self._head_too_slow)
         return count
+
+    def awaiting_head(self) -> bool:
+        """Whether the stream waits for a request head of which no byte has come (idle between requests)."""
+        # _read_buffer_size is IOStream's: bytes read ahead (a pipelined request) make it not idle.
+        return self._reading_head and self._head_timer is None and not self._read_buffer_size
 
     def _head_read(self, _: object) -> None:
         self._reading_head = False
@@ -400,6 +408,17 @@ class _EdgeServerConnection(HTTP1ServerConnection):
     def __init__(self, stream: IOStream, params: HTTP1ConnectionParameters, context: Any, edge: EdgeServer) -> None:
         super().__init__(stream, params, context)
         self.edge = edge
+        self.accepted = IOLoop.current().time()
+        self.answered = 0
+
+    def idle(self, now: float) -> bool:
+        """Whether closing the connection now cuts nothing: it waits for a request of which no byte has come,
+        having answered one already or been silent for `FIRST_REQUEST_GRACE_S` since it was accepted."""
+        stream = self.stream
+        if stream.closed():
+            return True
+        waiting = isinstance(stream, _EdgeStream) and stream.awaiting_head()
+        return waiting and (self.answered > 0 or now - self.accepted > FIRST_REQUEST_GRACE_S)
 
     async def _server_request_loop(self, delegate: httputil.HTTPServerConnectionDelegate) -> None:
         # Tornado 6.6's loop, with EdgeConnection in place of HTTP1Connection.
@@ -415,6 +434,7 @@ class _EdgeServerConnection(HTTP1ServerConnection):
                     gen_log.error("Uncaught exception", exc_info=True)
                     conn.close()
                     return
+                self.answered += 1
                 if not ret:
                     return
                 await asyncio.sleep(0)
@@ -534,6 +554,29 @@ class EdgeServer(HTTPServer):
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         return _GuardedDelegate(super().start_request(server_conn, request_conn), request_conn)
 
+    def open_connections(self) -> int:
+        """How many client connections are open."""
+        return len(self._connections)
+
+    def idle(self) -> bool:
+        """Whether every open connection is idle (`_EdgeServerConnection.idle`): a draining process may close
+        them all without cutting a request short."""
+        now = IOLoop.current().time()
+        return all(conn.idle(now) for conn in self._connections if isinstance(conn, _EdgeServerConnection))
+
+    def stop(self) -> None:
+        """Stop listening, after taking every connection already queued on the sockets.
+
+        Connections the kernel queued on a listening socket that closes are reset. With one process per
+        port that is only what arrives during the stop; with several sharing the port (`SO_REUSEPORT`),
+        each has its own accept queue, and the ones queued on a process that stops are lost although
+        its siblings keep serving, unless net.ipv4.tcp_migrate_req=1 hands them over (Linux >= 5.14).
+        Accepting right up to the close, with nothing else run in between, leaves only the microseconds
+        between the last accept and the close (README: rolling restart)."""
+        for acceptor in self._acceptors:
+            acceptor.accept_queued()
+        super().stop()
+
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
             acceptor = _Acceptor(sock, self._handle_connection, self.ratelog)
@@ -570,6 +613,19 @@ class _Acceptor:
                 if exc.errno in _CONNECTION_ERRNOS:
                     continue
                 self._pause(exc)
+                return
+            self.on_connection(connection, address)
+
+    def accept_queued(self) -> None:
+        """Accept every connection waiting in the socket's queue now (before it closes)."""
+        while True:
+            try:
+                connection, address = self.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _CONNECTION_ERRNOS:
+                    continue
                 return
             self.on_connection(connection, address)
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -110,6 +111,13 @@ class JsonHandler(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        if self.gateway.draining and not self._headers_written:
+            # This process is going away (even if it was not when the request came): the client's next
+            # request opens a connection, which reaches another process.
+            self.set_header("Connection", "close")
+        return super().finish(chunk)
 
     def compute_etag(self) -> str | None:
         # Answers are no-store and never revalidated: hashing every body for an ETag is wasted work
@@ -509,7 +517,12 @@ class ChecksHandler(JsonHandler):
 
 class HealthHandler(JsonHandler):
     """GET /health: broker and backend reachable, workers (consumers) and depth per queue, and per
-    location whether any consumer is live there (a dark location makes the status `degraded`)."""
+    location whether any consumer is live there (a dark location makes the status `degraded`).
+
+    `broker` and `backend` are the answering process's own connections; `inflight`, `waiting_results`
+    and `processes` are the whole gateway's (every process's gauges, at most a second old:
+    `GatewayMetrics.gateway_wide`); `process` says which process answered (`num`: its process number,
+    "" when alone; `pid`)."""
 
     async def get(self) -> None:
         client = self.gateway.client
@@ -523,6 +536,7 @@ class HealthHandler(JsonHandler):
                 log.warning("%s", exc)
                 broker_ok = False
         locations = self.gateway.locations.health(queues)
+        self.gateway.sample_metrics()
         # A location serves the types its workers were given; it is degraded only when none is live there.
         plain = (q for name, q in queues.items() if location_of(name) is None)
         if not (broker_ok and backend_ok):
@@ -537,7 +551,8 @@ class HealthHandler(JsonHandler):
             "backend": {"ok": backend_ok},
             "queues": queues,
             "locations": locations,
-            "inflight": self.gateway.inflight,
+            **self.gateway.metrics.gateway_wide(),
+            "process": {"num": self.gateway.settings.process_num, "pid": os.getpid()},
         }
         self.send(200 if status != "down" else 503, body)
 
