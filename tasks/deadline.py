@@ -77,6 +77,8 @@ from typing import TYPE_CHECKING, Any
 
 from celery.worker.request import Request
 
+from tasks.results import DEFAULT_MAX_RESULT_BYTES, bounded_result
+
 if TYPE_CHECKING:
     from tasks.registry import CheckType
 
@@ -311,7 +313,9 @@ def task_deadline(expires: str | datetime | None, max_timeout: float) -> float:
 
 
 def task_body(check: CheckType) -> Callable[..., Any]:
-    """The function Celery runs for `check` (a bound task): the check under its request's deadline."""
+    """The function Celery runs for `check` (a bound task): the check under its request's deadline, its
+    result held to what can be stored (`tasks.results.bounded_result`: encodable by the app's
+    ``result_serializer``, at most ``checkgate_max_result_bytes`` encoded)."""
     fn, max_timeout, wants_deadline = check.fn, check.max_timeout, check.wants_deadline
 
     @functools.wraps(fn)
@@ -319,7 +323,11 @@ def task_body(check: CheckType) -> Callable[..., Any]:
         deadline = task_deadline(self.request.expires, max_timeout)
         if wants_deadline:
             kwargs["deadline"] = deadline
-        return call_within(deadline, fn, kwargs)
+        result = call_within(deadline, fn, kwargs)
+        conf = self.app.conf
+        return bounded_result(
+            result, conf.result_serializer, conf.get("checkgate_max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
+        )
 
     return run
 
