@@ -9,7 +9,7 @@ parameter receives it (epoch seconds), and any code of the check may ask `remain
 read it through ``_common.Probe``.
 
 **Stopping by itself** (cooperative). Built-in checks bound each blocking call by the time left (socket
-timeouts, a resolver future) and answer ``ok: false, reason: timeout`` a little *before* the deadline, so
+timeouts, a c-ares lookup) and answer ``ok: false, reason: timeout`` a little *before* the deadline, so
 the caller gets that answer rather than a 504. `sleep` (here, used by the ``sleep`` check) waits at most
 until the deadline and then raises `DeadlineExceeded`.
 
