@@ -193,9 +193,12 @@ def affordable(probe: Probe, compiled: Any, length: int, what: str) -> None:
         raise ProbeFailure("timeout", detail)
 
 
-def search(probe: Probe, pattern: str, text: str, what: str) -> bool:
+def search(probe: Probe, pattern: str, text: str | bytes | bytearray, what: str) -> bool:
     """Whether the caller's `pattern` (RE2) matches anywhere in `text`, given the time the probe has left
-    (raises `ProbeFailure("timeout")` when the search might outlast it; `what` names the parameter)."""
+    (raises `ProbeFailure("timeout")` when the search might outlast it; `what` names the parameter).
+
+    `text` is a str, or the UTF-8 bytes of one: RE2 searches those bytes either way, so the answer is the
+    same, and bytes spare the str and RE2's UTF-8 copy of it (the http check's bodies)."""
     compiled = compile_pattern(pattern)
     affordable(probe, compiled, len(text), what)
     return compiled.search(text) is not None
