@@ -69,6 +69,8 @@ import psutil
 from kombu import Connection
 from kombu.utils.url import url_to_parts
 
+import tasks.checks._resolver as _resolver
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -771,6 +773,8 @@ def _opened(host: str, ips: Iterable[IPAddress], open_hosts: Sequence[IPNetwork 
     return bool(ips) and all(any(ip in network for network in networks) for ip in ips)
 
 
+# Seconds a protected endpoint's name may take to resolve before its last addresses are used instead.
+PROTECTED_LOOKUP_TIMEOUT = 2.0
 # Last addresses each protected name resolved to: a failed lookup keeps them rather than forget the endpoint.
 _LAST_KNOWN: dict[str, frozenset[IPAddress]] = {}
 
@@ -778,11 +782,13 @@ _LAST_KNOWN: dict[str, frozenset[IPAddress]] = {}
 def lookup_protected_name(name: str) -> frozenset[IPAddress]:
     """Every address of a protected endpoint's name (all of them, not only the first a check would use).
 
-    A plain getaddrinfo: the names are the operator's, looked up once per `ENDPOINTS_TTL` per worker process.
+    The names are the operator's, looked up once per `ENDPOINTS_TTL` per worker process, but by the check
+    that happens to need the table then: the lookup is bounded (`_resolver`, `PROTECTED_LOOKUP_TIMEOUT`
+    seconds), so a DNS server that stops answering costs that check seconds, not the resolver's minutes.
     """
     try:
-        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-    except OSError as exc:
+        infos = _resolver.getaddrinfo(name, None, socket.AF_UNSPEC, PROTECTED_LOOKUP_TIMEOUT)
+    except OSError as exc:  # TimeoutError and socket.gaierror alike
         log.warning("target policy: cannot resolve protected endpoint %s (%s); using its last addresses", name, exc)
         return _LAST_KNOWN.get(name, frozenset())
     addresses = frozenset(_ip(info[4][0]) for info in infos)

@@ -772,7 +772,7 @@ def test_a_failed_lookup_keeps_the_last_addresses(monkeypatch: pytest.MonkeyPatc
             raise answer
         return answer
 
-    monkeypatch.setattr(_guard.socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(_guard._resolver, "getaddrinfo", getaddrinfo)
     first = _guard.lookup_protected_name("flaky.internal")
     assert _guard.lookup_protected_name("flaky.internal") == first == {ipaddress.ip_address("10.99.0.1")}
 
