@@ -36,6 +36,7 @@ import fnmatch
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,13 +78,15 @@ class TaskApiSettings:
     max_timeout: float = DEFAULT_MAX_TIMEOUT
 
     @classmethod
-    def from_env(cls) -> TaskApiSettings | None:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskApiSettings | None:
         """From `CHECKGATE_TASK_API` (comma-separated patterns; unset or empty: the API is off) and
-        `CHECKGATE_TASK_API_MAX_TIMEOUT` (seconds). Raises ValueError naming a bad value."""
-        patterns = tuple(p.strip() for p in os.environ.get("CHECKGATE_TASK_API", "").split(",") if p.strip())
+        `CHECKGATE_TASK_API_MAX_TIMEOUT` (seconds) in `environ` (default: os.environ). Raises ValueError
+        naming a bad value."""
+        environ = os.environ if environ is None else environ
+        patterns = tuple(p.strip() for p in environ.get("CHECKGATE_TASK_API", "").split(",") if p.strip())
         if not patterns:
             return None
-        raw = os.environ.get("CHECKGATE_TASK_API_MAX_TIMEOUT", "")
+        raw = environ.get("CHECKGATE_TASK_API_MAX_TIMEOUT", "")
         try:
             max_timeout = float(raw) if raw else DEFAULT_MAX_TIMEOUT
         except ValueError:

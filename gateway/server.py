@@ -11,7 +11,7 @@ from celery import Celery
 
 from gateway.aiocelery import CeleryClient
 from gateway.auth import KEYS_FILE_FORM, KeyRing
-from gateway.config import ConfigError, Settings
+from gateway.config import ConfigError, Settings, check_read_later
 from gateway.console import Console, console_routes, start_console
 from gateway.edge import EdgeLimits, EdgeServer
 from gateway.flower_api import MAX_BODY_BYTES as FLOWER_MAX_BODY_BYTES
@@ -103,6 +103,7 @@ async def serve(settings: Settings, stop: asyncio.Event, keys: KeyRing | None = 
 def configured() -> tuple[Settings, KeyRing | None]:
     """The settings and API keys from the environment; `ConfigError` naming the variable at fault."""
     settings = Settings.from_env()
+    check_read_later()  # the settings read at first use, so that a bad one stops the start too
     if not settings.api_keys_file:
         return settings, None
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Settings, env_number, variable
+from gateway.config import ConfigError, Settings, check_read_later, env_number, variable
 from tests.support.stack import ROOT
 
 VARIABLES = {variable(spec): spec for spec in dataclasses.fields(Settings)}
@@ -129,6 +129,15 @@ def start_gateway(tmp_path: Path, **environ: str) -> subprocess.CompletedProcess
     [
         ({"CHECKGATE_PORT": "abc"}, "CHECKGATE_PORT='abc': expected an integer from 1 to 65535"),
         ({"CHECKGATE_API_KEYS_FILE": "/nonexistent/keys.toml"}, "CHECKGATE_API_KEYS_FILE='/nonexistent/keys.toml'"),
+        # Read at first use (the target policy at each request's validation, celeryconfig when the client
+        # starts, …): checked at start all the same (the rest of them in-process, below).
+        ({"CHECKGATE_ALLOW_NETWORKS": "garbage"}, "CHECKGATE_ALLOW_NETWORKS: 'garbage' does not appear"),
+        ({"CHECKGATE_CA_DIRS": "certs"}, "CHECKGATE_CA_DIRS='certs': entry 1 ('certs') is not an absolute"),
+        ({"CHECKGATE_QUEUE_TYPE": "x"}, "CHECKGATE_QUEUE_TYPE must be classic or quorum"),
+        ({"CHECKGATE_DELIVERY_LIMIT": "x"}, "CHECKGATE_DELIVERY_LIMIT='x': expected an integer >= 1"),
+        ({"CHECKGATE_LOCATIONS": "a b"}, "CHECKGATE_LOCATIONS: location 'a b' must be"),
+        ({"CHECKGATE_CHECK_MODULES": "nope.mod"}, "CHECKGATE_CHECK_MODULES='nope.mod': No module named 'nope'"),
+        ({"CHECKGATE_CONSOLE_CONFIG": "/nonexistent.toml"}, "CHECKGATE_CONSOLE_CONFIG: cannot read"),
     ],
 )
 def test_the_gateway_stops_at_start_with_one_line_and_status_2(
@@ -139,6 +148,26 @@ def test_the_gateway_stops_at_start_with_one_line_and_status_2(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("checkgate gateway: "), done.stderr
     assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CHECKGATE_ALLOW_NETWORKS": "garbage"}, "CHECKGATE_ALLOW_NETWORKS: 'garbage' does not appear"),
+        ({"CHECKGATE_DENY_NETWORKS": "10.0.0.0/33"}, "CHECKGATE_DENY_NETWORKS: "),
+        ({"CHECKGATE_PROTECTED_ENDPOINTS": "garbage"}, "CHECKGATE_PROTECTED_ENDPOINTS: item 1 is not host:port"),
+        ({"CHECKGATE_OPEN_DEPLOYMENT_HOSTS": "a b"}, "CHECKGATE_OPEN_DEPLOYMENT_HOSTS: item 1 is not a network"),
+        ({"CHECKGATE_FLOWER_PORT": "x"}, "CHECKGATE_FLOWER_PORT: not a port"),
+        ({"CHECKGATE_SUPERVISOR_PORT": "0"}, "CHECKGATE_SUPERVISOR_PORT: not a port"),
+        ({"CHECKGATE_CA_DIRS": "/etc/ssl,/proc/self"}, "CHECKGATE_CA_DIRS='/etc/ssl,/proc/self': entry 2"),
+        ({"CHECKGATE_TASK_API": "x.*", "CHECKGATE_TASK_API_MAX_TIMEOUT": "x"}, "CHECKGATE_TASK_API_MAX_TIMEOUT: "),
+    ],
+)
+def test_settings_read_at_first_use_are_checked_at_start(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_read_later(environ)
+    assert info.value.variable in environ and message in str(info.value)
+    check_read_later({})  # the defaults pass
 
 
 def test_a_bad_keys_file_is_named_with_its_entry(tmp_path: Path) -> None:

@@ -590,6 +590,18 @@ class TestTaskOutcomes(ContractTest):
         # One text for every refusal, whatever the worker (a plugin, an older version) said: no map of the stack.
         assert body["error"] == TARGET_REFUSED
 
+    def test_a_setting_that_fails_at_a_request_is_a_503_naming_it_not_a_bare_500(self) -> None:
+        # Checked at start (tests/test_config.py); this is the defence when one fails at a request all the same.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CHECKGATE_ALLOW_NETWORKS", "garbage")
+            for path in ("/check/http?url=http://example.com/", "/check/tcp?host=example.com&port=80"):
+                status, body, response = self.json(path)
+                assert status == 503, body
+                assert body["setting"] == "CHECKGATE_ALLOW_NETWORKS"
+                assert "CHECKGATE_ALLOW_NETWORKS" in body["error"] and "garbage" not in body["error"]
+                assert response.headers["Retry-After"]
+        assert self.json("/check/http?url=http://example.com/")[0] == 200
+
     def test_a_task_that_raised_is_502_with_its_type_and_message_and_no_traceback(self) -> None:
         self.client.answer = lambda check, kwargs, timeout: failed(check, FAILURE, "Traceback (most recent…")
         for path in ("/check/boom?code=7", "/add?x=1&y=2"):
