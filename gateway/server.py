@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import sys
 
 from celery import Celery
@@ -78,7 +80,12 @@ async def serve(settings: Settings, stop: asyncio.Event, keys: KeyRing | None = 
     if task_api is not None:
         body_paths[FLOWER_PATH_PREFIX] = FLOWER_MAX_BODY_BYTES
     server = EdgeServer(web_app, limits=limits, body_paths=body_paths, on_refusal=gateway.count_refusal)
-    server.listen(settings.port, settings.bind, backlog=4096)
+    try:
+        server.listen(settings.port, settings.bind, backlog=4096)
+    except OSError as exc:  # in use, not an address of this host, a privileged port: the operator's to fix
+        watcher.cancel()
+        await client.close()
+        raise listen_error(settings, exc) from None
     log.info(
         "checkgate gateway on http://%s:%d (broker %s, backend %s, id prefix %s)",
         settings.bind,
@@ -98,6 +105,15 @@ async def serve(settings: Settings, stop: asyncio.Event, keys: KeyRing | None = 
     await server.close_all_connections()
     watcher.cancel()
     await client.close()
+
+
+def listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    """The one line for a socket the gateway cannot listen on, naming CHECKGATE_BIND when the address is at
+    fault (not one of this host's, unresolvable) and CHECKGATE_PORT otherwise (in use, privileged)."""
+    at_bind = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
+    name, value = ("CHECKGATE_BIND", settings.bind) if at_bind else ("CHECKGATE_PORT", settings.port)
+    reason = exc.strerror or str(exc)
+    return ConfigError.stated(name, f"{name}={value}: cannot listen on {settings.bind}:{settings.port}: {reason}")
 
 
 def configured() -> tuple[Settings, KeyRing | None]:
@@ -133,9 +149,13 @@ def main() -> None:
         await serve(settings, stop, keys)
 
     try:
-        import uvloop  # libuv's loop: cheaper syscalls and scheduling than asyncio's default
-    except ImportError:
-        asyncio.run(run())
-    else:
-        log.info("event loop: uvloop %s", uvloop.__version__)
-        uvloop.run(run())
+        try:
+            import uvloop  # libuv's loop: cheaper syscalls and scheduling than asyncio's default
+        except ImportError:
+            asyncio.run(run())
+        else:
+            log.info("event loop: uvloop %s", uvloop.__version__)
+            uvloop.run(run())
+    except ConfigError as exc:  # found once running: the address to listen on
+        print(f"checkgate gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,33 @@ def test_a_bad_keys_file_is_named_with_its_entry(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "CHECKGATE_API_KEYS_FILE=" in done.stderr
     assert "billing: checks must be a list of check type names" in done.stderr
+
+
+def test_a_port_in_use_stops_the_start_with_one_line_naming_checkgate_port(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CHECKGATE_PORT": str(port),
+        # Nothing listens there: the start does not wait for them (STARTUP_WAIT 0) and connects to nothing.
+        "CHECKGATE_BROKER_URL": "amqp://u:p@127.0.0.1:1//",
+        "CHECKGATE_RESULT_BACKEND": "redis://127.0.0.1:1/0",
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import gateway.server as s; s.STARTUP_WAIT = 0; s.main()"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        taken.close()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    expected = f"CHECKGATE_PORT={port}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert last == f"checkgate gateway: {expected}"
