@@ -220,12 +220,13 @@ class CheckHandler(JsonHandler):
         return getattr(self, "check_name", "unknown")
 
     async def get(self, type_name: str) -> None:
-        self.authorize(type_name)
         check = self.gateway.checks.get(type_name)
+        if check is not None:  # counted under its type from here on, a key's refusal (401/403/429) included
+            self.check_name = check.name
+        self.authorize(type_name)
         if check is None:
             allowed = sorted(self.gateway.checks)
             raise ApiError(404, {"error": f"unknown check type {type_name!r}", "field": "type", "allowed": allowed})
-        self.check_name = check.name
         given = self.query_values()
         gateway = self.gateway
         try:
