@@ -208,3 +208,20 @@ def test_a_port_in_use_stops_the_start_with_one_line_naming_checkgate_port(tmp_p
     last = done.stderr.strip().splitlines()[-1]
     expected = f"CHECKGATE_PORT={port}: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert last == f"checkgate gateway: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CHECKGATE_ALLOW_NETWORKS", "garbage"), ("CHECKGATE_PROTECTED_ENDPOINTS", "x"), ("CHECKGATE_CA_DIRS", "certs")],
+)
+def test_a_worker_stops_before_consuming_on_a_setting_its_checks_cannot_use(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, name: str, value: str
+) -> None:
+    from tasks.celery import check_settings
+
+    check_settings()  # the test deployment's own settings pass
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        check_settings()
+    assert stopped.value.code == 78  # EX_CONFIG, as a worker left without a queue to consume
+    assert [r.levelname for r in caplog.records] == ["CRITICAL"] and name in caplog.records[0].getMessage()
