@@ -6,6 +6,7 @@ checkgate status                    every process of every node, like supervisor
 checkgate restart-gateway           restart the gateway processes one at a time, serving throughout
 checkgate check add x=1 y=2         run one check through a running gateway, print the JSON
 checkgate new-key billing           an API key and its entry for CHECKGATE_API_KEYS_FILE
+checkgate urls [--export]           the broker and Redis URLs of the node, to join it with more code
 
 `run` and `status` work on the node's home (`CHECKGATE_HOME`, else the checkout, else the current
 directory: gateway/home.py).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import urllib.error
@@ -26,7 +28,15 @@ from pathlib import Path
 from gateway import restart
 from gateway import status as node_status  # aliased: cmd_check has a local named `status`
 from gateway.config import Settings
-from gateway.credentials import SetupError, console_env, ensure_credentials, flower_env, rabbitmq_env, redis_env
+from gateway.credentials import (
+    SetupError,
+    console_env,
+    ensure_credentials,
+    flower_env,
+    rabbitmq_env,
+    redis_env,
+    stack_urls,
+)
 from gateway.home import BIN_ENV, HOME_ENV, bin_dir, node_home, supervisord_conf
 
 
@@ -149,6 +159,19 @@ def cmd_new_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_urls(args: argparse.Namespace) -> int:
+    """Print CHECKGATE_BROKER_URL and CHECKGATE_RESULT_BACKEND of the node (passwords included: the files
+    they come from are the caller's to read); exit 2 when the node never started here."""
+    try:
+        urls = stack_urls(node_home(), os.environ)
+    except SetupError as exc:
+        print(f"checkgate urls: {exc}", file=sys.stderr)
+        return 2
+    for name, url in urls.items():
+        print(f"export {name}={shlex.quote(url)}" if args.export else f"{name}={url}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the sub-command."""
     parser = argparse.ArgumentParser(prog="checkgate", description=__doc__.splitlines()[0])
@@ -180,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     key = sub.add_parser("new-key", help="make an API key and its entry for CHECKGATE_API_KEYS_FILE")
     key.add_argument("name", help="who the key is for (shown in the keys file)")
     key.set_defaults(func=cmd_new_key)
+    urls = sub.add_parser("urls", help="the node's broker and Redis URLs (for programs and extra workers)")
+    urls.add_argument("--export", action="store_true", help="as shell export lines, for eval")
+    urls.set_defaults(func=cmd_urls)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -48,6 +48,14 @@ class ConfigError(ValueError):
         self.variable = variable
         self.expected = expected
 
+    @classmethod
+    def stated(cls, variable: str, message: str) -> ConfigError:
+        """A `ConfigError` whose whole message is `message` (another module's, which names `variable`)."""
+        error = cls.__new__(cls)
+        ValueError.__init__(error, message)
+        error.variable, error.expected = variable, ""
+        return error
+
 
 @dataclass(frozen=True)
 class Bounds:
@@ -284,3 +292,57 @@ def _check(name: str, value: Any, default: Any, bounds: Bounds) -> None:
         or (bounds.maximum is not None and value > bounds.maximum)
     ):
         raise ConfigError(name, value, expected(default, bounds))
+
+
+_VARIABLE_RE = re.compile(r"CHECKGATE_[A-Z0-9_]+")
+
+
+def check_read_later(environ: Mapping[str, str] | None = None) -> None:
+    """Read now every setting the gateway process would otherwise read later — celeryconfig's (imported when
+    the Celery client starts), the checks of ``CHECKGATE_CHECK_MODULES``, the target policy's and
+    ``CHECKGATE_CA_DIRS`` (read at each request's validation), the task API's and the console's — so that
+    a value it cannot use stops the start (`gateway.server.main`: one line, exit status 2) instead of
+    failing requests later. Imports celeryconfig; resolves no name and connects to nothing.
+
+    Raises `ConfigError` naming the variable at fault. celeryconfig reads the process's own environment,
+    so `environ` (default: os.environ) must be it for those.
+    """
+    import importlib
+
+    from gateway.flower_api import TaskApiSettings
+    from gateway.nodes import ConfigError as FileConfigError
+    from tasks.checks._guard import PolicyConfigError, celery_urls, check_environment
+    from tasks.checks._trust import CA_DIRS_ENV, check_ca_dirs
+
+    environ = os.environ if environ is None else environ
+    try:
+        importlib.import_module("celeryconfig")
+    except ConfigError:
+        raise
+    except ImportError as exc:  # a module of CHECKGATE_CHECK_MODULES (or a plugin's entry point)
+        raise ConfigError(
+            "CHECKGATE_CHECK_MODULES", environ.get("CHECKGATE_CHECK_MODULES", ""), "importable modules", str(exc)
+        ) from None
+    except ValueError as exc:  # celeryconfig's and tasks.locations' messages start with the variable
+        found = _VARIABLE_RE.search(str(exc))
+        raise ConfigError.stated(found.group() if found else "CHECKGATE_*", str(exc)) from None
+    if environ.get("CHECKGATE_CONSOLE_CONFIG"):
+        from gateway.console.config import settings_from_env
+
+        try:
+            settings_from_env(environ)
+        except FileConfigError as exc:
+            raise ConfigError.stated("CHECKGATE_CONSOLE_CONFIG", f"CHECKGATE_CONSOLE_CONFIG: {exc}") from None
+    try:
+        check_environment(celery_urls(), environ)
+    except PolicyConfigError as exc:
+        raise ConfigError.stated(exc.variable, str(exc)) from None
+    try:
+        check_ca_dirs(environ.get(CA_DIRS_ENV, ""))
+    except ValueError as exc:
+        raw = environ.get(CA_DIRS_ENV, "")
+        raise ConfigError(CA_DIRS_ENV, raw, "comma-separated absolute directories", str(exc)) from None
+    try:
+        TaskApiSettings.from_env(environ)
+    except ValueError as exc:
+        raise ConfigError.stated("CHECKGATE_TASK_API_MAX_TIMEOUT", str(exc)) from None

@@ -49,13 +49,17 @@ from gateway.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from gateway.metrics import ScheduledRun
 from gateway.openapi import openapi_document
 from gateway.prometheus import render_check, render_locations
+from gateway.ratelog import RateLimitedLog
 from gateway.sharing import cache_key
 from gateway.state import Gateway
 from tasks.checks._guard import REFUSED as TARGET_REFUSED
+from tasks.checks._guard import PolicyConfigError
 from tasks.locations import location_of
 from tasks.registry import CheckType, ParamError
 
 log = logging.getLogger("checkgate.gateway")
+# A setting that fails at each request would otherwise log a traceback per request.
+SETTINGS_LOG = RateLimitedLog(log)
 
 MODES = ("sync", "async", "fire")
 # The result reason of a check whose target the SSRF guard refused (tasks/checks/_guard.py).
@@ -185,12 +189,27 @@ class JsonHandler(tornado.web.RequestHandler):
         """The label this request is counted under in /metrics."""
         return type(self).__name__.removesuffix("Handler").lower()
 
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        if isinstance(value, PolicyConfigError):  # the operator's setting, not a bug: one line, no traceback
+            SETTINGS_LOG.log(logging.ERROR, "setting", "a setting cannot be used: %s", value)
+            return
+        super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         body: dict[str, Any] = {"error": self._reason}
         if status_code == 405:
             self.set_header("Allow", "GET, HEAD")
         exc_info = kwargs.get("exc_info")
-        if exc_info and isinstance(exc_info[1], ApiError):
+        if exc_info and isinstance(exc_info[1], PolicyConfigError):
+            # Checked at start (gateway.config.check_read_later); changed under a running process only by
+            # code. The caller learns which setting, not its value; the log has the whole message.
+            variable = exc_info[1].variable
+            error = self.unavailable(f"the gateway's setting {variable} cannot be used (see its log)", setting=variable)
+            self.set_status(error.status_code)
+            body = error.body
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+        elif exc_info and isinstance(exc_info[1], ApiError):
             body = exc_info[1].body
             for name, value in exc_info[1].headers.items():
                 self.set_header(name, value)
@@ -209,12 +228,13 @@ class CheckHandler(JsonHandler):
         return getattr(self, "check_name", "unknown")
 
     async def get(self, type_name: str) -> None:
-        self.authorize(type_name)
         check = self.gateway.checks.get(type_name)
+        if check is not None:  # counted under its type from here on, a key's refusal (401/403/429) included
+            self.check_name = check.name
+        self.authorize(type_name)
         if check is None:
             allowed = sorted(self.gateway.checks)
             raise ApiError(404, {"error": f"unknown check type {type_name!r}", "field": "type", "allowed": allowed})
-        self.check_name = check.name
         given = self.query_values()
         gateway = self.gateway
         try:

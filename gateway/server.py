@@ -14,9 +14,11 @@ Metrics: gateway/metrics.py (multiprocess mode). A rolling restart: `checkgate r
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from celery import Celery
 
 from gateway.aiocelery import CeleryClient
 from gateway.auth import KEYS_FILE_FORM, KeyRing
-from gateway.config import ConfigError, Settings
+from gateway.config import ConfigError, Settings, check_read_later
 from gateway.console import Console, console_routes, start_console
 from gateway.edge import EdgeLimits, EdgeServer
 from gateway.flower_api import MAX_BODY_BYTES as FLOWER_MAX_BODY_BYTES
@@ -119,7 +121,12 @@ async def serve(
     if task_api is not None:
         body_paths[FLOWER_PATH_PREFIX] = FLOWER_MAX_BODY_BYTES
     server = EdgeServer(web_app, limits=limits, body_paths=body_paths, on_refusal=gateway.count_refusal)
-    server.listen(settings.port, settings.bind, backlog=4096, reuse_port=settings.processes > 1)
+    try:
+        server.listen(settings.port, settings.bind, backlog=4096, reuse_port=settings.processes > 1)
+    except OSError as exc:  # in use, not an address of this host, a privileged port: the operator's to fix
+        watcher.cancel()
+        await client.close()
+        raise listen_error(settings, exc) from None
     log.info(
         "checkgate gateway on http://%s:%d (process %s of %d, broker %s, backend %s, id prefix %s)",
         settings.bind,
@@ -152,9 +159,19 @@ async def serve(
     await client.close()
 
 
+def listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    """The one line for a socket the gateway cannot listen on, naming CHECKGATE_BIND when the address is at
+    fault (not one of this host's, unresolvable) and CHECKGATE_PORT otherwise (in use, privileged)."""
+    at_bind = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
+    name, value = ("CHECKGATE_BIND", settings.bind) if at_bind else ("CHECKGATE_PORT", settings.port)
+    reason = exc.strerror or str(exc)
+    return ConfigError.stated(name, f"{name}={value}: cannot listen on {settings.bind}:{settings.port}: {reason}")
+
+
 def configured() -> tuple[Settings, KeyRing | None]:
     """The settings and API keys from the environment; `ConfigError` naming the variable at fault."""
     settings = Settings.from_env()
+    check_read_later()  # the settings read at first use, so that a bad one stops the start too
     if not settings.api_keys_file:
         return settings, None
     try:
@@ -195,9 +212,13 @@ def main() -> None:
             mark_dead(identity)  # the gateway's live gauges no longer count this process
 
     try:
-        import uvloop  # libuv's loop: cheaper syscalls and scheduling than asyncio's default
-    except ImportError:
-        asyncio.run(run())
-    else:
-        log.info("event loop: uvloop %s", uvloop.__version__)
-        uvloop.run(run())
+        try:
+            import uvloop  # libuv's loop: cheaper syscalls and scheduling than asyncio's default
+        except ImportError:
+            asyncio.run(run())
+        else:
+            log.info("event loop: uvloop %s", uvloop.__version__)
+            uvloop.run(run())
+    except ConfigError as exc:  # found once running: the address to listen on
+        print(f"checkgate gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

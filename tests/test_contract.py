@@ -230,14 +230,41 @@ class TestResultStates(ContractTest):
 
 OPS_KEY = "ops-key"
 ANY_KEY = "any-key"
+SLOW_KEY = "slow-key"
 
 
 class TestResultAuthorization(ContractTest):
     keys = None
 
     def get_app(self) -> tornado.web.Application:
-        self.keys = KeyRing([ApiKey("ops", digest(OPS_KEY), checks=frozenset({"add"})), ApiKey("all", digest(ANY_KEY))])
+        self.keys = KeyRing(
+            [
+                ApiKey("ops", digest(OPS_KEY), checks=frozenset({"add"})),
+                ApiKey("all", digest(ANY_KEY)),
+                ApiKey("slow", digest(SLOW_KEY), rate=0.001, burst=1),
+            ]
+        )
         return super().get_app()
+
+    def test_key_refusals_are_counted_under_the_check_type_the_path_names(self) -> None:
+        assert self.json("/check/sleep?ms=1")[0] == 401
+        assert self.get_as("/check/sleep?ms=1", OPS_KEY)[0] == 403
+        assert self.get_as("/add?x=1&y=2", SLOW_KEY)[0] == 200
+        assert self.get_as("/add?x=1&y=2", SLOW_KEY)[0] == 429
+        assert self.json("/check/nosuch")[0] == 401  # no such type: not a label of its own
+        (family,) = (
+            f
+            for f in text_string_to_metric_families(self.fetch("/metrics").body.decode())
+            if f.name == "checkgate_http_responses"
+        )
+        counted = {(s.labels["handler"], s.labels["code"]): s.value for s in family.samples}
+        assert counted == {
+            ("sleep", "401"): 1,
+            ("sleep", "403"): 1,
+            ("add", "200"): 1,
+            ("add", "429"): 1,
+            ("unknown", "401"): 1,
+        }
 
     def get_as(self, path: str, key: str) -> tuple[int, Any]:
         status, body, _ = self.json(path, headers={"Authorization": f"Bearer {key}"})
@@ -589,6 +616,18 @@ class TestTaskOutcomes(ContractTest):
         assert (status, body["state"], body["result"]) == (403, "SUCCESS", {**refused, "detail": TARGET_REFUSED})
         # One text for every refusal, whatever the worker (a plugin, an older version) said: no map of the stack.
         assert body["error"] == TARGET_REFUSED
+
+    def test_a_setting_that_fails_at_a_request_is_a_503_naming_it_not_a_bare_500(self) -> None:
+        # Checked at start (tests/test_config.py); this is the defence when one fails at a request all the same.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CHECKGATE_ALLOW_NETWORKS", "garbage")
+            for path in ("/check/http?url=http://example.com/", "/check/tcp?host=example.com&port=80"):
+                status, body, response = self.json(path)
+                assert status == 503, body
+                assert body["setting"] == "CHECKGATE_ALLOW_NETWORKS"
+                assert "CHECKGATE_ALLOW_NETWORKS" in body["error"] and "garbage" not in body["error"]
+                assert response.headers["Retry-After"]
+        assert self.json("/check/http?url=http://example.com/")[0] == 200
 
     def test_a_task_that_raised_is_502_with_its_type_and_message_and_no_traceback(self) -> None:
         self.client.answer = lambda check, kwargs, timeout: failed(check, FAILURE, "Traceback (most recent…")

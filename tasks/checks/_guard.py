@@ -84,7 +84,13 @@ _PATH_SAFE = "/?#[]@!$&'()*+,;=-._~%:"
 
 
 class PolicyConfigError(RuntimeError):
-    """The operator's policy environment is malformed; deliberately not a ValueError (not the caller's fault)."""
+    """The operator's policy environment is malformed; deliberately not a ValueError (not the caller's fault).
+
+    `variable` names the environment variable at fault; the message starts with it."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
 
 
 def _ip(address: str | IPAddress) -> IPAddress:
@@ -406,7 +412,7 @@ def _networks(raw: str, variable: str) -> tuple[IPNetwork, ...]:
     try:
         return tuple(_as_ipv4(ipaddress.ip_network(item, strict=False)) for item in _items(raw))
     except ValueError as exc:
-        raise PolicyConfigError(f"{variable}: {exc}") from None
+        raise PolicyConfigError(variable, str(exc)) from None
 
 
 def _as_ipv4(network: IPNetwork) -> IPNetwork:
@@ -599,7 +605,7 @@ def with_companions(endpoints: Iterable[ProtectedEndpoint]) -> list[ProtectedEnd
 def _port(env: Mapping[str, str], variable: str, default: int) -> int:
     raw = env.get(variable) or str(default)
     if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise PolicyConfigError(f"{variable} is not a port (1..65535)")
+        raise PolicyConfigError(variable, "not a port (1..65535)")
     return int(raw)
 
 
@@ -618,7 +624,9 @@ def parse_protected_endpoints(raw: str) -> list[ProtectedEndpoint]:
             found.append(ProtectedEndpoint(normalize_host(parts.hostname), parts.port))
         except ValueError:
             # The value stays out of the message: a task that fails on it answers the caller with it.
-            raise PolicyConfigError(f"CHECKGATE_PROTECTED_ENDPOINTS: item {number} is not host:port or a URL") from None
+            raise PolicyConfigError(
+                "CHECKGATE_PROTECTED_ENDPOINTS", f"item {number} is not host:port or a URL"
+            ) from None
     return found
 
 
@@ -663,7 +671,7 @@ def deployment_endpoints(urls: Iterable[str | Sequence[str]], env: Mapping[str, 
     try:
         bind = normalize_host(env.get("CHECKGATE_BIND") or DEFAULT_GATEWAY_BIND)
     except ValueError:
-        raise PolicyConfigError("CHECKGATE_BIND is not a host name or IP address") from None
+        raise PolicyConfigError("CHECKGATE_BIND", "not a host name or IP address") from None
     found.append(ProtectedEndpoint(bind, _port(env, "CHECKGATE_PORT", DEFAULT_GATEWAY_PORT)))
     if env.get("CHECKGATE_CONSOLE_CONFIG"):
         found.extend(console_endpoints(env["CHECKGATE_CONSOLE_CONFIG"]))
@@ -685,7 +693,7 @@ def parse_open_hosts(raw: str) -> tuple[IPNetwork | str, ...]:
             found.append(normalize_host(item))
         except ValueError:
             raise PolicyConfigError(
-                f"CHECKGATE_OPEN_DEPLOYMENT_HOSTS: item {number} is not a network or host"
+                "CHECKGATE_OPEN_DEPLOYMENT_HOSTS", f"item {number} is not a network or host"
             ) from None
     return tuple(found)
 
@@ -826,6 +834,20 @@ def _endpoint_table(
     endpoints = deployment_endpoints(urls, env_map)
     open_hosts = parse_open_hosts(env_map.get("CHECKGATE_OPEN_DEPLOYMENT_HOSTS", ""))
     return EndpointTable.build(endpoints, lookup_protected_name, interfaces, open_hosts)
+
+
+def check_environment(urls: Iterable[str | Sequence[str]], env: Mapping[str, str] | None = None) -> None:
+    """Read every policy variable of `env` (default: os.environ) now, as a process's start-up check, so that
+    a value the policy cannot use stops the process instead of failing each check that needs it later.
+
+    `urls`: the Celery app's (`celery_urls`). Resolves no name (the endpoints' lookups come at first use).
+    Raises `PolicyConfigError` naming the variable at fault.
+    """
+    env = os.environ if env is None else env
+    _networks(env.get("CHECKGATE_ALLOW_NETWORKS", ""), "CHECKGATE_ALLOW_NETWORKS")
+    _networks(env.get("CHECKGATE_DENY_NETWORKS", ""), "CHECKGATE_DENY_NETWORKS")
+    deployment_endpoints(urls, env)
+    parse_open_hosts(env.get("CHECKGATE_OPEN_DEPLOYMENT_HOSTS", ""))
 
 
 def deployment_table() -> EndpointTable:
