@@ -35,11 +35,13 @@ class LoginHandler(ConsoleHandler):
         console = self.console
         name = self.get_body_argument("name", "")[:64]
         password = self.get_body_argument("password", "")[:1024]
-        wait = console.throttle.retry_after(self.client, name)
+        # Reserved before the hash and in the same step as the check (no await between): concurrent
+        # wrong passwords cannot get more checks than the limit while earlier ones are being hashed.
+        wait = console.throttle.reserve(self.client, name)
         if wait:
             self.set_status(429)
             self.set_header("Retry-After", str(wait))
-            error = f"Too many failed logins: try again in {wait} s."
+            error = f"Too many failed logins for this name or address: try again in {wait} s."
             self.render("login.html", error=error, next=self._next(), name=name)
             return
         # scrypt costs ~50 ms of CPU by design: off the loop, in the default executor. hashlib.scrypt and
@@ -49,7 +51,6 @@ class LoginHandler(ConsoleHandler):
             loop = asyncio.get_running_loop()
             user = await loop.run_in_executor(None, check_login, console.settings.users, name, password)
         if user is None:
-            console.throttle.failed(self.client, name)
             console.audit.record(name or "?", "", self.client, "login", "", "failed", "wrong user name or password")
             self.set_status(403)
             self.render("login.html", error="Wrong user name or password.", next=self._next(), name=name)
