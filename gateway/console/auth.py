@@ -9,7 +9,10 @@ slot taken *before* the ~50 ms scrypt hash runs in a thread and in the same sync
 check, so concurrent requests cannot get more checks than that. A lockout would let any stranger keep the
 admin out (behind loopback_only every client is 127.0.0.1); slowing keeps a guesser to the same rate
 while the real password gets in at the next slot. Trade-off: a guesser that fires at every slot competes
-with the real user for it, so under a sustained attack a login may take a few intervals.
+with the real user for it, so under a sustained attack a login may take a few intervals. A browser that
+has logged in as a name before is spared that (OWASP's "device cookies"): it holds a signed device
+cookie for the name, and its attempts at that name spend a bucket of their own (same limits), not the
+name's or the address's, so a stranger's guesses do not slow a returning user at all.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 PBKDF2_ITERATIONS = 600_000
 SESSION_COOKIE = "checkgate_console"
+# A browser that logged in as a user: its own login throttle for that name (see LoginThrottle).
+DEVICE_COOKIE = "checkgate_console_device"
+DEVICE_DAYS = 90
 
 
 def _b64(raw: bytes) -> str:
@@ -105,6 +111,11 @@ class LoginThrottle:
     stranger can name). The trade-off: while a guesser keeps firing at every slot, the real user
     competes with it for each one (slowed, not locked); the clients are indistinguishable, since the
     console is loopback_only by default and every SSH tunnel is 127.0.0.1.
+
+    Except a browser that has logged in as that name before: the login handler passes the id of its
+    device cookie (`Sessions.device_for`), and its attempts spend a bucket of that device alone (the
+    `per_name` limits), never the name's or the address's, so a guesser cannot slow it; a stolen device
+    cookie gives its thief no access, only the same `per_name` guesses per window.
     """
 
     # Buckets kept at once: bounds the memory an attacker rotating names or addresses can take.
@@ -115,16 +126,6 @@ class LoginThrottle:
         self.window = window
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
-    def _bucket(self, kind: str, value: str) -> TokenBucket:
-        key = (kind, value)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self.MAX_KEYS:
-                self._prune()
-            limit = self.limits[kind]
-            bucket = self._buckets[key] = TokenBucket(rate=limit / self.window, burst=float(limit))
-        return bucket
-
     def _prune(self) -> None:
         # Full buckets are the same as none; past that, the oldest go first.
         for key in [k for k, b in self._buckets.items() if b.full]:
@@ -132,11 +133,16 @@ class LoginThrottle:
         while len(self._buckets) >= self.MAX_KEYS:
             del self._buckets[next(iter(self._buckets))]
 
-    def reserve(self, client: str, name: str) -> int:
+    def _keys(self, client: str, name: str, device: str | None) -> tuple[tuple[str, str], ...]:
+        # A trusted device spends only its own bucket: nothing a stranger does can empty it.
+        return (("device", device),) if device else (("name", name), ("client", client))
+
+    def reserve(self, client: str, name: str, device: str | None = None) -> int:
         """Take a password check for `name` from `client`: 0 when taken (call `succeeded` if the password
-        was right), else the whole seconds (>= 1) until one is free, for Retry-After (nothing taken)."""
+        was right), else the whole seconds (>= 1) until one is free, for Retry-After (nothing taken).
+        `device`: the id of a valid device cookie issued to `name` (`Sessions.device_for`), if any."""
         now = time.monotonic()
-        buckets = (self._bucket("name", name), self._bucket("client", client))
+        buckets = [self._bucket(kind, value) for kind, value in self._keys(client, name, device)]
         wait = max(b.wait(now) for b in buckets)
         if wait:
             return math.ceil(wait)
@@ -144,10 +150,23 @@ class LoginThrottle:
             bucket.take(now)
         return 0
 
-    def succeeded(self, client: str, name: str) -> None:
-        """The reserved check was the right password: it does not count, and the name starts afresh (only
-        its owner can do that). The address only gets this check back: one valid account behind a shared
-        address must not reset the limit on guessing other names."""
+    def _bucket(self, kind: str, value: str) -> TokenBucket:
+        key = (kind, value)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.MAX_KEYS:
+                self._prune()
+            limit = self.limits["client" if kind == "client" else "name"]
+            bucket = self._buckets[key] = TokenBucket(rate=limit / self.window, burst=float(limit))
+        return bucket
+
+    def succeeded(self, client: str, name: str, device: str | None = None) -> None:
+        """The reserved check was the right password: it does not count, and the name (or the device)
+        starts afresh (only its owner can do that). The address only gets this check back: one valid
+        account behind a shared address must not reset the limit on guessing other names."""
+        if device:
+            self._buckets.pop(("device", device), None)
+            return
         self._buckets.pop(("name", name), None)
         bucket = self._buckets.get(("client", client))
         if bucket is not None:
@@ -185,3 +204,22 @@ class Sessions:
 
     def logout(self, user: str) -> None:
         self._not_before[user] = time.time()
+
+    def new_device(self, user: str, device: str | None = None) -> bytes:
+        """A device cookie value for `user` (keeping the id `device` when the browser had one)."""
+        payload = json.dumps({"u": user, "d": device or secrets.token_urlsafe(12)})
+        return tornado.web.create_signed_value(self._secret, DEVICE_COOKIE, payload)
+
+    def device_for(self, value: str | None, user: str) -> str | None:
+        """The device id of a valid device cookie issued to `user`, else None (not signed by this
+        console's secret, older than DEVICE_DAYS, or another user's). Survives logout: it grants no
+        access, only its own login throttle."""
+        raw = tornado.web.decode_signed_value(self._secret, DEVICE_COOKIE, value, max_age_days=DEVICE_DAYS)
+        if raw is None:
+            return None
+        try:
+            payload = json.loads(raw)
+            owner, device = str(payload["u"]), str(payload["d"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        return device if owner == user and device else None

@@ -9,7 +9,7 @@ from typing import Any
 import tornado.web
 
 from gateway.console.actions import ACTIONS, DESTRUCTIVE, Busy
-from gateway.console.auth import SESSION_COOKIE, check_login
+from gateway.console.auth import DEVICE_COOKIE, DEVICE_DAYS, SESSION_COOKIE, check_login
 from gateway.console.poller import NodeState
 from gateway.console.service import Console
 from gateway.console.streams import StateStreamHandler, TailStreamHandler
@@ -37,7 +37,8 @@ class LoginHandler(ConsoleHandler):
         password = self.get_body_argument("password", "")[:1024]
         # Reserved before the hash and in the same step as the check (no await between): concurrent
         # wrong passwords cannot get more checks than the limit while earlier ones are being hashed.
-        wait = console.throttle.reserve(self.client, name)
+        device = console.sessions.device_for(self.get_cookie(DEVICE_COOKIE), name)
+        wait = console.throttle.reserve(self.client, name, device)
         if wait:
             self.set_status(429)
             self.set_header("Retry-After", str(wait))
@@ -55,7 +56,16 @@ class LoginHandler(ConsoleHandler):
             self.set_status(403)
             self.render("login.html", error="Wrong user name or password.", next=self._next(), name=name)
             return
-        console.throttle.succeeded(self.client, name)
+        console.throttle.succeeded(self.client, name, device)
+        self.set_cookie(
+            DEVICE_COOKIE,
+            console.sessions.new_device(user.name, device).decode(),
+            path=f"{self.base}/login",
+            httponly=True,
+            secure=console.settings.cookie_secure,
+            samesite="Strict",
+            expires_days=DEVICE_DAYS,
+        )
         console.audit.record(user.name, user.role, self.client, "login", "", "ok")
         self.set_cookie(
             SESSION_COOKIE,

@@ -17,7 +17,7 @@ import tornado.web
 
 from gateway.console import Console, console_routes
 from gateway.console import handlers as console_handlers
-from gateway.console.auth import LoginThrottle, hash_password
+from gateway.console.auth import DEVICE_COOKIE, LoginThrottle, Sessions, hash_password
 from gateway.console.config import UserConfig, parse_settings
 from tests.support.stack import free_port
 
@@ -64,18 +64,26 @@ class Client:
         self.url = f"http://127.0.0.1:{port}/console/login"
         self.http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=200)
         self.xsrf = ""
+        self.cookies: dict[str, str] = {}
 
     async def start(self) -> None:
         page = await self.http.fetch(self.url)
         cookie = next(c for c in page.headers.get_list("Set-Cookie") if c.startswith("_xsrf="))
         self.xsrf = cookie.split(";")[0].partition("=")[2]
+        self.cookies["_xsrf"] = self.xsrf
 
     async def login(self, name: str, password: str) -> tornado.httpclient.HTTPResponse:
         body = urllib.parse.urlencode({"name": name, "password": password, "_xsrf": self.xsrf})
-        headers = {"Cookie": f"_xsrf={self.xsrf}", "Origin": self.url.rsplit("/console", 1)[0]}
-        return await self.http.fetch(
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        headers = {"Cookie": cookie, "Origin": self.url.rsplit("/console", 1)[0]}
+        response = await self.http.fetch(
             self.url, method="POST", body=body, headers=headers, follow_redirects=False, raise_error=False
         )
+        for line in response.headers.get_list("Set-Cookie"):
+            key, _, value = line.split(";")[0].partition("=")
+            if key == DEVICE_COOKIE:
+                self.cookies[key] = value
+        return response
 
 
 async def serve(console: Console) -> tuple[tornado.httpserver.HTTPServer, Client]:
@@ -85,6 +93,12 @@ async def serve(console: Console) -> tuple[tornado.httpserver.HTTPServer, Client
     client = Client(port)
     await client.start()
     return server, client
+
+
+async def another_browser(client: Client) -> Client:
+    other = Client(int(urllib.parse.urlsplit(client.url).port or 0))
+    await other.start()
+    return other
 
 
 def retry_after(response: tornado.httpclient.HTTPResponse) -> int:
@@ -158,3 +172,51 @@ def test_the_right_password_gets_in_at_the_next_slot_after_an_attack(tmp_path: P
 
     asyncio.run(main())
     assert checks.names.count("admin") == 5 + 1 + 1 + 1  # attack, one guess per slot, the owner, the typo
+
+
+def test_a_browser_that_logged_in_before_is_not_slowed_by_a_guesser(tmp_path: Path, checks: Checks) -> None:
+    """The owner's browser holds a device cookie from an earlier login: while a stranger (same address)
+    keeps guessing at every slot, the owner's password is checked at once, typo included; a browser
+    without the cookie, or with one for another name or forged, is in the shared, slowed pool."""
+
+    async def main() -> None:
+        server, stranger = await serve(make_console(tmp_path, LoginThrottle(per_name=5, per_client=50, window=300)))
+        try:
+            owner = await another_browser(stranger)
+            assert (await owner.login("admin", RIGHT)).code == 302
+            assert DEVICE_COOKIE in owner.cookies
+            stop = asyncio.Event()
+
+            async def guess() -> list[int]:
+                codes = []
+                while not stop.is_set():
+                    codes.append((await stranger.login("admin", "guess")).code)
+                    await asyncio.sleep(0.01)
+                return codes
+
+            guesser = asyncio.create_task(guess())
+            await asyncio.sleep(0.5)
+            assert (await owner.login("admin", "a-typo")).code == 403  # checked, not refused
+            assert (await owner.login("admin", RIGHT)).code == 302
+            newcomer = await another_browser(stranger)
+            assert (await newcomer.login("admin", RIGHT)).code == 429  # no cookie: the shared pool
+            signed = owner.cookies[DEVICE_COOKIE]
+            newcomer.cookies[DEVICE_COOKIE] = signed[:-1] + ("0" if signed[-1] != "0" else "1")
+            assert (await newcomer.login("admin", RIGHT)).code == 429  # a forged cookie is no cookie
+            stop.set()
+            codes = await guesser
+            assert codes.count(403) == 5 and codes.count(429) == len(codes) - 5 > 10
+        finally:
+            server.stop()
+
+    asyncio.run(main())
+
+
+def test_a_device_cookie_is_good_only_for_its_user_and_secret() -> None:
+    sessions = Sessions("s" * 40, 12)
+    cookie = sessions.new_device("view").decode()
+    device = sessions.device_for(cookie, "view")
+    assert device and sessions.device_for(sessions.new_device("view", device).decode(), "view") == device
+    assert sessions.device_for(cookie, "admin") is None  # a viewer's browser gets no pass for admin
+    assert Sessions("t" * 40, 12).device_for(cookie, "view") is None
+    assert sessions.device_for("junk", "view") is None and sessions.device_for(None, "view") is None
