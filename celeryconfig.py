@@ -111,6 +111,8 @@ result_accept_content = ["msgpack", "json"]
 
 # Results live long enough for `/result/<id>` polling, then Redis expires them itself.
 result_expires = env_number("CHECKGATE_RESULT_EXPIRES", 3600, minimum=1, unit="seconds")
+# A check's result larger than this, encoded, is stored as `ok: false, reason: result_too_large` (tasks/results.py).
+checkgate_max_result_bytes = env_number("CHECKGATE_MAX_RESULT_BYTES", 1024 * 1024, minimum=1024)
 # Stores the worker's hostname with the result, which the gateway reports as `worker`.
 result_extended = True
 # A worker that cannot reach Redis when a task ends keeps retrying the write (exponential backoff up

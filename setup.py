@@ -46,6 +46,8 @@ setup(
         "msgpack>=1.0",
         "supervisor>=4.2,<5",
         "dnspython>=2.6,<3",
+        # Every check's name lookup, bounded by its deadline and cancelled there (tasks/checks/_resolver.py).
+        "pycares>=5.0,<6",
         "celery-redbeat>=2.4,<3",
         "flower>=2.0,<3",
         # Speed only: the gateway runs on uvloop when it imports.

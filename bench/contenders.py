@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.floor import READY, merge
 from bench.load import MARKER, Target
 from bench.scenarios import DRAINED_KINDS, KINDS, Scenario, Stream
-from bench.stack import BenchStack, Proc, free_port, group_size
+from bench.stack import BenchStack, Proc, free_port
 
 # gunicorn sizing of the article's blocking baseline: 10 workers × 3 threads.
 FLASK_WORKERS = 10
@@ -44,11 +44,12 @@ FLASK_THREADS = 3
 WARM_CONCURRENCY = FLASK_WORKERS * FLASK_THREADS
 # anyio's default thread limiter, which Starlette's run_in_threadpool uses.
 FASTAPI_THREADS = 40
-# The multi-process gateway of issue #15 part 1: one command forking N processes (CHECKGATE_PROCESSES),
-# or N commands sharing the port (CHECKGATE_REUSE_PORT=1, each CHECKGATE_PROCESSES=1). The harness tries
-# them in that order and skips the cells when the checkout does neither.
+# The multi-process gateway of issue #15 part 1, started as supervisord starts it: N commands on one port,
+# each told how many share it (CHECKGATE_PROCESSES=N: it binds with SO_REUSEPORT), its number
+# (CHECKGATE_PROCESS_NUM) and the directory their metrics are merged from (PROMETHEUS_MULTIPROC_DIR).
 PROCESSES_ENV = "CHECKGATE_PROCESSES"
-REUSE_PORT_ENV = "CHECKGATE_REUSE_PORT"
+PROCESS_NUM_ENV = "CHECKGATE_PROCESS_NUM"
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # What gateway/server.py logs once a process listens.
 LISTENING = "checkgate gateway on http"
 
@@ -196,6 +197,22 @@ class Contender:
                         raise RuntimeError(f"{self.name} answered {status} {str(body)[:300]} to {target}")
 
 
+class FlowerApplyAPI:
+    """Asked the way a client of Flower's REST API asks: ``POST /api/task/apply/<task>`` with JSON
+    kwargs; the answer's ``result`` counts when its ``state`` is SUCCESS."""
+
+    base: str
+
+    def target(self, stream: Stream) -> Target:
+        body = json.dumps({"kwargs": stream.params}, separators=(",", ":"))
+        return Target(f"{self.base}/api/task/apply/checkgate.{stream.check}", "POST", body)
+
+    def result_of(self, body: Any) -> Any:
+        if isinstance(body, dict) and body.get("state") == "SUCCESS":
+            return body.get("result")
+        return None
+
+
 class Checkgate(Contender):
     """This project's gateway: `python -m gateway`."""
 
@@ -206,7 +223,8 @@ class Checkgate(Contender):
         return [sys.executable, "-m", "gateway"]
 
     def env(self, port: int, cell: int) -> dict[str, str]:
-        # A distinct id prefix per process, as the gateway requires; one process, whatever the default.
+        # An id prefix of the run (each process of checkgate-multi ends it with its number); one process,
+        # whatever the default.
         env = {**self.stack.env, "CHECKGATE_PORT": str(port), "CHECKGATE_ID_PREFIX": f"{self.stack.prefix}gw{cell}-"}
         return {**env, PROCESSES_ENV: "1"}
 
@@ -224,21 +242,19 @@ class Checkgate(Contender):
 class CheckgateMulti(Checkgate):
     """checkgate as `processes` gateway processes on one port (issue #15 part 1), for 1 → N.
 
-    First tried as one `python -m gateway` with CHECKGATE_PROCESSES=N (the gateway forks: its process
-    group then holds at least N processes), else as N `python -m gateway` with CHECKGATE_REUSE_PORT=1
-    (SO_REUSEPORT), each with an id prefix of its own, up once each has logged that it listens. The way
-    that worked is kept for the run; when neither does (one process stays; the second cannot bind),
-    every cell is skipped saying so.
+    Started as supervisord.conf's `[program:gateway]` starts them: N `python -m gateway` sharing the port
+    (each with CHECKGATE_PROCESSES=N, its CHECKGATE_PROCESS_NUM, and an empty PROMETHEUS_MULTIPROC_DIR of the
+    cell, so /metrics, which `self_time` reads, sums them all), up once each has logged that it listens.
+    A checkout whose gateway cannot share its port (the second process cannot bind) has every cell
+    skipped, saying so.
     """
 
     name = "checkgate-multi"
     label = "checkgate ×N"
     kinds = ("unique", "sleep")
     processes: ClassVar[int] = max(2, os.cpu_count() or 2)
-    # "processes", "reuse_port", or a Skip's reason; None until the first start.
+    # A Skip's reason once a start found the gateway cannot share its port; None until then.
     mode: ClassVar[str | None] = None
-    # Seconds the forking gateway is given to have all its processes up.
-    FORK_WAIT_S = 5.0
 
     def __init__(self, stack: BenchStack) -> None:
         super().__init__(stack)
@@ -250,34 +266,21 @@ class CheckgateMulti(Checkgate):
 
     def start(self, cell: int) -> None:
         cls = type(self)
-        if cls.mode not in (None, "processes", "reuse_port"):
+        if cls.mode is not None:
             raise Skip(cls.mode)
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        if cls.mode in (None, "processes"):
-            env = {**self.env(port, cell), PROCESSES_ENV: str(self.processes)}
-            self.proc = self.stack.spawn(f"{self.name}-{cell}", self.argv(port), env)
-            self.procs = [self.proc]
-            self.wait_ready(timeout=60)
-            deadline = time.monotonic() + self.FORK_WAIT_S
-            while group_size(self.proc.pgid) < self.processes and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if group_size(self.proc.pgid) >= self.processes:
-                cls.mode = "processes"
-                return
-            if cls.mode == "processes":
-                raise RuntimeError(f"{PROCESSES_ENV}={self.processes} started {group_size(self.proc.pgid)} processes")
-            self.stop()
-        self._start_reuse_port(cell)
-
-    def _start_reuse_port(self, cell: int) -> None:
-        cls = type(self)
-        # A port of its own: the one tried before may still have connections in TIME_WAIT.
-        port = free_port()
-        self.base = f"http://127.0.0.1:{port}"
+        metrics_dir = self.stack.logdir / f"{self.name}-{cell}-metrics"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
         for n in range(self.processes):
-            env = {**self.env(port, cell), REUSE_PORT_ENV: "1"}
-            env["CHECKGATE_ID_PREFIX"] = f"{self.stack.prefix}gw{cell}p{n}-"
+            env = {
+                **self.env(port, cell),
+                PROCESSES_ENV: str(self.processes),
+                PROCESS_NUM_ENV: str(n),
+                MULTIPROC_DIR_ENV: str(metrics_dir),
+            }
             self.procs.append(self.stack.spawn(f"{self.name}-{cell}-{n}", self.argv(port), env))
         self.proc = self.procs[0]
         try:
@@ -287,16 +290,12 @@ class CheckgateMulti(Checkgate):
                 if exited:
                     tail = exited[0].tail()
                     if "Address already in use" in tail or "EADDRINUSE" in tail:
-                        cls.mode = (
-                            f"the gateway serves one process per port here: neither {PROCESSES_ENV} "
-                            f"nor {REUSE_PORT_ENV} is supported by this checkout"
-                        )
+                        cls.mode = f"the gateway serves one process per port here: {PROCESSES_ENV} is not supported"
                         raise Skip(cls.mode)
                     raise RuntimeError(f"{exited[0].name} exited ({exited[0].popen.returncode}): {tail}")
                 # Each process logs this line (gateway/server.py) once it listens.
                 if all(LISTENING in p.tail(20000) for p in self.procs):
                     self.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
-                    cls.mode = "reuse_port"
                     return
                 time.sleep(0.2)
             raise TimeoutError(f"{self.processes} gateway processes not all up after 60 s")
@@ -329,7 +328,7 @@ class Blocking(Contender):
         return argv
 
 
-class Flower(Contender):
+class Flower(FlowerApplyAPI, Contender):
     """Flower's `POST /api/task/apply/<task>`: publishes, then waits for the result in a thread."""
 
     name = "flower"
@@ -350,14 +349,16 @@ class Flower(Contender):
     def ready_path(self) -> str:
         return "/healthcheck"
 
-    def target(self, stream: Stream) -> Target:
-        body = json.dumps({"kwargs": stream.params}, separators=(",", ":"))
-        return Target(f"{self.base}/api/task/apply/checkgate.{stream.check}", "POST", body)
 
-    def result_of(self, body: Any) -> Any:
-        if isinstance(body, dict) and body.get("state") == "SUCCESS":
-            return body.get("result")
-        return None
+class CheckgateFlowerAPI(FlowerApplyAPI, Checkgate):
+    """checkgate serving Flower's task API (`CHECKGATE_TASK_API`, issue #16): the Flower contender's very
+    client, pointed at checkgate, so the two differ only in the server."""
+
+    name = "checkgate-flower-api"
+    label = "checkgate, Flower's apply API"
+
+    def env(self, port: int, cell: int) -> dict[str, str]:
+        return {**super().env(port, cell), "CHECKGATE_TASK_API": "checkgate.*"}
 
 
 class FastAPI(Contender):
@@ -484,7 +485,10 @@ class Drain(Direct):
     kinds = DRAINED_KINDS
     front_end = False
     runs_tasks = False  # it is the bound, not measured against one
-    GUESS_RPS = 300.0
+    # The first drain of a task has no measured rate to size its queue by: a guess above any drain seen
+    # here (add: 1,399 tasks/s on a quiet 2-core VM), as a queue that runs dry before the window opens
+    # leaves the cell with no answers to measure (the smoke's single round always did at 300).
+    GUESS_RPS = 2500.0
     MAX_TASKS = 40_000
     # Rates measured so far, by what was drained: (check, its parameters, worker transport).
     learned: ClassVar[dict[tuple[str, str, str], float]] = {}
@@ -603,5 +607,5 @@ class DirectRun:
 
 
 CONTENDERS: dict[str, type[Contender]] = {
-    c.name: c for c in (Checkgate, CheckgateMulti, Blocking, Flower, FastAPI, Bare, Floor, Drain)
+    c.name: c for c in (Checkgate, CheckgateMulti, Blocking, Flower, CheckgateFlowerAPI, FastAPI, Bare, Floor, Drain)
 }

@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "rounds": 1,
         "duration": 2,
         "scenarios": "unique,sleep",
-        "contenders": "checkgate,drain",
+        "contenders": "checkgate,checkgate-flower-api,drain",
         "sleep_clients": "8",
         "sleep_ms": 100,
         "noop_clients": 4,

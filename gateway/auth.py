@@ -13,8 +13,9 @@ Enabled by `CHECKGATE_API_KEYS_FILE`, a TOML file of keys stored as SHA-256 dige
 A request presents its key as `Authorization: Bearer <key>` or `X-API-Key: <key>`. Without the file,
 the gateway is open (bind it to 127.0.0.1, the default).
 
-The rate is a token bucket per key in this process (`ApiKey.take`), kept as our own code rather than
-the `limits` package (5.8), for measured reasons:
+The rate is a token bucket per key in this process (`TokenBucket`, spent by `ApiKey.take`; the console's
+login throttle uses it too), kept as our own code rather than the `limits` package (5.8), for measured
+reasons:
 
 - `limits` has no token bucket: its strategies are windows of a whole number of requests per whole
   seconds. ``rate = 20, burst = 40`` would become "40 per 2 s", which after a burst refuses a key for up
@@ -28,8 +29,10 @@ the `limits` package (5.8), for measured reasons:
   15-35 µs (median 25) with the sliding window counter and 11-21 µs (median 18) with the moving
   window: 13-18x ours, 2-3 % of the gateway's 0.91 ms of CPU per published check.
 
-What `limits` would bring is its Redis storage, shared by every gateway process: when API-key rates must
-hold for the gateway as a whole (issue #15), `limits.aio` with ``async+redis://`` and the redis-py
+With several gateway processes (CHECKGATE_PROCESSES) each holds its own buckets, so a key gets up to that
+many times its rate; the README says so and advises `rate` ÷ processes. What `limits` would bring is its
+Redis storage, shared by every gateway process: if API-key rates must one day hold for the gateway as a
+whole, `limits.aio` with ``async+redis://`` and the redis-py
 implementation (``implementation="redispy"``, the client the gateway already has) is the way, with the
 window semantics above documented as the new meaning; a Redis round trip per request then dominates
 the cost either way.
@@ -60,6 +63,50 @@ class AuthError(Exception):
 
 
 @dataclass
+class TokenBucket:
+    """`burst` tokens that come back at `rate` per second (monotonic clock): a burst, then a steady rate.
+
+    Checking and spending are one synchronous call (`take`), so callers that spend a token before an
+    `await` and give it back after (`give_back`) cannot let concurrent requests past the limit. Shared by
+    API keys and the console's login throttle.
+    """
+
+    rate: float
+    burst: float
+    tokens: float = field(default=-1.0, repr=False)
+    refilled: float = field(default_factory=time.monotonic, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            self.tokens = self.burst
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
+
+    def wait(self, now: float | None = None) -> float:
+        """Seconds (float) until a token is there, without spending one (0.0: one is there now)."""
+        self._refill(time.monotonic() if now is None else now)
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self, now: float | None = None) -> float:
+        """Spend one token: 0.0 when there was one, else the seconds until one is back (nothing spent)."""
+        wait = self.wait(now)
+        if not wait:
+            self.tokens -= 1
+        return wait
+
+    def give_back(self) -> None:
+        """Return a token taken for something that turned out not to count (never above `burst`)."""
+        self.tokens = min(self.burst, self.tokens + 1)
+
+    @property
+    def full(self) -> bool:
+        """Refilled to `burst` as of its last use: equivalent to a new bucket (safe to forget)."""
+        return self.tokens + (time.monotonic() - self.refilled) * self.rate >= self.burst
+
+
+@dataclass
 class ApiKey:
     """One configured key: its digest, what it may run, and its token bucket."""
 
@@ -68,14 +115,14 @@ class ApiKey:
     checks: frozenset[str] | None = None
     rate: float | None = None
     burst: float = 0.0
-    tokens: float = field(default=0.0, repr=False)
-    refilled: float = field(default_factory=time.monotonic, repr=False)
+    bucket: TokenBucket | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.rate is not None and not self.burst:
-            # At least one request, or a key with a rate below 0.5/s could never be used.
-            self.burst = max(1.0, 2 * self.rate)
-        self.tokens = self.burst
+        if self.rate is not None:
+            if not self.burst:
+                # At least one request, or a key with a rate below 0.5/s could never be used.
+                self.burst = max(1.0, 2 * self.rate)
+            self.bucket = TokenBucket(self.rate, self.burst)
 
     def may_run(self, check_name: str) -> bool:
         """Whether this key may run (and read results of) checks of type `check_name`."""
@@ -85,15 +132,7 @@ class ApiKey:
         """Spend one token: 0.0 when the request is allowed, else the seconds (float) until a token is
         back, without spending one. Tokens come back at `rate` per second up to `burst`, on the
         monotonic clock; a key without a rate always gets 0.0."""
-        if self.rate is None:
-            return 0.0
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
-        self.refilled = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
+        return 0.0 if self.bucket is None else self.bucket.take()
 
 
 def _entry(path: str | Path, number: int, entry: object) -> ApiKey:

@@ -3,8 +3,10 @@
 checkgate run                       the whole node under supervisord, in the foreground
 checkgate gateway                   the HTTP gateway alone (what supervisord starts)
 checkgate status                    every process of every node, like supervisorctl status
+checkgate restart-gateway           restart the gateway processes one at a time, serving throughout
 checkgate check add x=1 y=2         run one check through a running gateway, print the JSON
 checkgate new-key billing           an API key and its entry for CHECKGATE_API_KEYS_FILE
+checkgate urls [--export]           the broker and Redis URLs of the node, to join it with more code
 
 `run` and `status` work on the node's home (`CHECKGATE_HOME`, else the checkout, else the current
 directory: gateway/home.py).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import urllib.error
@@ -22,8 +25,18 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from gateway import restart
 from gateway import status as node_status  # aliased: cmd_check has a local named `status`
-from gateway.credentials import SetupError, console_env, ensure_credentials, flower_env, rabbitmq_env, redis_env
+from gateway.config import Settings
+from gateway.credentials import (
+    SetupError,
+    console_env,
+    ensure_credentials,
+    flower_env,
+    rabbitmq_env,
+    redis_env,
+    stack_urls,
+)
 from gateway.home import BIN_ENV, HOME_ENV, bin_dir, node_home, supervisord_conf
 
 
@@ -47,8 +60,26 @@ def node_env(home: Path, env: dict[str, str]) -> dict[str, str]:
         raise SetupError("redis-server not found: run scripts/bootstrap.sh, or set CHECKGATE_RESULT_BACKEND")
     env = {**env, HOME_ENV: str(home)}
     env.setdefault(BIN_ENV, str(bin_dir()))
+    env = gateway_processes_env(home, env)
     env = flower_env(home, supervisor_env(home, env))
     return console_env(home, rabbitmq_env(home, redis_env(home, env)))
+
+
+def gateway_processes_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env` with how many gateway processes supervisord starts (CHECKGATE_PROCESSES, checked: a
+    `ConfigError` naming the variable) and, for more than one, the directory they share their metrics
+    through (PROMETHEUS_MULTIPROC_DIR, default `home/var/metrics/`), emptied of the last run's files: no
+    gateway process of this node runs yet (gateway/metrics.py)."""
+    settings = Settings.from_env(env)
+    env = {**env, "CHECKGATE_PROCESSES": str(settings.processes)}
+    env.pop("CHECKGATE_PROCESS_NUM", None)  # supervisord gives each process its own
+    if settings.processes == 1:
+        return env
+    metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or home / "var" / "metrics")
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
+    return {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -63,7 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     supervisord = str(bin_dir() / "supervisord")
     print(f"home: {home} (var/, supervisord.d/, schedule.toml)")
-    print(f"starting supervisord -n -c {conf}; gateway on http://127.0.0.1:{env.get('CHECKGATE_PORT', '8888')}/")
+    processes = env["CHECKGATE_PROCESSES"]
+    port = env.get("CHECKGATE_PORT", "8888")
+    print(f"starting supervisord -n -c {conf}; gateway on http://127.0.0.1:{port}/ ({processes} processes)")
     sys.stdout.flush()
     os.execve(supervisord, [supervisord, "-n", "-c", str(conf)], env)
     return 0  # not reached
@@ -111,6 +144,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     return node_status.run(args, node_home())
 
 
+def cmd_restart_gateway(args: argparse.Namespace) -> int:
+    """Restart the node's gateway processes one at a time (gateway/restart.py)."""
+    return restart.run(node_home(), args.ready_timeout)
+
+
 def cmd_new_key(args: argparse.Namespace) -> int:
     """Print a fresh API key (give it to the client) and its entry for the keys file (keep it)."""
     from gateway.auth import new_key
@@ -118,6 +156,19 @@ def cmd_new_key(args: argparse.Namespace) -> int:
     key, hexdigest = new_key()
     print(f"key (give to the client, shown once): {key}")
     print(f'\n[[keys]]\nname = "{args.name}"\nsha256 = "{hexdigest}"')
+    return 0
+
+
+def cmd_urls(args: argparse.Namespace) -> int:
+    """Print CHECKGATE_BROKER_URL and CHECKGATE_RESULT_BACKEND of the node (passwords included: the files
+    they come from are the caller's to read); exit 2 when the node never started here."""
+    try:
+        urls = stack_urls(node_home(), os.environ)
+    except SetupError as exc:
+        print(f"checkgate urls: {exc}", file=sys.stderr)
+        return 2
+    for name, url in urls.items():
+        print(f"export {name}={shlex.quote(url)}" if args.export else f"{name}={url}")
     return 0
 
 
@@ -142,9 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     state = sub.add_parser("status", help="every process of every node (exit 3: not all RUNNING, 4: unreachable)")
     node_status.add_arguments(state)
     state.set_defaults(func=cmd_status)
+    rolling = sub.add_parser(
+        "restart-gateway", help="restart the gateway processes one at a time, serving throughout (exit 1: failed)"
+    )
+    rolling.add_argument(
+        "--ready-timeout", type=float, default=60.0, help="seconds a restarted process has to answer (default 60)"
+    )
+    rolling.set_defaults(func=cmd_restart_gateway)
     key = sub.add_parser("new-key", help="make an API key and its entry for CHECKGATE_API_KEYS_FILE")
     key.add_argument("name", help="who the key is for (shown in the keys file)")
     key.set_defaults(func=cmd_new_key)
+    urls = sub.add_parser("urls", help="the node's broker and Redis URLs (for programs and extra workers)")
+    urls.add_argument("--export", action="store_true", help="as shell export lines, for eval")
+    urls.set_defaults(func=cmd_urls)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -48,6 +48,14 @@ class ConfigError(ValueError):
         self.variable = variable
         self.expected = expected
 
+    @classmethod
+    def stated(cls, variable: str, message: str) -> ConfigError:
+        """A `ConfigError` whose whole message is `message` (another module's, which names `variable`)."""
+        error = cls.__new__(cls)
+        ValueError.__init__(error, message)
+        error.variable, error.expected = variable, ""
+        return error
+
 
 @dataclass(frozen=True)
 class Bounds:
@@ -126,10 +134,34 @@ class Settings:
     )
     body_timeout: float = setting(10.0, "seconds an accepted request body may take (then 408)", above=0, unit="seconds")
     debug: bool = setting(False, "include tracebacks in 502 bodies")
+    processes: int = setting(
+        len(os.sched_getaffinity(0)),
+        "gateway processes serving the port, each with its own broker connection and result subscription: "
+        "`checkgate run` starts this many under supervisord; above 1 each listens with `SO_REUSEPORT`",
+        minimum=1,
+        maximum=256,
+        default_doc="the number of cores",
+    )
+    process_num: str = setting(
+        "",
+        "this process's number among the gateway's processes (supervisord's `process_num`): names its metrics "
+        "files and ends its id prefix",
+        pattern=r"[0-9]{1,3}",
+        form="a number from 0 to 999",
+        default_doc="unset: one process alone",
+    )
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
             _check(variable(spec), getattr(self, spec.name), spec.default, spec.metadata["bounds"])
+
+    def own_id_prefix(self) -> str | None:
+        """The prefix of this process's task ids: `id_prefix` with ``p<process_num>-`` appended when both are
+        set (supervisord gives every process of the group the same CHECKGATE_ID_PREFIX, and prefixes must
+        differ; ``p1-`` is no prefix of ``p10-``), `id_prefix` alone, or None (random: gateway/aiocelery)."""
+        if not self.id_prefix:
+            return None
+        return f"{self.id_prefix}p{self.process_num}-" if self.process_num else self.id_prefix
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -260,3 +292,57 @@ def _check(name: str, value: Any, default: Any, bounds: Bounds) -> None:
         or (bounds.maximum is not None and value > bounds.maximum)
     ):
         raise ConfigError(name, value, expected(default, bounds))
+
+
+_VARIABLE_RE = re.compile(r"CHECKGATE_[A-Z0-9_]+")
+
+
+def check_read_later(environ: Mapping[str, str] | None = None) -> None:
+    """Read now every setting the gateway process would otherwise read later — celeryconfig's (imported when
+    the Celery client starts), the checks of ``CHECKGATE_CHECK_MODULES``, the target policy's and
+    ``CHECKGATE_CA_DIRS`` (read at each request's validation), the task API's and the console's — so that
+    a value it cannot use stops the start (`gateway.server.main`: one line, exit status 2) instead of
+    failing requests later. Imports celeryconfig; resolves no name and connects to nothing.
+
+    Raises `ConfigError` naming the variable at fault. celeryconfig reads the process's own environment,
+    so `environ` (default: os.environ) must be it for those.
+    """
+    import importlib
+
+    from gateway.flower_api import TaskApiSettings
+    from gateway.nodes import ConfigError as FileConfigError
+    from tasks.checks._guard import PolicyConfigError, celery_urls, check_environment
+    from tasks.checks._trust import CA_DIRS_ENV, check_ca_dirs
+
+    environ = os.environ if environ is None else environ
+    try:
+        importlib.import_module("celeryconfig")
+    except ConfigError:
+        raise
+    except ImportError as exc:  # a module of CHECKGATE_CHECK_MODULES (or a plugin's entry point)
+        raise ConfigError(
+            "CHECKGATE_CHECK_MODULES", environ.get("CHECKGATE_CHECK_MODULES", ""), "importable modules", str(exc)
+        ) from None
+    except ValueError as exc:  # celeryconfig's and tasks.locations' messages start with the variable
+        found = _VARIABLE_RE.search(str(exc))
+        raise ConfigError.stated(found.group() if found else "CHECKGATE_*", str(exc)) from None
+    if environ.get("CHECKGATE_CONSOLE_CONFIG"):
+        from gateway.console.config import settings_from_env
+
+        try:
+            settings_from_env(environ)
+        except FileConfigError as exc:
+            raise ConfigError.stated("CHECKGATE_CONSOLE_CONFIG", f"CHECKGATE_CONSOLE_CONFIG: {exc}") from None
+    try:
+        check_environment(celery_urls(), environ)
+    except PolicyConfigError as exc:
+        raise ConfigError.stated(exc.variable, str(exc)) from None
+    try:
+        check_ca_dirs(environ.get(CA_DIRS_ENV, ""))
+    except ValueError as exc:
+        raw = environ.get(CA_DIRS_ENV, "")
+        raise ConfigError(CA_DIRS_ENV, raw, "comma-separated absolute directories", str(exc)) from None
+    try:
+        TaskApiSettings.from_env(environ)
+    except ValueError as exc:
+        raise ConfigError.stated("CHECKGATE_TASK_API_MAX_TIMEOUT", str(exc)) from None

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -174,7 +175,7 @@ def redis_env(home: Path, env: dict[str, str]) -> dict[str, str]:
         )
     (home / "var" / "redis").mkdir(mode=0o700, parents=True, exist_ok=True)
     _write_private(home / "var" / "redis.conf", redis_config(home, port, user, password, maxmemory))
-    env["CHECKGATE_RESULT_BACKEND"] = f"redis://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{port}/0"
+    env["CHECKGATE_RESULT_BACKEND"] = local_redis_url(user, password, port)
     env["CHECKGATE_REDIS_NUMPROCS"] = "1"
     print(f"redis: 127.0.0.1:{port}, the stack's own ({_where(secret, 'CHECKGATE_REDIS')})")
     return env
@@ -291,12 +292,56 @@ def rabbitmq_env(home: Path, env: dict[str, str], rabbitmqctl: str | None = None
     user, password = env["CHECKGATE_RABBITMQ_USER"], env["CHECKGATE_RABBITMQ_PASSWORD"]
     vhost = env["CHECKGATE_RABBITMQ_VHOST"]
     ensure_broker_account(user, password, vhost, rabbitmqctl)
+    env["CHECKGATE_BROKER_URL"] = local_broker_url(user, password, vhost)
     host, port = LOCAL_BROKER
-    env["CHECKGATE_BROKER_URL"] = (
-        f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(vhost, safe='')}"
-    )
     print(f"rabbitmq: vhost {vhost!r} on {host}:{port} ({_where(secret, 'CHECKGATE_RABBITMQ')})")
     return env
+
+
+def local_broker_url(user: str, password: str, vhost: str) -> str:
+    """The URL of the stack's account on the local RabbitMQ."""
+    host, port = LOCAL_BROKER
+    return f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(vhost, safe='')}"
+
+
+def local_redis_url(user: str, password: str, port: int | str) -> str:
+    """The URL of the stack's own Redis (db 0)."""
+    return f"redis://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{port}/0"
+
+
+def _saved_login(home: Path, env: Mapping[str, str], prefix: str, name: str) -> tuple[str, str]:
+    """The user and password `ensure_credentials` gave `prefix`, without making any: from `env`, else from
+    `var/<name>-credentials`. Raises SetupError when neither has one (the node never started)."""
+    if env.get(f"{prefix}_PASSWORD"):
+        return env.get(f"{prefix}_USER") or DEFAULT_USER, env[f"{prefix}_PASSWORD"]
+    secret = home / "var" / f"{name}-credentials"
+    try:
+        user, _, password = secret.read_text().strip().partition(":")
+    except OSError as exc:
+        raise SetupError(f"cannot read {secret} ({exc.strerror}): start the node once with `checkgate run`") from None
+    return env.get(f"{prefix}_USER") or user, password
+
+
+def stack_urls(home: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """`CHECKGATE_BROKER_URL` and `CHECKGATE_RESULT_BACKEND` as `checkgate run` gives them to the node whose
+    home is `home` (the environment's when given, else the stack's own account and Redis from `var/`), for
+    a program or an extra worker to join it. Makes nothing; raises SetupError when a password is missing."""
+    urls = {}
+    if env.get("CHECKGATE_BROKER_URL"):
+        urls["CHECKGATE_BROKER_URL"] = env["CHECKGATE_BROKER_URL"]
+    else:
+        user, password = _saved_login(home, env, "CHECKGATE_RABBITMQ", "rabbitmq")
+        urls["CHECKGATE_BROKER_URL"] = local_broker_url(
+            user, password, env.get("CHECKGATE_RABBITMQ_VHOST") or DEFAULT_VHOST
+        )
+    if env.get("CHECKGATE_RESULT_BACKEND"):
+        urls["CHECKGATE_RESULT_BACKEND"] = env["CHECKGATE_RESULT_BACKEND"]
+    else:
+        user, password = _saved_login(home, env, "CHECKGATE_REDIS", "redis")
+        urls["CHECKGATE_RESULT_BACKEND"] = local_redis_url(
+            user, password, env.get("CHECKGATE_REDIS_PORT") or DEFAULT_REDIS_PORT
+        )
+    return urls
 
 
 # --- the operations console ------------------------------------------------------------------------

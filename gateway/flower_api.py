@@ -21,6 +21,10 @@ for checkgate's own check tasks (`checkgate.<type>`), whose check type is (`chec
 them (`result_extended`); a result stored without one is shown only to keys that may run every task.
 An id whose result may not be shown reads PENDING, as an unknown id does (Flower's answer for both).
 
+checkgate's own checks (`checkgate.<type>`) take keyword arguments only, validated by the check's
+`Param`s as ``/check/<type>`` validates its query (`TaskApiHandler.check_kwargs`): a 400 naming the field
+rather than a TypeError on the worker.
+
 Differences from Flower, on purpose: errors are the gateway's JSON (`{"error", "field"}`) with Flower's
 status codes (400, 401, 404, 503; 403 for a key's task, 429 over its rate); a FAILURE's `traceback` is
 only its last line (the exception) unless `CHECKGATE_DEBUG=1`; `apply` without `timeout` waits at most
@@ -36,6 +40,7 @@ import fnmatch
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,8 +61,9 @@ from gateway.aiocelery import (
     Unroutable,
 )
 from gateway.auth import ApiKey
-from gateway.http_api import TASK_ID_RE, ApiError, JsonHandler, backend_down
+from gateway.http_api import TASK_ID_RE, ApiError, JsonHandler, backend_down, bad_param
 from gateway.state import Gateway
+from tasks.registry import ParamError
 
 # Where these endpoints live, and the largest request body the edge lets through to them.
 PATH_PREFIX = "/api/task/"
@@ -77,13 +83,15 @@ class TaskApiSettings:
     max_timeout: float = DEFAULT_MAX_TIMEOUT
 
     @classmethod
-    def from_env(cls) -> TaskApiSettings | None:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskApiSettings | None:
         """From `CHECKGATE_TASK_API` (comma-separated patterns; unset or empty: the API is off) and
-        `CHECKGATE_TASK_API_MAX_TIMEOUT` (seconds). Raises ValueError naming a bad value."""
-        patterns = tuple(p.strip() for p in os.environ.get("CHECKGATE_TASK_API", "").split(",") if p.strip())
+        `CHECKGATE_TASK_API_MAX_TIMEOUT` (seconds) in `environ` (default: os.environ). Raises ValueError
+        naming a bad value."""
+        environ = os.environ if environ is None else environ
+        patterns = tuple(p.strip() for p in environ.get("CHECKGATE_TASK_API", "").split(",") if p.strip())
         if not patterns:
             return None
-        raw = os.environ.get("CHECKGATE_TASK_API_MAX_TIMEOUT", "")
+        raw = environ.get("CHECKGATE_TASK_API_MAX_TIMEOUT", "")
         try:
             max_timeout = float(raw) if raw else DEFAULT_MAX_TIMEOUT
         except ValueError:
@@ -241,6 +249,31 @@ class TaskApiHandler(JsonHandler):
             raise ApiError(400, {"error": "kwargs must be an object", "field": "kwargs"})
         return args, kwargs, options
 
+    def check_kwargs(self, task_name: str, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments to send: for a declared check (`checkgate.<type>`), validated by its `Param`s
+        exactly as ``/check/<type>`` validates its query (400 naming the field, the target policy included;
+        converted, defaults filled in), and positional `args` refused (checks take keywords only); any other
+        task's as given."""
+        check = self.gateway.checks.get(task_name.removeprefix(CHECK_TASK_PREFIX))
+        if check is None or check.task_name != task_name:
+            return kwargs
+        if args:
+            message = f"task {task_name!r} is a check: it takes keyword arguments only (kwargs), not args"
+            raise ApiError(400, {"error": message, "field": "args"})
+        given = {}
+        for name, value in kwargs.items():
+            if isinstance(value, bool):
+                given[name] = "true" if value else "false"
+            elif isinstance(value, str | int | float):
+                given[name] = str(value)
+            else:  # null, an array or an object: no query value means that
+                message = f"invalid parameter {name!r}: must be a string, a number or a boolean"
+                raise ApiError(400, {"error": message, "field": name})
+        try:
+            return check.validate(given)
+        except ParamError as exc:
+            raise bad_param(exc) from None
+
     def admit(self) -> None:
         """Shed load as /check does: 503 + Retry-After past the gateway's in-flight cap."""
         if self.gateway.inflight >= self.gateway.settings.max_inflight:
@@ -285,6 +318,7 @@ class TaskApplyHandler(TaskApiHandler):
     async def post(self, task_name: str) -> None:
         self.allowed(task_name)
         args, kwargs, options = self.body_options()
+        kwargs = self.check_kwargs(task_name, args, kwargs)
         sending = task_options(options)
         timeout = _number(options, "timeout")
         wait = self.settings_.max_timeout if timeout is None else min(max(timeout, 0.0), self.settings_.max_timeout)
@@ -317,6 +351,7 @@ class TaskAsyncApplyHandler(TaskApiHandler):
     async def post(self, task_name: str) -> None:
         self.allowed(task_name)
         args, kwargs, options = self.body_options()
+        kwargs = self.check_kwargs(task_name, args, kwargs)
         sending = task_options(options)
         self.admit()
         self.gateway.inflight += 1

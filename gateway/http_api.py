@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -48,12 +49,17 @@ from gateway.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from gateway.metrics import ScheduledRun
 from gateway.openapi import openapi_document
 from gateway.prometheus import render_check, render_locations
+from gateway.ratelog import RateLimitedLog
 from gateway.sharing import cache_key
 from gateway.state import Gateway
+from tasks.checks._guard import REFUSED as TARGET_REFUSED
+from tasks.checks._guard import PolicyConfigError
 from tasks.locations import location_of
 from tasks.registry import CheckType, ParamError
 
 log = logging.getLogger("checkgate.gateway")
+# A setting that fails at each request would otherwise log a traceback per request.
+SETTINGS_LOG = RateLimitedLog(log)
 
 MODES = ("sync", "async", "fire")
 # The result reason of a check whose target the SSRF guard refused (tasks/checks/_guard.py).
@@ -109,6 +115,13 @@ class JsonHandler(tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        if self.gateway.draining and not self._headers_written:
+            # This process is going away (even if it was not when the request came): the client's next
+            # request opens a connection, which reaches another process.
+            self.set_header("Connection", "close")
+        return super().finish(chunk)
 
     def compute_etag(self) -> str | None:
         # Answers are no-store and never revalidated: hashing every body for an ETag is wasted work
@@ -176,12 +189,27 @@ class JsonHandler(tornado.web.RequestHandler):
         """The label this request is counted under in /metrics."""
         return type(self).__name__.removesuffix("Handler").lower()
 
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        if isinstance(value, PolicyConfigError):  # the operator's setting, not a bug: one line, no traceback
+            SETTINGS_LOG.log(logging.ERROR, "setting", "a setting cannot be used: %s", value)
+            return
+        super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         body: dict[str, Any] = {"error": self._reason}
         if status_code == 405:
             self.set_header("Allow", "GET, HEAD")
         exc_info = kwargs.get("exc_info")
-        if exc_info and isinstance(exc_info[1], ApiError):
+        if exc_info and isinstance(exc_info[1], PolicyConfigError):
+            # Checked at start (gateway.config.check_read_later); changed under a running process only by
+            # code. The caller learns which setting, not its value; the log has the whole message.
+            variable = exc_info[1].variable
+            error = self.unavailable(f"the gateway's setting {variable} cannot be used (see its log)", setting=variable)
+            self.set_status(error.status_code)
+            body = error.body
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+        elif exc_info and isinstance(exc_info[1], ApiError):
             body = exc_info[1].body
             for name, value in exc_info[1].headers.items():
                 self.set_header(name, value)
@@ -200,12 +228,13 @@ class CheckHandler(JsonHandler):
         return getattr(self, "check_name", "unknown")
 
     async def get(self, type_name: str) -> None:
-        self.authorize(type_name)
         check = self.gateway.checks.get(type_name)
+        if check is not None:  # counted under its type from here on, a key's refusal (401/403/429) included
+            self.check_name = check.name
+        self.authorize(type_name)
         if check is None:
             allowed = sorted(self.gateway.checks)
             raise ApiError(404, {"error": f"unknown check type {type_name!r}", "field": "type", "allowed": allowed})
-        self.check_name = check.name
         given = self.query_values()
         gateway = self.gateway
         try:
@@ -440,7 +469,10 @@ def task_answer(
         if isinstance(result, dict) and result.get("reason") == REFUSED_TARGET:
             # The worker's address policy refused the target after resolving it (or on a redirect):
             # a refusal by policy, answered as such rather than as a target that is down.
-            body["error"] = f"target refused by the address policy: {result.get('detail', '')}".rstrip(": ")
+            # One text whatever the worker's reason (a plugin's detail, an older worker's included): no
+            # answer may tell the deployment's own endpoints from any other refused target.
+            body["error"] = TARGET_REFUSED
+            body["result"] = {**result, "detail": TARGET_REFUSED}
             return 403, body
         return 200, body
     if state == EXPIRED:
@@ -504,9 +536,14 @@ class ChecksHandler(JsonHandler):
 
 
 class HealthHandler(JsonHandler):
-    """GET /health: broker and backend reachable, workers (consumers) and depth per queue, per location
-    whether any consumer is live there (a dark location makes the status `degraded`), and each worker's
-    AMQP client (`workers`: node → transport and client, from Celery's `inspect stats`, ≤ 5 s old)."""
+    """GET /health: broker and backend reachable, workers (consumers) and depth per queue, and per
+    location whether any consumer is live there (a dark location makes the status `degraded`).
+
+    `broker` and `backend` are the answering process's own connections; `inflight`, `waiting_results`
+    and `processes` are the whole gateway's (every process's gauges, at most a second old:
+    `GatewayMetrics.gateway_wide`); `process` says which process answered (`num`: its process number,
+    "" when alone; `pid`); `workers`: each Celery worker that answered and its AMQP client (node →
+    transport and client, from Celery's `inspect stats`, ≤ 5 s old; tasks/transport.py)."""
 
     async def get(self) -> None:
         client = self.gateway.client
@@ -520,6 +557,7 @@ class HealthHandler(JsonHandler):
                 log.warning("%s", exc)
                 broker_ok = False
         locations = self.gateway.locations.health(queues)
+        self.gateway.sample_metrics()
         # A location serves the types its workers were given; it is degraded only when none is live there.
         plain = (q for name, q in queues.items() if location_of(name) is None)
         if not (broker_ok and backend_ok):
@@ -534,7 +572,8 @@ class HealthHandler(JsonHandler):
             "backend": {"ok": backend_ok},
             "queues": queues,
             "locations": locations,
-            "inflight": self.gateway.inflight,
+            **self.gateway.metrics.gateway_wide(),
+            "process": {"num": self.gateway.settings.process_num, "pid": os.getpid()},
             # Each Celery worker that answered and the AMQP client it consumes with (tasks/transport.py).
             "workers": self.gateway.workers_seen(),
         }

@@ -8,6 +8,7 @@ Rendered by prometheus_client (text format 0.0.4), which escapes label values an
     checkgate_waiting_results                        gauge: task results this process awaits from Redis
     checkgate_broker_up, checkgate_backend_up        gauge: 1 while the AMQP connection / the result
                                                      subscription is up, else 0
+    checkgate_gateway_processes                      gauge: gateway processes serving the port (1 each)
     checkgate_gateway_overhead_seconds{type}         histogram: the gateway's own time per answered check
                                                      (OVERHEAD_BUCKETS; bench/ reads its quantiles)
     checkgate_scheduled_check_success{name,type}     gauge, from Redis at scrape time (`ScheduledRun`)
@@ -24,22 +25,43 @@ A scrape renders on the event loop: 2.5–3.9 ms of CPU with 16 check types answ
 the library escapes and validates each of the histogram's 20 samples per type. Answers in flight wait that
 long once per scrape interval.
 
-Multiprocess (several gateway processes behind one port, issue #15): prometheus_client's multiprocess mode
-needs PROMETHEUS_MULTIPROC_DIR set (and emptied) before any process imports prometheus_client, and
-`exposition` to build a fresh `CollectorRegistry` with a `MultiProcessCollector` per scrape instead of
-`self.registry` (the metric objects then write to per-process files). The gauges already declare how
-processes combine (`multiprocess_mode`), and `sample_metrics` already runs in every process each second,
-so the other processes' gauges are at most a second old. A process that exits must be marked dead
-(`prometheus_client.multiprocess.mark_process_dead(pid)`) so its live gauges drop out. The scheduled
-checks' series come from Redis and are the same in every process: they stay a per-scrape collector.
+Several gateway processes behind one port (CHECKGATE_PROCESSES > 1, issue #15) answer for the whole gateway
+with prometheus_client's multiprocess mode: `checkgate run` sets PROMETHEUS_MULTIPROC_DIR (var/metrics/,
+emptied at each start, before any gateway process exists), and `use_multiprocess` makes each process write
+its values to files named by its process number there (supervisord's ``process_num``; the pid for a process
+alone). Every scrape, on whichever process, merges all the files (`MultiProcessCollector`): counters and
+the histogram are summed over every process that ever ran since the start, so they never go backwards
+when one restarts (a restarted process reopens its number's files and counts on); `inflight` and
+`waiting_results` are the sum over live processes, `broker_up`/`backend_up` their minimum, and
+`checkgate_gateway_processes` counts the live ones. Each process samples its gauges once a second
+(`Gateway.sample_metrics`), so the others' are at most a second old. A process that stops marks itself
+dead (its live gauges go), and one that starts removes what a killed predecessor of its number left.
+Numbers rather than pids name the files so that a process killed without a chance to mark itself dead
+leaves nothing stale for longer than supervisord takes to restart it, and the directory does not grow
+with restarts. Cost on the hot path (count_response + observe_overhead, best of 5 × 100,000 in a fresh
+process, 2-core VM at load average 12): 3.7 µs per answer with the values in files, 2.8 µs in memory.
+The scheduled checks' series come from Redis and are the same in every process: they stay
+a per-scrape collector.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 # The text format the gateway answers with (version 0.0.4, what generate_latest writes).
@@ -67,7 +89,34 @@ OVERHEAD_BUCKETS = (
     2.5,
 )
 
+# prometheus_client's own variable: the directory every gateway process of one node writes its values to.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 disable_created_metrics()
+
+
+def use_multiprocess(identity: str) -> Path | None:
+    """Put this process's metric values in PROMETHEUS_MULTIPROC_DIR, in files named by `identity` (its
+    process number, or its pid), and return the directory; None (values in memory, as for one process)
+    when the variable is unset. Call once, before the first `GatewayMetrics`. Removes the live gauges a
+    predecessor with the same `identity` left, so a process killed without `mark_dead` is not counted
+    twice. Raises OSError when the directory cannot be read."""
+    path = os.environ.get(MULTIPROC_ENV, "")
+    if not path:
+        return None
+    directory = Path(path)
+    if not directory.is_dir():
+        raise OSError(f"{MULTIPROC_ENV}={path!r} is not a directory")
+    multiprocess.mark_process_dead(identity, path)
+    values.ValueClass = values.MultiProcessValue(lambda: identity)
+    return directory
+
+
+def mark_dead(identity: str) -> None:
+    """Drop this process's live gauges from the gateway's (a process stopping); nothing without a directory."""
+    path = os.environ.get(MULTIPROC_ENV, "")
+    if path:
+        multiprocess.mark_process_dead(identity, path)
 
 
 class ScheduledRun(NamedTuple):
@@ -86,8 +135,17 @@ class GatewayMetrics:
     many, each starting from zero.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        # `use_multiprocess`'s directory: scrapes then merge every process's files there.
+        self.multiprocess_dir = multiprocess_dir
         self.registry = registry = CollectorRegistry()
+        self.processes = Gauge(
+            "checkgate_gateway_processes",
+            "Gateway processes serving the port (1 per live process, summed).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.processes.set(1)
         self.responses = Counter(
             "checkgate_http_responses",
             "HTTP responses by handler or check type and status code.",
@@ -136,8 +194,31 @@ class GatewayMetrics:
         self.overhead.labels(type_name).observe(max(0.0, seconds))
 
     def exposition(self, scheduled: Iterable[ScheduledRun] = ()) -> bytes:
-        """The text for one scrape: the process's metrics, then the scheduled checks' series."""
-        return generate_latest(self.registry) + generate_latest(ScheduledChecks(scheduled))
+        """The text for one scrape: the gateway's metrics (every process's, merged, in multiprocess mode),
+        then the scheduled checks' series."""
+        registry = self.registry
+        if self.multiprocess_dir is not None:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, str(self.multiprocess_dir))
+        return generate_latest(registry) + generate_latest(ScheduledChecks(scheduled))
+
+    def gateway_wide(self) -> dict[str, int]:
+        """The live gauges summed over every process (`processes`, `inflight`, `waiting_results`; this
+        process's own values without a multiprocess directory), as /health reports them."""
+        names = {
+            "checkgate_gateway_processes": "processes",
+            "checkgate_inflight_requests": "inflight",
+            "checkgate_waiting_results": "waiting_results",
+        }
+        if self.multiprocess_dir is None:
+            return {key: int(self.registry.get_sample_value(name) or 0) for name, key in names.items()}
+        files = glob.glob(str(self.multiprocess_dir / "gauge_livesum_*.db"))
+        found = dict.fromkeys(names.values(), 0)
+        for family in multiprocess.MultiProcessCollector.merge(files, accumulate=False):
+            for sample in family.samples:
+                if sample.name in names:
+                    found[names[sample.name]] = int(sample.value)
+        return found
 
 
 class ScheduledChecks:

@@ -8,7 +8,11 @@ its deadline (a target 150 ms away is `ok: false, reason: timeout` for a 0.12 s 
 30 s one), so a caller's short timeout must never answer another caller's longer one — the hostile-
 caller attack kept a false alarm up by asking every 30 s with `timeout=0.12` — and a follower that may
 wait longer than its leader never gets the leader's 504. The recent results are a
-`cachetools.TLRUCache` (per-entry time to live, bounded in entries).
+`cachetools.TLRUCache` (per-entry time to live), bounded in bytes as well as in entries (issue #11): a
+check type with a `cache_ttl` whose results are large (a plugin's, up to the workers' 1 MiB result bound,
+or more from workers configured otherwise) must not grow the gateway by 10,000 of them. Each entry weighs
+its meta's msgpack encoding, and at least ``max_bytes / max_entries``, so both bounds hold with one
+cachetools weight; the least recently used go first. A meta heavier than the whole bound is not kept.
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import cachetools
+import msgpack
 
 Key = tuple[str, str, tuple[tuple[str, Any], ...]]
 # A request's identity for sharing: its key and its timeout (seconds).
 Identity = tuple[Key, float]
 Meta = dict[str, Any]
+
+# The recent results' bounds (per gateway process): their encoded bytes in all, and their number.
+MAX_KEPT_BYTES = 32 * 1024 * 1024
+MAX_KEPT_ENTRIES = 10_000
 
 
 def cache_key(check_name: str, kwargs: dict[str, Any], location: str = "") -> Key:
@@ -47,14 +56,19 @@ class _Kept(NamedTuple):
     task_id: str
     meta: Meta
     ttl: float
+    size: int  # bytes of the meta, msgpack-encoded
 
 
 class SharedResults:
     """Recent SUCCESS metas by request identity, plus the futures of identical requests in flight."""
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int = MAX_KEPT_ENTRIES, max_bytes: int = MAX_KEPT_BYTES) -> None:
+        least = max(1, max_bytes // max_entries)
         self._recent: cachetools.TLRUCache[Identity, _Kept] = cachetools.TLRUCache(
-            maxsize=max_entries, ttu=lambda _key, kept, now: now + kept.ttl, timer=time.monotonic
+            maxsize=max_bytes,
+            ttu=lambda _key, kept, now: now + kept.ttl,
+            timer=time.monotonic,
+            getsizeof=lambda kept: max(kept.size, least),
         )
         # (identity, timeout) → (task id, future of its meta) of the request whose task the others share.
         self.inflight: dict[Identity, tuple[str, asyncio.Future[Meta | None]]] = {}
@@ -64,10 +78,24 @@ class SharedResults:
         kept = self._recent.get(identity)
         return None if kept is None else (kept.task_id, kept.meta)
 
+    @property
+    def kept_bytes(self) -> int:
+        """What the recent results weigh now (bytes: their encoded size, at least ``max_bytes / max_entries``)."""
+        return int(self._recent.currsize)
+
     def keep(self, identity: Identity, task_id: str, meta: Meta, ttl: float) -> None:
-        """Remember a SUCCESS result for `ttl` seconds (the least recently used go beyond the bound)."""
-        if meta.get("status") == "SUCCESS" and ttl > 0:
-            self._recent[identity] = _Kept(task_id, meta, ttl)
+        """Remember a SUCCESS result for `ttl` seconds (the least recently used go beyond the bounds; a meta
+        heavier than all of them, or one msgpack cannot encode, is not kept)."""
+        if meta.get("status") != "SUCCESS" or ttl <= 0:
+            return
+        try:
+            size = len(msgpack.packb(meta))
+        except (TypeError, ValueError, OverflowError):
+            return
+        if size > self._recent.maxsize:
+            self._recent.pop(identity, None)  # an older result of the same request must not outlive this one
+            return
+        self._recent[identity] = _Kept(task_id, meta, ttl, size)
 
     async def call(
         self,

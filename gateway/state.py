@@ -54,6 +54,8 @@ class Gateway:
     checks: Mapping[str, CheckType]
     queues: Mapping[str, str]
     inflight: int = 0
+    # Set once the process stops listening (SIGTERM): answers then close their connections.
+    draining: bool = False
     inflight_by_type: Counter[str] = field(default_factory=Counter)
     # Ready messages and consumers per queue, refreshed by `watch_queues`.
     queue_stats: dict[str, dict[str, int]] = field(default_factory=dict)

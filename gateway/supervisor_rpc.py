@@ -59,7 +59,8 @@ class RpcFault(RpcError):
         self.code = code
         name = getFaultDescription(code)
         self.name = name if name != "UNKNOWN" else f"FAULT_{code}"
-        self.text = text
+        # supervisord's fault strings repeat the fault's name ("BAD_NAME: nope"): keep it once.
+        self.text = text = text.removeprefix(f"{self.name}: ")
         hint = " (is [rpcinterface:supervisor] configured on the node?)" if code == Faults.UNKNOWN_METHOD else ""
         detail = f": {text}" if text and text != self.name else ""
         super().__init__(f"{self.name}{detail}{hint}")

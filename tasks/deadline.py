@@ -9,7 +9,7 @@ parameter receives it (epoch seconds), and any code of the check may ask `remain
 read it through ``_common.Probe``.
 
 **Stopping by itself** (cooperative). Built-in checks bound each blocking call by the time left (socket
-timeouts, a resolver future) and answer ``ok: false, reason: timeout`` a little *before* the deadline, so
+timeouts, a c-ares lookup) and answer ``ok: false, reason: timeout`` a little *before* the deadline, so
 the caller gets that answer rather than a 504. `sleep` (here, used by the ``sleep`` check) waits at most
 until the deadline and then raises `DeadlineExceeded`.
 
@@ -40,7 +40,8 @@ accepted the job, not from the deadline; and the soft one raises ``SoftTimeLimit
 (listed in the tasks' ``throws``: the worker logs it at INFO, without a traceback) that the gateway answers
 504 like its own deadline, ``TimeLimitExceeded`` and an expired task (``gateway.http_api.task_answer``).
 By then the caller already had the gateway's 504 with the id; ``/result/<id>`` then says what happened.
-Non-idempotent checks stay at most once: they are acknowledged before they run, and an ended task is a
+Non-idempotent checks stay at most once: they are acknowledged before they run, a copy the broker
+delivers again (an ack lost with its host) is not run (`tasks.run_once`), and an ended task is a
 FAILURE, which Celery acknowledges (``task_acks_on_failure_or_timeout``) rather than redelivers.
 
 **Limits.** An asynchronous exception is raised between bytecodes: a pool thread inside one blocking C
@@ -76,6 +77,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celery.worker.request import Request
+
+from tasks.results import DEFAULT_MAX_RESULT_BYTES, bounded_result
+from tasks.run_once import claim_or_ignore
 
 if TYPE_CHECKING:
     from tasks.registry import CheckType
@@ -311,15 +315,25 @@ def task_deadline(expires: str | datetime | None, max_timeout: float) -> float:
 
 
 def task_body(check: CheckType) -> Callable[..., Any]:
-    """The function Celery runs for `check` (a bound task): the check under its request's deadline."""
+    """The function Celery runs for `check` (a bound task): the check under its request's deadline; for a
+    check declared not idempotent, only if its task id was never claimed (`tasks.run_once`); its result
+    held to what can be stored (`tasks.results.bounded_result`: encodable by the app's
+    ``result_serializer``, at most ``checkgate_max_result_bytes`` encoded)."""
     fn, max_timeout, wants_deadline = check.fn, check.max_timeout, check.wants_deadline
+    once = not check.idempotent
 
     @functools.wraps(fn)
     def run(self: Any, **kwargs: Any) -> Any:
         deadline = task_deadline(self.request.expires, max_timeout)
+        if once:
+            claim_or_ignore(self, deadline)  # a redelivered copy of a run-once check is not run again
         if wants_deadline:
             kwargs["deadline"] = deadline
-        return call_within(deadline, fn, kwargs)
+        result = call_within(deadline, fn, kwargs)
+        conf = self.app.conf
+        return bounded_result(
+            result, conf.result_serializer, conf.get("checkgate_max_result_bytes", DEFAULT_MAX_RESULT_BYTES)
+        )
 
     return run
 

@@ -1,10 +1,10 @@
 """Contenders that need no workers: checkgate as N gateway processes against a stand-in gateway, and
 the bare Tornado handler (no services).
 
-The multi-process gateway (issue #15 part 1) may fork N processes itself (CHECKGATE_PROCESSES) or be
-started N times on one port (CHECKGATE_REUSE_PORT=1); the bench finds out which, keeps it for the run,
-and skips the cells — saying why — when the gateway does neither. A stand-in speaking just enough of
-the gateway (its /health and its start-up log line) plays each of the three.
+The multi-process gateway (issue #15 part 1) is started N times on one port, as supervisord starts it
+(CHECKGATE_PROCESSES=N, CHECKGATE_PROCESS_NUM=n); the bench skips the cells — saying why — when a second
+process cannot bind. A stand-in speaking just enough of the gateway (its /health and its start-up log
+line) plays both.
 """
 
 import sys
@@ -16,15 +16,15 @@ from bench import scenarios
 from bench.contenders import Bare, CheckgateMulti, Skip
 from bench.stack import BenchStack, group_size
 
-# mode "fork": CHECKGATE_PROCESSES=N processes sharing one listening socket; "reuse": binds with
-# SO_REUSEPORT when CHECKGATE_REUSE_PORT=1; "single": neither (a second process cannot bind).
+# mode "reuse": binds with SO_REUSEPORT when CHECKGATE_PROCESSES > 1, as gateway/server.py does; "single":
+# never (a second process cannot bind).
 STAND_IN = r"""
 import http.server, json, os, socket, sys
 mode = os.environ["STAND_IN_MODE"]
 port = int(os.environ["CHECKGATE_PORT"])
 sock = socket.socket()
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tornado's bind_sockets
-if mode == "reuse" and os.environ.get("CHECKGATE_REUSE_PORT") == "1":
+if mode == "reuse" and int(os.environ["CHECKGATE_PROCESSES"]) > 1:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 sock.bind(("127.0.0.1", port))  # "single": the second one fails with "Address already in use"
 sock.listen(64)
@@ -41,10 +41,6 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 server = http.server.HTTPServer(("127.0.0.1", port), Health, bind_and_activate=False)
 server.socket = sock
-if mode == "fork":
-    for _ in range(int(os.environ.get("CHECKGATE_PROCESSES", "1")) - 1):
-        if os.fork() == 0:
-            break
 print(f"checkgate gateway on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
 server.serve_forever()
 """
@@ -54,7 +50,6 @@ def stand_in(mode: str) -> type[CheckgateMulti]:
     class StandIn(CheckgateMulti):
         processes = 2
         mode = None
-        FORK_WAIT_S = 1.0
 
         def argv(self, port: int) -> list[str]:
             return [sys.executable, "-c", STAND_IN]
@@ -73,28 +68,25 @@ def stack(tmp_path: Path):
     stack.stop_all(grace=2.0)
 
 
-@pytest.mark.parametrize(("mode", "found", "groups"), [("fork", "processes", 1), ("reuse", "reuse_port", 2)])
-def test_n_gateway_processes_serve_one_port(stack: BenchStack, mode: str, found: str, groups: int) -> None:
-    contender = stand_in(mode)(stack)
+def test_n_gateway_processes_serve_one_port(stack: BenchStack) -> None:
+    contender = stand_in("reuse")(stack)
     contender.start(1)
     try:
-        assert type(contender).mode == found
+        assert type(contender).mode is None
         pgids = contender.pgids()
-        assert len(pgids) == groups
+        assert len(pgids) == 2
         assert sum(group_size(g) for g in pgids) == 2
     finally:
         contender.stop()
     assert not any(group_size(g) for g in pgids)
-    # The way found is kept: the next cell starts the same way at once.
     again = type(contender)(stack)
     again.start(2)
     again.stop()
-    assert type(contender).mode == found
 
 
 def test_a_gateway_of_one_process_per_port_is_skipped_saying_why(stack: BenchStack) -> None:
     kind = stand_in("single")
-    with pytest.raises(Skip, match="CHECKGATE_PROCESSES nor CHECKGATE_REUSE_PORT"):
+    with pytest.raises(Skip, match="CHECKGATE_PROCESSES is not supported"):
         kind(stack).start(1)
     assert not stack.procs, "every process it started is stopped"
     # Later cells are skipped without starting anything.

@@ -52,7 +52,7 @@ def test_results_have_every_key(smoke: dict) -> None:
     assert smoke["worker_transports"]["pyamqp"]["slots"] == {"add": 2, "sleep": 200}
     assert set(smoke["scenarios"]) == {"noop-unique", "sleep@8"}
     for scenario in smoke["scenarios"].values():
-        assert set(scenario["contenders"]) == {"checkgate", "drain"}
+        assert set(scenario["contenders"]) == {"checkgate", "checkgate-flower-api", "drain"}
         for row in scenario["contenders"].values():
             assert row.keys() >= ROW_KEYS
             assert row["rounds"] == 1 and not row["failed"] and not row["skipped"]

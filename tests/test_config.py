@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Settings, env_number, variable
+from gateway.config import ConfigError, Settings, check_read_later, env_number, variable
 from tests.support.stack import ROOT
 
 VARIABLES = {variable(spec): spec for spec in dataclasses.fields(Settings)}
@@ -129,6 +130,15 @@ def start_gateway(tmp_path: Path, **environ: str) -> subprocess.CompletedProcess
     [
         ({"CHECKGATE_PORT": "abc"}, "CHECKGATE_PORT='abc': expected an integer from 1 to 65535"),
         ({"CHECKGATE_API_KEYS_FILE": "/nonexistent/keys.toml"}, "CHECKGATE_API_KEYS_FILE='/nonexistent/keys.toml'"),
+        # Read at first use (the target policy at each request's validation, celeryconfig when the client
+        # starts, …): checked at start all the same (the rest of them in-process, below).
+        ({"CHECKGATE_ALLOW_NETWORKS": "garbage"}, "CHECKGATE_ALLOW_NETWORKS: 'garbage' does not appear"),
+        ({"CHECKGATE_CA_DIRS": "certs"}, "CHECKGATE_CA_DIRS='certs': entry 1 ('certs') is not an absolute"),
+        ({"CHECKGATE_QUEUE_TYPE": "x"}, "CHECKGATE_QUEUE_TYPE must be classic or quorum"),
+        ({"CHECKGATE_DELIVERY_LIMIT": "x"}, "CHECKGATE_DELIVERY_LIMIT='x': expected an integer >= 1"),
+        ({"CHECKGATE_LOCATIONS": "a b"}, "CHECKGATE_LOCATIONS: location 'a b' must be"),
+        ({"CHECKGATE_CHECK_MODULES": "nope.mod"}, "CHECKGATE_CHECK_MODULES='nope.mod': No module named 'nope'"),
+        ({"CHECKGATE_CONSOLE_CONFIG": "/nonexistent.toml"}, "CHECKGATE_CONSOLE_CONFIG: cannot read"),
     ],
 )
 def test_the_gateway_stops_at_start_with_one_line_and_status_2(
@@ -141,6 +151,26 @@ def test_the_gateway_stops_at_start_with_one_line_and_status_2(
     assert message in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CHECKGATE_ALLOW_NETWORKS": "garbage"}, "CHECKGATE_ALLOW_NETWORKS: 'garbage' does not appear"),
+        ({"CHECKGATE_DENY_NETWORKS": "10.0.0.0/33"}, "CHECKGATE_DENY_NETWORKS: "),
+        ({"CHECKGATE_PROTECTED_ENDPOINTS": "garbage"}, "CHECKGATE_PROTECTED_ENDPOINTS: item 1 is not host:port"),
+        ({"CHECKGATE_OPEN_DEPLOYMENT_HOSTS": "a b"}, "CHECKGATE_OPEN_DEPLOYMENT_HOSTS: item 1 is not a network"),
+        ({"CHECKGATE_FLOWER_PORT": "x"}, "CHECKGATE_FLOWER_PORT: not a port"),
+        ({"CHECKGATE_SUPERVISOR_PORT": "0"}, "CHECKGATE_SUPERVISOR_PORT: not a port"),
+        ({"CHECKGATE_CA_DIRS": "/etc/ssl,/proc/self"}, "CHECKGATE_CA_DIRS='/etc/ssl,/proc/self': entry 2"),
+        ({"CHECKGATE_TASK_API": "x.*", "CHECKGATE_TASK_API_MAX_TIMEOUT": "x"}, "CHECKGATE_TASK_API_MAX_TIMEOUT: "),
+    ],
+)
+def test_settings_read_at_first_use_are_checked_at_start(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_read_later(environ)
+    assert info.value.variable in environ and message in str(info.value)
+    check_read_later({})  # the defaults pass
+
+
 def test_a_bad_keys_file_is_named_with_its_entry(tmp_path: Path) -> None:
     keys = tmp_path / "keys.toml"
     keys.write_text('[[keys]]\nname = "billing"\nsha256 = "' + "00" * 32 + '"\nchecks = "http"\n')
@@ -148,3 +178,50 @@ def test_a_bad_keys_file_is_named_with_its_entry(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "CHECKGATE_API_KEYS_FILE=" in done.stderr
     assert "billing: checks must be a list of check type names" in done.stderr
+
+
+def test_a_port_in_use_stops_the_start_with_one_line_naming_checkgate_port(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "CHECKGATE_PORT": str(port),
+        # Nothing listens there: the start does not wait for them (STARTUP_WAIT 0) and connects to nothing.
+        "CHECKGATE_BROKER_URL": "amqp://u:p@127.0.0.1:1//",
+        "CHECKGATE_RESULT_BACKEND": "redis://127.0.0.1:1/0",
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import gateway.server as s; s.STARTUP_WAIT = 0; s.main()"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        taken.close()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    expected = f"CHECKGATE_PORT={port}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert last == f"checkgate gateway: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CHECKGATE_ALLOW_NETWORKS", "garbage"), ("CHECKGATE_PROTECTED_ENDPOINTS", "x"), ("CHECKGATE_CA_DIRS", "certs")],
+)
+def test_a_worker_stops_before_consuming_on_a_setting_its_checks_cannot_use(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, name: str, value: str
+) -> None:
+    from tasks.celery import check_settings
+
+    check_settings()  # the test deployment's own settings pass
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stopped:
+        check_settings()
+    assert stopped.value.code == 78  # EX_CONFIG, as a worker left without a queue to consume
+    assert [r.levelname for r in caplog.records] == ["CRITICAL"] and name in caplog.records[0].getMessage()

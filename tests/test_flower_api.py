@@ -242,6 +242,57 @@ class TestTaskApi(TaskApiTest):
         assert response.headers["Retry-After"]
 
 
+class TestTaskApiChecks(TaskApiTest):
+    """checkgate's own checks through the task API: validated as /check/<type> validates them."""
+
+    settings = TaskApiSettings(("checkgate.*", "proj.*"), max_timeout=30.0)
+
+    def test_a_checks_kwargs_are_validated_by_its_params_as_check_does(self) -> None:
+        cases = [
+            ("checkgate.add", {"kwargs": {"x": "a", "y": 2}}, "/check/add?x=a&y=2", "x"),
+            ("checkgate.add", {"kwargs": {"x": 1}}, "/check/add?x=1", "y"),
+            ("checkgate.add", {"kwargs": {"x": 1, "y": 2, "z": 3}}, "/check/add?x=1&y=2&z=3", "z"),
+            ("checkgate.add", {"kwargs": {"x": True, "y": 2}}, "/check/add?x=true&y=2", "x"),
+            ("checkgate.add", {"kwargs": {"x": 2**60, "y": 2}}, f"/check/add?x={2**60}&y=2", "x"),
+            # The target policy at the gateway, as for /check (a metadata address: refused whatever is allowed).
+            (
+                "checkgate.http",
+                {"kwargs": {"url": "http://169.254.169.254/"}},
+                "/check/http?url=http://169.254.169.254/",
+                "url",
+            ),
+        ]
+        for task, body, path, field in cases:
+            expected = self.fetch(path, raise_error=False)
+            assert expected.code == 400, path
+            for endpoint in ("apply", "async-apply", "send-task"):
+                status, answered, _ = self.call(f"{endpoint}/{task}", body)
+                assert (status, answered) == (400, json.loads(expected.body)), (endpoint, body)
+                assert answered["field"] == field
+        for value in (None, [1], {"a": 1}):
+            status, answered, _ = self.call("apply/checkgate.add", {"kwargs": {"x": value, "y": 2}})
+            assert (status, answered["field"]) == (400, "x")
+        assert self.client.sent == []
+
+    def test_a_check_takes_no_positional_args(self) -> None:
+        for endpoint in ("apply", "async-apply", "send-task"):
+            status, answered, _ = self.call(f"{endpoint}/checkgate.add", {"args": [2, 3]})
+            assert (status, answered["field"]) == (400, "args")
+            assert "keyword arguments only" in answered["error"]
+        assert self.client.sent == []
+
+    def test_a_checks_kwargs_are_sent_converted_with_its_defaults(self) -> None:
+        assert self.call("async-apply/checkgate.add", {"kwargs": {"x": "2", "y": 3}})[0] == 200
+        assert self.call("async-apply/checkgate.boom", {})[0] == 200
+        # Any other task's arguments are its own business, as in Flower.
+        assert self.call("async-apply/proj.add", {"args": [1], "kwargs": {"z": [1]}})[0] == 200
+        assert [sent[:3] for sent in self.client.sent] == [
+            ("checkgate.add", [], {"x": 2, "y": 3}),
+            ("checkgate.boom", [], {"code": 42}),
+            ("proj.add", [1], {"z": [1]}),
+        ]
+
+
 class TestTaskApiOff(TaskApiTest):
     settings = None
 
@@ -264,7 +315,7 @@ class TestTaskApiKeys(TaskApiTest):
         assert status == 401 and "Bearer" in response.headers["WWW-Authenticate"]
         add = {"Authorization": f"Bearer {ADD_KEY}"}
         assert self.call("apply/proj.add", {}, headers=add)[0] == 200
-        assert self.call("apply/checkgate.add", {}, headers=add)[0] == 200  # the `add` check type
+        assert self.call("apply/checkgate.add", {"kwargs": {"x": 1, "y": 2}}, headers=add)[0] == 200  # `add` check
         status, body, _ = self.call("apply/proj.other", {}, headers=add)
         assert (status, body["field"]) == (403, "taskname")
         assert self.call("apply/checkgate.http", {}, headers=add)[0] == 404  # off the allow-list first

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.sharing import SharedResults, cache_key
+import msgpack
+
+from gateway.sharing import MAX_KEPT_BYTES, SharedResults, cache_key
 
 KEY = cache_key("tls", {"host": "slow.example", "port": 443})
 
@@ -60,3 +62,38 @@ def test_identical_requests_in_flight_share_only_with_the_same_timeout() -> None
     assert (a.shared, b.shared, b.task_id) == (False, True, a.task_id)
     assert (c.shared, c.task_id != a.task_id) == (False, True)
     assert sorted(runs) == [1.0, 2.0]
+
+
+def _encoded_size_of_kept(shared: SharedResults) -> int:
+    identities = [cache_key("bulky", {"n": n}) for n in range(200)]
+    kept = [shared.recent((identity, 10.0)) for identity in identities]
+    return sum(len(msgpack.packb(hit[1])) for hit in kept if hit is not None)
+
+
+def test_many_large_results_do_not_grow_the_cache_past_its_bytes() -> None:
+    """Issue #11: 200 cached results of 1 MiB each (a plugin's, at the workers' result bound) were all kept,
+    200 MiB in one gateway process; the cache is bounded in bytes (msgpack-encoded) now, newest kept."""
+    shared = SharedResults()
+    for n in range(200):
+        meta = {"status": "SUCCESS", "result": {"ok": True, "blob": "x" * (1024 * 1024 - 100)}, "n": n}
+        shared.keep((cache_key("bulky", {"n": n}), 10.0), f"id-{n}", meta, ttl=60.0)
+        assert shared.kept_bytes <= MAX_KEPT_BYTES
+    assert 0.9 * MAX_KEPT_BYTES < _encoded_size_of_kept(shared) <= MAX_KEPT_BYTES
+    assert shared.recent((cache_key("bulky", {"n": 199}), 10.0)) is not None
+    assert shared.recent((cache_key("bulky", {"n": 0}), 10.0)) is None
+
+
+def test_a_result_heavier_than_the_whole_bound_is_not_kept() -> None:
+    shared = SharedResults(max_entries=10, max_bytes=4096)
+    identity = (KEY, 5.0)
+    shared.keep(identity, "id-small", {"status": "SUCCESS", "result": {"ok": True}}, ttl=60.0)
+    shared.keep(identity, "id-big", {"status": "SUCCESS", "result": {"ok": True, "blob": "x" * 5000}}, ttl=60.0)
+    assert shared.recent(identity) is None  # neither the big one nor the older answer it replaced
+    assert shared.kept_bytes == 0
+
+
+def test_small_results_are_still_bounded_in_number() -> None:
+    shared = SharedResults(max_entries=50, max_bytes=1024 * 1024)
+    for n in range(500):
+        shared.keep((cache_key("tls", {"n": n}), 5.0), f"id-{n}", {"status": "SUCCESS", "result": n}, ttl=60.0)
+    assert sum(shared.recent((cache_key("tls", {"n": n}), 5.0)) is not None for n in range(500)) == 50

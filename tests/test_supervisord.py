@@ -194,8 +194,9 @@ def test_the_operators_urls_win_and_the_node_runs_no_redis_of_its_own(tmp_path: 
     assert (env["CHECKGATE_BROKER_URL"], env["CHECKGATE_RESULT_BACKEND"]) == (BROKER_URL, BACKEND_URL)
     assert env["CHECKGATE_REDIS_NUMPROCS"] == "0"
     made = sorted(p.name for p in (tmp_path / "var").iterdir())
-    # Nothing for Redis or RabbitMQ.
-    assert made == ["console-credentials", "console.toml", "flower-credentials", "supervisor-credentials"]
+    # Nothing for Redis or RabbitMQ (metrics/: the gateway's processes share their metrics there).
+    expected = ["console-credentials", "console.toml", "flower-credentials", "metrics", "supervisor-credentials"]
+    assert made == [name for name in expected if name != "metrics" or env["CHECKGATE_PROCESSES"] != "1"]
 
 
 def test_supervisor_password_is_generated_once_and_private(tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ def test_the_installed_package_runs_a_check_without_the_checkout(
     assert seen["conf"] == str(next(site.glob("python*/site-packages/gateway/node/supervisord.conf")))
     assert seen["sockets"] == [str(cwd.resolve() / "var" / "supervisor.sock")]
     assert seen["console"] == str(cwd.resolve() / "var" / "console.toml")
-    assert "gateway" in seen["programs"] and "worker-add" in seen["programs"]
+    assert "gateway-0" in seen["programs"] and "worker-add" in seen["programs"]  # gateway:gateway-0, …
     assert "redis" not in seen["programs"]  # CHECKGATE_RESULT_BACKEND given
     for name, program in seen["programs"].items():
         executable = Path(program["command"].split()[0])

@@ -11,7 +11,9 @@ holds the loop: at most `MAX_ROWS` answers, and a text search looks at the newes
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -63,6 +65,13 @@ class AuditLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Who did what to which process is the operators' business: the file is made 0600 before SQLite
+        # opens it (SQLite gives its -wal and -shm files the database's mode), and an older 0644 one is
+        # narrowed.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path, 0o600)
         # The loop is the only user of this connection; check_same_thread=False merely allows the loop
         # to run in a thread other than the one that built the console (as in the tests).
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -2,6 +2,17 @@
 
 Hashes are `scrypt$n$r$p$salt$hash` (or `pbkdf2_sha256$iterations$salt$hash`), salt and hash in
 URL-safe base64, made by `python -m gateway.console hash-password`; comparisons are constant-time.
+
+Login throttling (`LoginThrottle`) slows guessing instead of locking accounts: 5 checks per user name and
+50 per client address per 300 s as a burst, then one check per 60 s per name (6 s per address), the
+slot taken *before* the ~50 ms scrypt hash runs in a thread and in the same synchronous step as the
+check, so concurrent requests cannot get more checks than that. A lockout would let any stranger keep the
+admin out (behind loopback_only every client is 127.0.0.1); slowing keeps a guesser to the same rate
+while the real password gets in at the next slot. Trade-off: a guesser that fires at every slot competes
+with the real user for it, so under a sustained attack a login may take a few intervals. A browser that
+has logged in as a name before is spared that (OWASP's "device cookies"): it holds a signed device
+cookie for the name, and its attempts at that name spend a bucket of their own (same limits), not the
+name's or the address's, so a stranger's guesses do not slow a returning user at all.
 """
 
 from __future__ import annotations
@@ -10,19 +21,23 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
-from collections import deque
 from collections.abc import Mapping
 
 import tornado.web
 
+from gateway.auth import TokenBucket
 from gateway.console.config import UserConfig
 
 ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 PBKDF2_ITERATIONS = 600_000
 SESSION_COOKIE = "checkgate_console"
+# A browser that logged in as a user: its own login throttle for that name (see LoginThrottle).
+DEVICE_COOKIE = "checkgate_console_device"
+DEVICE_DAYS = 90
 
 
 def _b64(raw: bytes) -> str:
@@ -80,41 +95,82 @@ def allowed(role: str, needed: str) -> bool:
 
 
 class LoginThrottle:
-    """Failed logins allowed per `window` seconds: `per_name` for one user name from one address, and
-    `per_client` in all from one address (so guessing across many names is slowed down too).
+    """Password checks allowed per user name and per client address: a burst, then a steady rate.
 
-    Keyed by address *and* name so that someone hammering one account does not lock out colleagues
-    behind the same NAT or proxy address.
+    Each key is a token bucket (`gateway.auth.TokenBucket`): `per_name` checks of one user name (from
+    any address) and `per_client` checks from one address (so guessing across many names is slowed too)
+    per `window` seconds, as a burst of that size refilled one check every `window / per_name` (resp.
+    `window / per_client`) seconds. `reserve` checks and spends a token of both keys in one synchronous
+    step *before* the password is hashed, so concurrent attempts cannot exceed the limit while the hash
+    runs in a thread; a check that succeeds gives its tokens back (`succeeded`): only failures count.
+
+    Over the limit the name is slowed, not locked: 429 with Retry-After until its next token, then one
+    check. So after an attack the real password gets in within `window / per_name` seconds (60 s by
+    default) of the attack's last attempt, and a guesser gets no more than that same one check per
+    interval. This follows OWASP's authentication guidance (throttle, do not lock out, an account a
+    stranger can name). The trade-off: while a guesser keeps firing at every slot, the real user
+    competes with it for each one (slowed, not locked); the clients are indistinguishable, since the
+    console is loopback_only by default and every SSH tunnel is 127.0.0.1.
+
+    Except a browser that has logged in as that name before: the login handler passes the id of its
+    device cookie (`Sessions.device_for`), and its attempts spend a bucket of that device alone (the
+    `per_name` limits), never the name's or the address's, so a guesser cannot slow it; a stolen device
+    cookie gives its thief no access, only the same `per_name` guesses per window.
     """
+
+    # Buckets kept at once: bounds the memory an attacker rotating names or addresses can take.
+    MAX_KEYS = 10_000
 
     def __init__(self, per_name: int = 5, per_client: int = 50, window: float = 300.0) -> None:
         self.limits = {"name": per_name, "client": per_client}
         self.window = window
-        self._failures: dict[tuple[str, ...], deque[float]] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
-    def _keys(self, client: str, name: str) -> list[tuple[tuple[str, ...], int]]:
-        return [((client, name), self.limits["name"]), ((client,), self.limits["client"])]
+    def _prune(self) -> None:
+        # Full buckets are the same as none; past that, the oldest go first.
+        for key in [k for k, b in self._buckets.items() if b.full]:
+            del self._buckets[key]
+        while len(self._buckets) >= self.MAX_KEYS:
+            del self._buckets[next(iter(self._buckets))]
 
-    def retry_after(self, client: str, name: str) -> int:
-        """Seconds this client must wait before trying this name again (0: it may try now)."""
+    def _keys(self, client: str, name: str, device: str | None) -> tuple[tuple[str, str], ...]:
+        # A trusted device spends only its own bucket: nothing a stranger does can empty it.
+        return (("device", device),) if device else (("name", name), ("client", client))
+
+    def reserve(self, client: str, name: str, device: str | None = None) -> int:
+        """Take a password check for `name` from `client`: 0 when taken (call `succeeded` if the password
+        was right), else the whole seconds (>= 1) until one is free, for Retry-After (nothing taken).
+        `device`: the id of a valid device cookie issued to `name` (`Sessions.device_for`), if any."""
         now = time.monotonic()
-        wait = 0
-        for key, limit in self._keys(client, name):
-            failures = self._failures.get(key)
-            while failures and failures[0] < now - self.window:
-                failures.popleft()
-            if failures and len(failures) >= limit:
-                wait = max(wait, int(failures[0] + self.window - now) + 1)
-        return wait
+        buckets = [self._bucket(kind, value) for kind, value in self._keys(client, name, device)]
+        wait = max(b.wait(now) for b in buckets)
+        if wait:
+            return math.ceil(wait)
+        for bucket in buckets:
+            bucket.take(now)
+        return 0
 
-    def failed(self, client: str, name: str) -> None:
-        for key, limit in self._keys(client, name):
-            self._failures.setdefault(key, deque(maxlen=limit)).append(time.monotonic())
-        while len(self._failures) > 10_000:  # bound the memory an address-rotating attacker can take
-            self._failures.pop(next(iter(self._failures)))
+    def _bucket(self, kind: str, value: str) -> TokenBucket:
+        key = (kind, value)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.MAX_KEYS:
+                self._prune()
+            limit = self.limits["client" if kind == "client" else "name"]
+            bucket = self._buckets[key] = TokenBucket(rate=limit / self.window, burst=float(limit))
+        return bucket
 
-    def succeeded(self, client: str, name: str) -> None:
-        self._failures.pop((client, name), None)
+    def succeeded(self, client: str, name: str, device: str | None = None) -> None:
+        """The reserved check was the right password: it does not count, and the name (or the device)
+        starts afresh (only its owner can do that). The address only gets this check back: one valid
+        account behind a shared address must not reset the limit on guessing other names."""
+        if device:
+            self._buckets.pop(("device", device), None)
+            return
+        self._buckets.pop(("name", name), None)
+        bucket = self._buckets.get(("client", client))
+        if bucket is not None:
+            bucket.give_back()
 
 
 class Sessions:
@@ -148,3 +204,22 @@ class Sessions:
 
     def logout(self, user: str) -> None:
         self._not_before[user] = time.time()
+
+    def new_device(self, user: str, device: str | None = None) -> bytes:
+        """A device cookie value for `user` (keeping the id `device` when the browser had one)."""
+        payload = json.dumps({"u": user, "d": device or secrets.token_urlsafe(12)})
+        return tornado.web.create_signed_value(self._secret, DEVICE_COOKIE, payload)
+
+    def device_for(self, value: str | None, user: str) -> str | None:
+        """The device id of a valid device cookie issued to `user`, else None (not signed by this
+        console's secret, older than DEVICE_DAYS, or another user's). Survives logout: it grants no
+        access, only its own login throttle."""
+        raw = tornado.web.decode_signed_value(self._secret, DEVICE_COOKIE, value, max_age_days=DEVICE_DAYS)
+        if raw is None:
+            return None
+        try:
+            payload = json.loads(raw)
+            owner, device = str(payload["u"]), str(payload["d"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        return device if owner == user and device else None

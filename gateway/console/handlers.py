@@ -9,7 +9,7 @@ from typing import Any
 import tornado.web
 
 from gateway.console.actions import ACTIONS, DESTRUCTIVE, Busy
-from gateway.console.auth import SESSION_COOKIE, check_login
+from gateway.console.auth import DEVICE_COOKIE, DEVICE_DAYS, SESSION_COOKIE, check_login
 from gateway.console.poller import NodeState
 from gateway.console.service import Console
 from gateway.console.streams import StateStreamHandler, TailStreamHandler
@@ -35,11 +35,14 @@ class LoginHandler(ConsoleHandler):
         console = self.console
         name = self.get_body_argument("name", "")[:64]
         password = self.get_body_argument("password", "")[:1024]
-        wait = console.throttle.retry_after(self.client, name)
+        # Reserved before the hash and in the same step as the check (no await between): concurrent
+        # wrong passwords cannot get more checks than the limit while earlier ones are being hashed.
+        device = console.sessions.device_for(self.get_cookie(DEVICE_COOKIE), name)
+        wait = console.throttle.reserve(self.client, name, device)
         if wait:
             self.set_status(429)
             self.set_header("Retry-After", str(wait))
-            error = f"Too many failed logins: try again in {wait} s."
+            error = f"Too many failed logins for this name or address: try again in {wait} s."
             self.render("login.html", error=error, next=self._next(), name=name)
             return
         # scrypt costs ~50 ms of CPU by design: off the loop, in the default executor. hashlib.scrypt and
@@ -49,12 +52,20 @@ class LoginHandler(ConsoleHandler):
             loop = asyncio.get_running_loop()
             user = await loop.run_in_executor(None, check_login, console.settings.users, name, password)
         if user is None:
-            console.throttle.failed(self.client, name)
             console.audit.record(name or "?", "", self.client, "login", "", "failed", "wrong user name or password")
             self.set_status(403)
             self.render("login.html", error="Wrong user name or password.", next=self._next(), name=name)
             return
-        console.throttle.succeeded(self.client, name)
+        console.throttle.succeeded(self.client, name, device)
+        self.set_cookie(
+            DEVICE_COOKIE,
+            console.sessions.new_device(user.name, device).decode(),
+            path=f"{self.base}/login",
+            httponly=True,
+            secure=console.settings.cookie_secure,
+            samesite="Strict",
+            expires_days=DEVICE_DAYS,
+        )
         console.audit.record(user.name, user.role, self.client, "login", "", "ok")
         self.set_cookie(
             SESSION_COOKIE,

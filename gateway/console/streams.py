@@ -81,14 +81,16 @@ class TailStreamHandler(EventStream):
             raise tornado.web.HTTPError(404, "no such node or stream")
         if console.tails >= console.settings.max_tails:
             raise tornado.web.HTTPError(503, "too many live tails open; close one")
-        assert console.rpc is not None
-        tail = LogTail(console.rpc, node, process, stream, console.settings.rpc_timeout)
-        last = self.request.headers.get("Last-Event-ID", "")
-        if last.isdigit():  # a reconnecting browser continues where it was, without repeats
-            tail.offset = int(last)
-        self.start_stream()
+        # Counted in the same step as the check (nothing awaited between), so tails opened at once
+        # cannot pass the cap.
         console.tails += 1
         try:
+            assert console.rpc is not None
+            tail = LogTail(console.rpc, node, process, stream, console.settings.rpc_timeout)
+            last = self.request.headers.get("Last-Event-ID", "")
+            if last.isdigit():  # a reconnecting browser continues where it was, without repeats
+                tail.offset = int(last)
+            self.start_stream()
             await self._follow(tail)
         finally:
             console.tails -= 1

@@ -107,9 +107,11 @@ class ConsoleHandler(tornado.web.RequestHandler):
             # Tornado checks this only when the application sets xsrf_cookies; the gateway's does not
             # need to, so the console checks every POST itself.
             self.check_xsrf_cookie()
-            origin = self.request.headers.get("Origin")
-            if origin and urlsplit(origin).netloc != self.request.host:
-                raise tornado.web.HTTPError(403, "cross-origin request refused")
+            # Browsers send Origin with every POST (Referer too: Referrer-Policy same-origin); a POST that
+            # names no page of this console as its source is refused, not only one from a foreign page.
+            source = self.request.headers.get("Origin") or self.request.headers.get("Referer")
+            if not source or urlsplit(source).netloc != self.request.host:
+                raise tornado.web.HTTPError(403, "cross-origin request refused: no Origin or Referer of this console")
 
     @property
     def client(self) -> str:

@@ -15,7 +15,6 @@ assertion's reason is the name of the parameter that asserted it (``status_codes
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import hashlib
 import http.client
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tasks.checks._guard as _guard
+import tasks.checks._resolver as _resolver
 import tasks.checks._trust as _trust
 from tasks.checks._pattern import MAX_PATTERN_CHARS, compile_pattern, validate_pattern, worst_case_seconds
 from tasks.checks._x509 import CertInfo, parse_certificate
@@ -41,8 +41,6 @@ DEFAULT_TIMEOUT = 10.0
 DEADLINE_MARGIN = 0.5
 MAX_DETAIL = 200
 
-# getaddrinfo cannot be given a timeout: lookups run here so a check can stop waiting at its deadline.
-_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="checkgate-resolve")
 _FAMILIES = {"any": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}
 
 # X509_V_ERR_* codes (OpenSSL's x509_vfy.h) that deserve their own reason.
@@ -195,9 +193,12 @@ def affordable(probe: Probe, compiled: Any, length: int, what: str) -> None:
         raise ProbeFailure("timeout", detail)
 
 
-def search(probe: Probe, pattern: str, text: str, what: str) -> bool:
+def search(probe: Probe, pattern: str, text: str | bytes | bytearray, what: str) -> bool:
     """Whether the caller's `pattern` (RE2) matches anywhere in `text`, given the time the probe has left
-    (raises `ProbeFailure("timeout")` when the search might outlast it; `what` names the parameter)."""
+    (raises `ProbeFailure("timeout")` when the search might outlast it; `what` names the parameter).
+
+    `text` is a str, or the UTF-8 bytes of one: RE2 searches those bytes either way, so the answer is the
+    same, and bytes spare the str and RE2's UTF-8 copy of it (the http check's bodies)."""
     compiled = compile_pattern(pattern)
     affordable(probe, compiled, len(text), what)
     return compiled.search(text) is not None
@@ -258,11 +259,11 @@ def resolve(host: str, port: int, probe: Probe, ip_version: str = "any", *, oper
 
 def _getaddrinfo(host: str, port: int, family: int, probe: Probe) -> list[Any]:
     try:
-        if _guard.parse_ip(host) is not None:  # literals need no lookup, and no thread
+        if _guard.parse_ip(host) is not None:  # literals need no lookup
             return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
-        future = _RESOLVER.submit(socket.getaddrinfo, host, port, family, socket.SOCK_STREAM)
-        return future.result(timeout=probe.deadline.remaining())
-    except concurrent.futures.TimeoutError:
+        # Bounded by the deadline and cancelled there: a name whose server never answers holds nothing after.
+        return _resolver.getaddrinfo(host, port, family, probe.deadline.remaining())
+    except TimeoutError:
         raise ProbeFailure("timeout", f"resolving {host}") from None
     except socket.gaierror as exc:
         raise ProbeFailure("dns_error", f"{host}: {exc.strerror}") from None

@@ -14,23 +14,33 @@ The rules, in order:
 
 1. **The deployment's own endpoints** are refused for every check type, whatever the allow lists say
    (`deployment_endpoints`): every broker of the Celery app (each host of a ``;`` failover list, the read
-   and write URLs) and, beside an AMQP broker, RabbitMQ's companion ports; the result backend (each host of
-   a ``sentinel://`` list); RedBeat's Redis; Flower and Supervisor's console on this host; the gateway (and
-   the console it serves); the console's nodes; ``CHECKGATE_PROTECTED_ENDPOINTS``. Their names are resolved
-   on the worker (`ENDPOINTS_TTL`) and judged as (address, port). An endpoint on a local address (loopback,
-   0.0.0.0 or ::, an address of this host) protects its port on every local address: whatever it is bound
-   to, the same service usually answers on all of them (Redis on 127.0.0.1 and ::1, a 0.0.0.0 bind).
+   and write URLs); the result backend (each host of a ``sentinel://`` list); RedBeat's Redis (and its
+   sentinels); Flower and Supervisor's console on this host; the gateway (and the console it serves); the
+   console's nodes; ``CHECKGATE_PROTECTED_ENDPOINTS``. Beside each broker and Redis, every port of its
+   service family (`SERVICE_PORTS`: RabbitMQ's AMQPS, streams, STOMP, MQTT, management, Web-STOMP/MQTT,
+   epmd, distribution; Redis's cluster bus and Sentinel, and every port configured for either). Their
+   names are resolved on the worker (`ENDPOINTS_TTL`) and judged as (address, port). An endpoint on a
+   local address (loopback, 0.0.0.0 or ::, an address of this host) protects its port on every local
+   address: whatever it is bound to, the same service usually answers on all of them (Redis on 127.0.0.1
+   and ::1, a 0.0.0.0 bind). A deployment host that is not local (the broker on 10.0.0.5) is refused on
+   every port, unless ``CHECKGATE_OPEN_DEPLOYMENT_HOSTS`` opens its other ports: otherwise the one
+   refused port would point at the broker.
 2. **Network rules**, judged on the address and on every IPv4 address it embeds (`address_forms`; refused
-   when any form is): built-in refusals that an operator's allow at least as specific opens (loopback, this
-   host's own addresses, unspecified, link-local, multicast); the cloud metadata addresses
-   (`METADATA_SERVICES`), which no allow opens; ``CHECKGATE_DENY_NETWORKS``. Among the networks that contain
-   an address the most specific decides, and on a tie only an operator's allow over a built-in default opens:
-   ``CHECKGATE_ALLOW_NETWORKS=169.254.10.0/24`` re-opens one link-local subnet while the metadata address
-   stays closed, ``127.0.0.0/8,::1`` opens loopback. When ``CHECKGATE_ALLOW_NETWORKS`` is set, only
-   addresses in it may be reached.
+   when any form is, each form against the refusals *and* the allow list: embedded forms only add
+   refusals; an IPv4-mapped address is judged as its IPv4 address alone, as the kernel connects to
+   that): built-in refusals that an operator's allow at least as specific opens (loopback, this host's
+   own addresses, unspecified, link-local, multicast); the cloud metadata addresses
+   (`METADATA_SERVICES`), which no allow opens; ``CHECKGATE_DENY_NETWORKS``. Among the networks that
+   contain an address the most specific decides, and on a tie only an operator's allow over a built-in
+   default opens: ``CHECKGATE_ALLOW_NETWORKS=169.254.10.0/24`` re-opens one link-local subnet while the
+   metadata address stays closed, ``127.0.0.0/8,::1`` opens loopback. When ``CHECKGATE_ALLOW_NETWORKS``
+   is set, only addresses in it may be reached.
 3. **Host names**: the metadata names and ``CHECKGATE_DENY_HOSTS`` are refused; when
    ``CHECKGATE_ALLOW_HOSTS`` is set only its names may be reached (``.example.com`` also matches every
    subdomain); ``localhost`` names are judged as the loopback addresses they always mean (RFC 6761).
+
+Every refusal reads the same to the caller (`REFUSED`, at the gateway's pre-check and on the worker), so
+that refusals cannot map the deployment; the reason (`refusal_reason`) goes to the log at INFO.
 
 Private networks (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) stay allowed: checking internal
 services is the point. The environment is read when used; malformed values raise `PolicyConfigError`.
@@ -59,6 +69,8 @@ import psutil
 from kombu import Connection
 from kombu.utils.url import url_to_parts
 
+import tasks.checks._resolver as _resolver
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -72,17 +84,32 @@ _PATH_SAFE = "/?#[]@!$&'()*+,;=-._~%:"
 
 
 class PolicyConfigError(RuntimeError):
-    """The operator's policy environment is malformed; deliberately not a ValueError (not the caller's fault)."""
+    """The operator's policy environment is malformed; deliberately not a ValueError (not the caller's fault).
+
+    `variable` names the environment variable at fault; the message starts with it."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
 
 
 def _ip(address: str | IPAddress) -> IPAddress:
-    """An address from a socket or a literal, without an IPv6 zone (fe80::1%eth0)."""
-    return ipaddress.ip_address(address.split("%", 1)[0]) if isinstance(address, str) else address
+    """An address from a socket or a literal, without an IPv6 zone (fe80::1%eth0).
+
+    The zone only says which interface to leave by; kept, it would make ``fd20::2%eth0`` a different key
+    from ``fd20::2`` in the sets the policy looks addresses up in (ipaddress compares and hashes it).
+    """
+    if isinstance(address, str):
+        return ipaddress.ip_address(address.split("%", 1)[0])
+    if address.version == 6 and address.scope_id is not None:
+        return ipaddress.IPv6Address(int(address))
+    return address
 
 
 # --- IPv6 forms that embed an IPv4 address --------------------------------------------------------
 
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291 §2.5.5.1 (deprecated, still routed by some stacks)
+_IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")  # RFC 4291 §2.5.5.2: a socket connects to the IPv4 address
 _IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT, RFC 2765
 _NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052
 _NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: operators carve /48../96 prefixes from it
@@ -319,19 +346,23 @@ class TargetPolicy:
         return {v: tuple(n for n in self.allow_networks if n.version == v) for v in (4, 6)}
 
     def address_refusal(self, address: str | IPAddress) -> str | None:
-        """Why `address` may not be reached, or None when it may.
+        """Why `address` may not be reached, or None when it may (the reason is for the operator's log).
 
-        Each of its `address_forms` is judged against the refused networks, and one refused form refuses
-        the address; with an allow list, one form inside it is enough (they reach the same host).
+        An IPv4-mapped ``::ffff:a.b.c.d`` is judged as ``a.b.c.d`` and nothing else: the kernel connects
+        to that IPv4 address. Any other address is judged with every IPv4 address it embeds
+        (`address_forms`), each against the refused networks *and* the allow list: the embedded forms
+        only ever add refusals. An allow that opens ``127.0.0.0/8`` opens ``64:ff9b::7f00:1`` only when
+        an allow opens that IPv6 address too, since that is where the check connects.
         """
         ip = _ip(address)
-        forms = address_forms(ip)
-        for form in forms:
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        for form in address_forms(ip):
             why = self._network_refusal(form)
+            if why is None and self.allow_networks and not any(form in n for n in self._allow_by_version[form.version]):
+                why = "not in CHECKGATE_ALLOW_NETWORKS"
             if why:
                 return f"{ip} is refused: {why}" if form == ip else f"{ip} is refused: it embeds {form}, {why}"
-        if self.allow_networks and not any(form in n for form in forms for n in self.allow_networks):
-            return f"{ip} is refused: not in CHECKGATE_ALLOW_NETWORKS"
         return None
 
     def _network_refusal(self, ip: IPAddress) -> str | None:
@@ -379,9 +410,18 @@ def _host_matches(host: str, pattern: str) -> bool:
 
 def _networks(raw: str, variable: str) -> tuple[IPNetwork, ...]:
     try:
-        return tuple(ipaddress.ip_network(item, strict=False) for item in _items(raw))
+        return tuple(_as_ipv4(ipaddress.ip_network(item, strict=False)) for item in _items(raw))
     except ValueError as exc:
-        raise PolicyConfigError(f"{variable}: {exc}") from None
+        raise PolicyConfigError(variable, str(exc)) from None
+
+
+def _as_ipv4(network: IPNetwork) -> IPNetwork:
+    """An IPv4-mapped network (``::ffff:10.0.0.0/104``) as the IPv4 network it means: mapped addresses are
+    judged as IPv4 (`TargetPolicy.address_refusal`), so the operator's rule must be one too."""
+    if network.version == 6 and network.prefixlen >= 96 and network.network_address in _IPV4_MAPPED:
+        mapped = network.network_address.ipv4_mapped
+        return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network
 
 
 def _items(raw: str) -> list[str]:
@@ -435,13 +475,57 @@ DEFAULT_FLOWER_PORT = 5555
 DEFAULT_SUPERVISOR_PORT = 9001
 DEFAULT_GATEWAY_BIND = "127.0.0.1"
 DEFAULT_GATEWAY_PORT = 8888
-# What RabbitMQ listens on beside AMQP (https://www.rabbitmq.com/docs/networking#ports): epmd, Erlang
-# distribution (clustering and the CLI tools), the management plugin's HTTP API over http and https (it
-# publishes and reads messages: another way to forge or steal tasks), and the Prometheus endpoint.
-AMQP_COMPANION_PORTS = (4369, 25672, 15672, 15671, 15692)
-# kombu's AMQP transports, and the workers' librabbitmq one (tasks/transport.py: celeryconfig's broker_url
-# carries its scheme or pyamqp:// whenever the URL was a plain amqp://).
-_AMQP_TRANSPORTS = frozenset({"amqp", "amqps", "pyamqp", "librabbitmq", "librabbitmq-celery"})
+# The ports of the deployment's services besides the one a URL names, by service family (each port with what
+# listens there). Every host of a family is refused on every port of that family: these, every port its
+# URLs name (a Redis on 6380 makes 6380 a Redis port of every Redis host, a sentinel on 26380 a Sentinel
+# port), and the port derived from each (`_DERIVED_PORT_OFFSET`). The one documented list.
+# RabbitMQ: https://www.rabbitmq.com/docs/networking#ports. Not listed: the CLI tools' 35672-35682, open
+# only while a command runs, on the host the command runs on, inside Linux's ephemeral port range.
+RABBITMQ_PORTS: dict[int, str] = {
+    4369: "epmd (Erlang peer discovery)",
+    5672: "AMQP",
+    5671: "AMQP over TLS",
+    5552: "streams",
+    5551: "streams over TLS",
+    61613: "STOMP",
+    61614: "STOMP over TLS",
+    1883: "MQTT",
+    8883: "MQTT over TLS",
+    15672: "management UI and HTTP API (publishes and reads messages)",
+    15671: "management over HTTPS",
+    15674: "STOMP over WebSockets",
+    15675: "MQTT over WebSockets",
+    15692: "Prometheus metrics",
+    15691: "Prometheus metrics over TLS",
+    25672: "inter-node and CLI tools (Erlang distribution)",
+}
+# Redis: https://redis.io/docs/latest/operate/oss_and_stack/management/scaling/ (the cluster bus) and
+# https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/ (Sentinel's default port).
+REDIS_PORTS: dict[int, str] = {6379: "Redis", 16379: "Redis Cluster bus", 26379: "Redis Sentinel"}
+SERVICE_PORTS: dict[str, dict[int, str]] = {"rabbitmq": RABBITMQ_PORTS, "redis": REDIS_PORTS}
+# kombu transport names (`Connection.info()["transport"]`) by service family.
+_FAMILY_OF_TRANSPORT = {
+    "amqp": "rabbitmq",
+    "amqps": "rabbitmq",
+    "pyamqp": "rabbitmq",
+    "librabbitmq": "rabbitmq",
+    # The workers' librabbitmq transport (tasks/transport.py): celeryconfig's broker_url carries its scheme
+    # or pyamqp:// whenever the URL was a plain amqp://.
+    "librabbitmq-celery": "rabbitmq",
+    "redis": "redis",
+    "rediss": "redis",
+    "sentinel": "redis",
+}
+# A port derived from the one a URL names: RabbitMQ's distribution port is its AMQP port + 20000, a Redis
+# Cluster node's bus its client port + 10000 (a sentinel has none).
+_DERIVED_PORT_OFFSET = {
+    "amqp": 20000,
+    "pyamqp": 20000,
+    "librabbitmq": 20000,
+    "librabbitmq-celery": 20000,
+    "redis": 10000,
+    "rediss": 10000,
+}
 # Schemes naming a Unix socket: no TCP or UDP target reaches those.
 _SOCKET_SCHEMES = frozenset({"unix", "socket", "redis+socket", "rediss+socket"})
 # Environment variables the endpoints come from (besides the Celery app's URLs).
@@ -452,6 +536,7 @@ ENDPOINT_VARIABLES = (
     "CHECKGATE_SUPERVISOR_PORT",
     "CHECKGATE_CONSOLE_CONFIG",
     "CHECKGATE_PROTECTED_ENDPOINTS",
+    "CHECKGATE_OPEN_DEPLOYMENT_HOSTS",
 )
 # Stands for every local address of the worker's host.
 LOCAL = ""
@@ -459,18 +544,23 @@ LOCAL = ""
 
 @dataclass(frozen=True)
 class ProtectedEndpoint:
-    """A host and port of this deployment: a normalized name, an IP literal, or `LOCAL`; port None = every port."""
+    """A host and port of this deployment: a normalized name, an IP literal, or `LOCAL`; port None = every port.
+
+    `family`: the service family (a key of `SERVICE_PORTS`) when the endpoint came from a URL of one.
+    """
 
     host: str
     port: int | None
+    family: str = ""
 
 
 def url_endpoints(url: str | Sequence[str]) -> list[ProtectedEndpoint]:
     """The endpoints a Celery/kombu URL names: each host of a ``;`` failover (or sentinel) list, default ports
-    filled in by kombu's transport; an unknown scheme without a port protects every port of its host."""
+    filled in by kombu's transport; an unknown scheme without a port protects every port of its host.
+    (`with_companions` adds the other ports of each service family.)"""
     found: list[ProtectedEndpoint] = []
     for item in [url] if isinstance(url, str) else list(url):
-        for alternate in Connection(item).alt or [item]:
+        for alternate in _alternates(item):
             scheme = alternate.partition("://")[0].lower()
             if scheme in _SOCKET_SCHEMES:
                 continue
@@ -482,17 +572,50 @@ def url_endpoints(url: str | Sequence[str]) -> list[ProtectedEndpoint]:
                 transport, host, port = scheme, parts.hostname, parts.port
             if not host:
                 continue
-            host = normalize_host(host)
-            found.append(ProtectedEndpoint(host, int(port) if port else None))
-            if transport in _AMQP_TRANSPORTS:
-                found.extend(ProtectedEndpoint(host, extra) for extra in AMQP_COMPANION_PORTS)
+            host, port, family = (
+                normalize_host(host),
+                int(port) if port else None,
+                _FAMILY_OF_TRANSPORT.get(transport, ""),
+            )
+            found.append(ProtectedEndpoint(host, port, family))
+            derived = port + _DERIVED_PORT_OFFSET[transport] if port and transport in _DERIVED_PORT_OFFSET else None
+            if derived is not None and derived < 65536:
+                found.append(ProtectedEndpoint(host, derived, family))
     return found
+
+
+def _alternates(url: str) -> list[str]:
+    """Each URL of a ``;`` failover list. kombu refuses a scheme close to one of its own (RedBeat's host-less
+    ``redis-sentinel://``) with a KeyError: such a URL is split by hand, never an error of the policy."""
+    try:
+        return Connection(url).alt or [url]
+    except (KeyError, ImportError):
+        return [part for part in url.split(";") if part.strip()]
+
+
+def with_companions(endpoints: Iterable[ProtectedEndpoint]) -> list[ProtectedEndpoint]:
+    """`endpoints`, then every host of each service family on every port of that family (`SERVICE_PORTS`)."""
+    endpoints = list(endpoints)
+    hosts: dict[str, set[str]] = {family: set() for family in SERVICE_PORTS}
+    ports: dict[str, set[int]] = {family: set(known) for family, known in SERVICE_PORTS.items()}
+    for endpoint in endpoints:
+        if endpoint.family in hosts:
+            hosts[endpoint.family].add(endpoint.host)
+            if endpoint.port is not None:
+                ports[endpoint.family].add(endpoint.port)
+    extra = [
+        ProtectedEndpoint(host, port, family)
+        for family in SERVICE_PORTS
+        for host in sorted(hosts[family])
+        for port in sorted(ports[family])
+    ]
+    return endpoints + extra
 
 
 def _port(env: Mapping[str, str], variable: str, default: int) -> int:
     raw = env.get(variable) or str(default)
     if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise PolicyConfigError(f"{variable} is not a port (1..65535)")
+        raise PolicyConfigError(variable, "not a port (1..65535)")
     return int(raw)
 
 
@@ -511,7 +634,9 @@ def parse_protected_endpoints(raw: str) -> list[ProtectedEndpoint]:
             found.append(ProtectedEndpoint(normalize_host(parts.hostname), parts.port))
         except ValueError:
             # The value stays out of the message: a task that fails on it answers the caller with it.
-            raise PolicyConfigError(f"CHECKGATE_PROTECTED_ENDPOINTS: item {number} is not host:port or a URL") from None
+            raise PolicyConfigError(
+                "CHECKGATE_PROTECTED_ENDPOINTS", f"item {number} is not host:port or a URL"
+            ) from None
     return found
 
 
@@ -556,17 +681,42 @@ def deployment_endpoints(urls: Iterable[str | Sequence[str]], env: Mapping[str, 
     try:
         bind = normalize_host(env.get("CHECKGATE_BIND") or DEFAULT_GATEWAY_BIND)
     except ValueError:
-        raise PolicyConfigError("CHECKGATE_BIND is not a host name or IP address") from None
+        raise PolicyConfigError("CHECKGATE_BIND", "not a host name or IP address") from None
     found.append(ProtectedEndpoint(bind, _port(env, "CHECKGATE_PORT", DEFAULT_GATEWAY_PORT)))
     if env.get("CHECKGATE_CONSOLE_CONFIG"):
         found.extend(console_endpoints(env["CHECKGATE_CONSOLE_CONFIG"]))
     found.extend(parse_protected_endpoints(env.get("CHECKGATE_PROTECTED_ENDPOINTS", "")))
-    return tuple(dict.fromkeys(found))
+    return tuple(dict.fromkeys(with_companions(found)))
+
+
+def parse_open_hosts(raw: str) -> tuple[IPNetwork | str, ...]:
+    """``CHECKGATE_OPEN_DEPLOYMENT_HOSTS``: comma-separated networks (CIDR or addresses) and host names of
+    deployment hosts whose *other* ports checks may reach (their endpoints and companion ports stay refused)."""
+    found: list[IPNetwork | str] = []
+    for number, item in enumerate(_items(raw), 1):
+        try:
+            found.append(_as_ipv4(ipaddress.ip_network(item.strip("[]"), strict=False)))
+            continue
+        except ValueError:
+            pass
+        try:
+            found.append(normalize_host(item))
+        except ValueError:
+            raise PolicyConfigError(
+                "CHECKGATE_OPEN_DEPLOYMENT_HOSTS", f"item {number} is not a network or host"
+            ) from None
+    return tuple(found)
 
 
 @dataclass(frozen=True)
 class EndpointTable:
-    """The protected endpoints with their names resolved: what `refuses` looks up on every connect."""
+    """The protected endpoints with their names resolved: what `refuses` looks up on every connect.
+
+    `names` and `addresses` hold (host, port) pairs, port None for every port of the host: a deployment
+    host that is not local (the broker on 10.0.0.5) is refused whole unless the operator opened it
+    (``CHECKGATE_OPEN_DEPLOYMENT_HOSTS``), so that no answer tells which of its ports is the broker.
+    `local_ports`: the ports refused on every local address (an endpoint on loopback or on this host).
+    """
 
     names: frozenset[tuple[str, int | None]]
     addresses: frozenset[tuple[IPAddress, int | None]]
@@ -579,40 +729,70 @@ class EndpointTable:
         endpoints: Iterable[ProtectedEndpoint],
         lookup: Callable[[str], frozenset[IPAddress]],
         interfaces: frozenset[IPAddress],
+        open_hosts: Sequence[IPNetwork | str] = (),
     ) -> EndpointTable:
-        names, addresses, local_ports = set(), set(), set()
+        names: set[tuple[str, int | None]] = set()
+        addresses: set[tuple[IPAddress, int | None]] = set()
+        local_ports: set[int | None] = set()
         for endpoint in endpoints:
             if endpoint.host == LOCAL:
                 local_ports.add(endpoint.port)
                 continue
             literal = parse_ip(endpoint.host)
+            ips = (_ip(literal),) if literal is not None else lookup(endpoint.host)
+            forms = {form for ip in ips for form in address_forms(ip)}
+            remote = {form for form in forms if not is_local(form, interfaces)}
+            # Refused whole only when no address of it is local (local ports have their own, opt-in rule).
+            whole = remote == forms and not _opened(endpoint.host, ips, open_hosts)
+            ports = (endpoint.port, None) if whole else (endpoint.port,)
             if literal is None:
-                names.add((endpoint.host, endpoint.port))
-            for ip in (literal,) if literal is not None else lookup(endpoint.host):
-                if any(is_local(form, interfaces) for form in address_forms(ip)):
-                    local_ports.add(endpoint.port)
-                else:
-                    addresses.update((form, endpoint.port) for form in address_forms(ip))
+                names.update((endpoint.host, port) for port in ports)
+            if remote != forms:
+                local_ports.add(endpoint.port)
+            # Every form that is not local stays refused on the endpoint's port: the forms only add refusals.
+            addresses.update((form, port) for form in remote for port in ports)
         return cls(frozenset(names), frozenset(addresses), frozenset(local_ports), interfaces)
 
-    def refuses(self, host: str, port: int, address: str | IPAddress | None = None) -> bool:
-        """Whether (`host`, `port`) — or (`address`, `port`) once resolved — is an endpoint of this deployment."""
-        if (host, port) in self.names or (host, None) in self.names:
-            return True
+    def refusal(
+        self, host: str, port: int, address: str | IPAddress | None = None, *, whole_hosts: bool = True
+    ) -> str | None:
+        """Why (`host`, `port`) — or (`address`, `port`) once resolved — is refused as part of this
+        deployment (for the operator's log), or None when it is not; `whole_hosts=False` judges only the
+        endpoints themselves, not every port of their hosts."""
+        if (host, port) in self.names:
+            return f"{PROTECTED} (by name)"
+        if whole_hosts and (host, None) in self.names:
+            return f"{DEPLOYMENT_HOST} (by name)"
         local = port in self.local_ports or None in self.local_ports
         if local and is_localhost_name(host):
-            return True
-        ip = _ip(address) if address is not None else parse_ip(host)
-        if ip is None:
-            return False
-        for form in address_forms(ip):
-            if local and is_local(form, self.interfaces):
-                return True
-            if (form, port) in self.addresses or (form, None) in self.addresses:
-                return True
-        return False
+            return f"{PROTECTED} (on a local address)"
+        literal = parse_ip(host)
+        for ip in {_ip(a) for a in (address, literal) if a is not None}:
+            for form in address_forms(ip):
+                if local and is_local(form, self.interfaces):
+                    return f"{PROTECTED} (on a local address)"
+                if (form, port) in self.addresses:
+                    return f"{PROTECTED} ({form})"
+                if whole_hosts and (form, None) in self.addresses:
+                    return f"{DEPLOYMENT_HOST} ({form})"
+        return None
+
+    def refuses(self, host: str, port: int, address: str | IPAddress | None = None) -> bool:
+        """Whether (`host`, `port`) — or (`address`, `port`) once resolved — is part of this deployment."""
+        return self.refusal(host, port, address) is not None
 
 
+def _opened(host: str, ips: Iterable[IPAddress], open_hosts: Sequence[IPNetwork | str]) -> bool:
+    """Whether the operator opened this deployment host's other ports (``CHECKGATE_OPEN_DEPLOYMENT_HOSTS``)."""
+    if host in open_hosts:
+        return True
+    networks = [item for item in open_hosts if not isinstance(item, str)]
+    ips = tuple(ips)
+    return bool(ips) and all(any(ip in network for network in networks) for ip in ips)
+
+
+# Seconds a protected endpoint's name may take to resolve before its last addresses are used instead.
+PROTECTED_LOOKUP_TIMEOUT = 2.0
 # Last addresses each protected name resolved to: a failed lookup keeps them rather than forget the endpoint.
 _LAST_KNOWN: dict[str, frozenset[IPAddress]] = {}
 
@@ -620,11 +800,13 @@ _LAST_KNOWN: dict[str, frozenset[IPAddress]] = {}
 def lookup_protected_name(name: str) -> frozenset[IPAddress]:
     """Every address of a protected endpoint's name (all of them, not only the first a check would use).
 
-    A plain getaddrinfo: the names are the operator's, looked up once per `ENDPOINTS_TTL` per worker process.
+    The names are the operator's, looked up once per `ENDPOINTS_TTL` per worker process, but by the check
+    that happens to need the table then: the lookup is bounded (`_resolver`, `PROTECTED_LOOKUP_TIMEOUT`
+    seconds), so a DNS server that stops answering costs that check seconds, not the resolver's minutes.
     """
     try:
-        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
-    except OSError as exc:
+        infos = _resolver.getaddrinfo(name, None, socket.AF_UNSPEC, PROTECTED_LOOKUP_TIMEOUT)
+    except OSError as exc:  # TimeoutError and socket.gaierror alike
         log.warning("target policy: cannot resolve protected endpoint %s (%s); using its last addresses", name, exc)
         return _LAST_KNOWN.get(name, frozenset())
     addresses = frozenset(_ip(info[4][0]) for info in infos)
@@ -643,14 +825,39 @@ def celery_urls() -> tuple[str, ...]:
     values = (conf.broker_url, conf.broker_read_url, conf.broker_write_url, conf.result_backend)
     values += (conf.get("redbeat_redis_url"),)
     flat = [item for value in values if value for item in ([value] if isinstance(value, str) else value)]
+    # RedBeat behind Sentinel has a host-less "redis-sentinel://" URL and its sentinels in its options.
+    options = conf.get("redbeat_redis_options") or {}
+    flat += [f"sentinel://{_netloc(host, port)}" for host, port in options.get("sentinels") or ()]
     return tuple(dict.fromkeys(flat))
+
+
+def _netloc(host: str, port: int | None) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
 
 
 @cachetools.cached(cachetools.TTLCache(maxsize=4, ttl=ENDPOINTS_TTL), lock=threading.Lock())
 def _endpoint_table(
     urls: tuple[str, ...], env: tuple[tuple[str, str], ...], interfaces: frozenset[IPAddress]
 ) -> EndpointTable:
-    return EndpointTable.build(deployment_endpoints(urls, dict(env)), lookup_protected_name, interfaces)
+    env_map = dict(env)
+    endpoints = deployment_endpoints(urls, env_map)
+    open_hosts = parse_open_hosts(env_map.get("CHECKGATE_OPEN_DEPLOYMENT_HOSTS", ""))
+    return EndpointTable.build(endpoints, lookup_protected_name, interfaces, open_hosts)
+
+
+def check_environment(urls: Iterable[str | Sequence[str]], env: Mapping[str, str] | None = None) -> None:
+    """Read every policy variable of `env` (default: os.environ) now, as a process's start-up check, so that
+    a value the policy cannot use stops the process instead of failing each check that needs it later.
+
+    `urls`: the Celery app's (`celery_urls`). Resolves no name (the endpoints' lookups come at first use).
+    Raises `PolicyConfigError` naming the variable at fault.
+    """
+    env = os.environ if env is None else env
+    _networks(env.get("CHECKGATE_ALLOW_NETWORKS", ""), "CHECKGATE_ALLOW_NETWORKS")
+    _networks(env.get("CHECKGATE_DENY_NETWORKS", ""), "CHECKGATE_DENY_NETWORKS")
+    deployment_endpoints(urls, env)
+    parse_open_hosts(env.get("CHECKGATE_OPEN_DEPLOYMENT_HOSTS", ""))
 
 
 def deployment_table() -> EndpointTable:
@@ -661,7 +868,44 @@ def deployment_table() -> EndpointTable:
 
 # --- the decision ---------------------------------------------------------------------------------
 
+# What every caller is told, whatever refused the target: no answer may tell a deployment endpoint from a
+# loopback address, a metadata address, an operator's deny rule or a host left off an allow list.
+REFUSED = "target refused by policy"
+# Reasons, for the operator's log only.
 PROTECTED = "a protected endpoint of this deployment"
+DEPLOYMENT_HOST = "a host of this deployment (every port; CHECKGATE_OPEN_DEPLOYMENT_HOSTS opens the others)"
+
+
+def refusal_reason(
+    host: str,
+    port: int,
+    address: str | IPAddress | None = None,
+    *,
+    operator_chosen: bool = False,
+    policy: TargetPolicy | None = None,
+    endpoints: EndpointTable | None = None,
+) -> str | None:
+    """Why a check may not reach `host` on `port` (at `address` once resolved), or None when it may.
+
+    For the operator's log and the tests; a caller is told `REFUSED` only (`target_refusal`). `host` is
+    normalized (`normalize_host`). Without `address` only what the name or literal tells is judged, before
+    any DNS; with it, the address the check is about to use as well. The deployment's endpoints (and its
+    hosts, `EndpointTable`) are refused always; the network and host-name rules too unless
+    `operator_chosen` (the host is the operator's, e.g. the system resolver on its own port).
+    """
+    table = endpoints or deployment_table()
+    if why := table.refusal(host, port, address, whole_hosts=not operator_chosen):
+        return f"{host} port {port}: {why}"
+    if operator_chosen:
+        return None
+    policy = policy or current_policy()
+    literal = parse_ip(host)
+    if literal is None and (why := policy.host_refusal(host)):
+        return why
+    for target in dict.fromkeys(_ip(a) for a in (literal, address) if a is not None):
+        if why := policy.address_refusal(target):
+            return why
+    return None
 
 
 def target_refusal(
@@ -673,26 +917,16 @@ def target_refusal(
     policy: TargetPolicy | None = None,
     endpoints: EndpointTable | None = None,
 ) -> str | None:
-    """Why a check may not reach `host` on `port` (at `address` once resolved), or None when it may.
+    """`REFUSED` when a check may not reach `host` on `port` (at `address` once resolved), else None.
 
-    `host` is normalized (`normalize_host`). Without `address` only what the name or literal tells is
-    judged, before any DNS; with it, the address the check is about to use. The deployment's endpoints
-    are refused always; the network and host-name rules too unless `operator_chosen` (the host is the
-    operator's, e.g. the system resolver on its own port). The message names the target as the caller
-    gave it and never which endpoint of the deployment it is.
+    The same text for every refusal, so that no caller can map the deployment by comparing them; the
+    reason (`refusal_reason`) goes to the operator's log. Arguments as `refusal_reason`.
     """
-    address = _ip(address) if address is not None else None
-    if (endpoints or deployment_table()).refuses(host, port, address):
-        shown = f"[{host}]" if ":" in host else host
-        return f"{shown}:{port} is refused: {PROTECTED}"
-    if operator_chosen:
+    why = refusal_reason(host, port, address, operator_chosen=operator_chosen, policy=policy, endpoints=endpoints)
+    if why is None:
         return None
-    policy = policy or current_policy()
-    literal = parse_ip(host)
-    if literal is None and (why := policy.host_refusal(host)):
-        return why
-    target = address if address is not None else literal
-    return policy.address_refusal(target) if target is not None else None
+    log.info("target policy: refused %s port %d%s: %s", host, port, f" at {address}" if address else "", why)
+    return REFUSED
 
 
 # --- host names and IP literals -------------------------------------------------------------------
@@ -778,10 +1012,16 @@ def host_refusal(host: str, policy: TargetPolicy | None = None) -> str | None:
 
 
 def validate_host(host: str) -> None:
-    """Param validator: a host name or IP literal the policy does not refuse."""
-    why = host_refusal(normalize_host(host))
+    """Param validator: a host name or IP literal the policy does not refuse (ValueError `REFUSED` when it
+    does, the reason logged)."""
+    _refuse_at_gateway(normalize_host(host))
+
+
+def _refuse_at_gateway(host: str) -> None:
+    why = host_refusal(host)
     if why:
-        raise ValueError(why)
+        log.info("target policy: refused %s at the gateway: %s", host, why)
+        raise ValueError(REFUSED)
 
 
 def validate_host_syntax(host: str) -> None:
@@ -855,7 +1095,5 @@ def parse_url(url: str) -> URLTarget:
 
 
 def validate_url(url: str) -> None:
-    """Param validator: an http(s) URL whose host the policy does not refuse."""
-    why = host_refusal(parse_url(url).host)
-    if why:
-        raise ValueError(why)
+    """Param validator: an http(s) URL whose host the policy does not refuse (as `validate_host`)."""
+    _refuse_at_gateway(parse_url(url).host)

@@ -77,6 +77,14 @@ def configured_dirs() -> tuple[str, ...]:
     return tuple(os.path.normpath(d) for d in (item.strip() for item in raw.split(",")) if os.path.isabs(d))
 
 
+def check_ca_dirs(raw: str) -> None:
+    """Start-up check of a ``CHECKGATE_CA_DIRS`` value: ValueError naming the first entry that is not an
+    absolute path outside /proc, /dev and /sys (`configured_dirs` would ignore it silently at run time)."""
+    for number, item in enumerate((part.strip() for part in raw.split(",") if part.strip()), 1):
+        if not os.path.isabs(item) or _in_system_tree(os.path.normpath(item)):
+            raise ValueError(f"entry {number} ({item!r}) is not an absolute directory outside /proc, /dev and /sys")
+
+
 # --- the gateway's checks (syntax and configuration only: no file system) -------------------------
 
 

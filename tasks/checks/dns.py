@@ -37,6 +37,10 @@ from tasks.registry import Param, check
 RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS", "SOA", "SRV")
 RCODES = ("NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", "FORMERR", "NOTIMP")
 RESOLV_CONF = "/etc/resolv.conf"
+# Characters of ``answers`` a result shows at most. A 64 KiB message can hold ~4,000 records whose names
+# are 2-byte compression pointers to one 255-character name: over 1 MB of text, past the result-size bound
+# (tasks/results.py). The assertions still see every answer; ``answers_truncated`` says when some are not shown.
+MAX_ANSWERS_CHARS = 64 * 1024
 
 
 def system_nameserver(filename: str = RESOLV_CONF) -> str | None:
@@ -140,7 +144,8 @@ def dns_check(
 ) -> dict[str, Any]:
     """Query `server` for `name`/`record_type`; ok when the rcode is `rcode` and the answer assertions hold.
 
-    Result: server, port, protocol, rcode, answers (TXT unquoted), ttl (lowest), authoritative, query_ms.
+    Result: server, port, protocol, rcode, answers (TXT unquoted; the first ones, `MAX_ANSWERS_CHARS`
+    characters at most), answers_truncated, ttl (lowest), authoritative, query_ms.
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"name": name, "record_type": record_type, "server": server, "port": port}
@@ -160,9 +165,11 @@ def dns_check(
     # Records of another class (CH, HS…) for the same name and type are not answers to an IN question.
     rrsets = [r for r in response.answer if (r.rdtype, r.rdclass) == (question.rdtype, question.rdclass)]
     answers = [_answer_text(rdata) for rrset in rrsets for rdata in rrset]
+    shown = _within(answers, MAX_ANSWERS_CHARS)
     facts.update(
         rcode=dns.rcode.to_text(response.rcode()),
-        answers=answers,
+        answers=shown,
+        answers_truncated=len(shown) < len(answers),
         ttl=min((r.ttl for r in rrsets), default=None),
         authoritative=bool(response.flags & dns.flags.AA),
         query_ms=probe.phases_ms("query")["query"],
@@ -174,6 +181,16 @@ def dns_check(
     except ProbeFailure as exc:  # no time left to match the answers (`affordable`)
         return probe.result(exc.reason, exc.detail, **facts)
     return probe.result(*failed, **facts) if failed else probe.result(**facts)
+
+
+def _within(answers: list[str], max_chars: int) -> list[str]:
+    """The first `answers` whose lengths add up to at most `max_chars`."""
+    size = 0
+    for count, answer in enumerate(answers):
+        size += len(answer)
+        if size > max_chars:
+            return answers[:count]
+    return answers
 
 
 def _system_endpoint(port: int, probe: Probe) -> Endpoint:

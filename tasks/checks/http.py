@@ -19,7 +19,9 @@ blocking call, bounded reads, and TLS facts.
   decodes at most `amt` bytes however small the input (its fixes for CVE-2025-66471 and
   CVE-2025-66418). httpx's decoders have no such bound: in httpx 0.28.1 one `decode()` call turned 1,617
   wire bytes of brotli into 1 GiB in 8 s (2 GiB RSS), 8,211 bytes of zstd into 256 MiB, and a 64 KiB
-  read of gzip into 64 MiB. Wire bytes are capped too (`max_body_bytes` + 64 KiB).
+  read of gzip into 64 MiB. Wire bytes are capped too (`max_body_bytes` + 64 KiB). What a check may hold
+  (the body, and its text when a pattern must read it) is reserved from the worker's body budget
+  (`_budget`, issue #11 F10); a body that is ASCII or valid UTF-8 is searched as it is, without a text.
 
 Why httpcore, and what it costs. Measured on the 2-core VM (shared with other work: load 9 to 20),
 one local Tornado target in its own process answering ``GET /text`` (27 bytes, Connection: close), CPU
@@ -49,6 +51,7 @@ client) refuses it: no 64-bit client can hold it, and the result's serializer (m
 
 from __future__ import annotations
 
+import codecs
 import email.message
 import io
 import re
@@ -66,6 +69,7 @@ import urllib3
 import webencodings
 from urllib3.exceptions import DecodeError
 
+from tasks.checks._budget import Reservation, process_budget
 from tasks.checks._common import (
     NETWORK_ERRORS,
     Probe,
@@ -106,6 +110,15 @@ MAX_HEAD_BYTES = 100 * 1024
 # Content codings urllib3 decodes here (br and zstd need the brotli and backports.zstd packages).
 DECODED_CODINGS = frozenset(urllib3.HTTPResponse.CONTENT_DECODERS)
 _READ_CHUNK = 64 * 1024
+# Bytes of the worker's body budget (`_budget`) a body's text takes beyond the body itself, per body byte:
+# measured with tracemalloc, 4 MiB bodies matched by body_match (tests/checks/test_budget.py): a UTF-8 body
+# with one character beyond U+FFFF and one invalid byte (a 4-byte-wide str, its UTF-8 copy for RE2, the
+# decoder's narrower first try) peaked at 9x the body, windows-1252 with every byte non-ASCII at 6x.
+TEXT_BYTES_PER_BODY_BYTE = 8
+_UTF8_CHUNK = 64 * 1024
+_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# Encodings (Encoding Standard names) that read ASCII bytes as the same ASCII text.
+_ASCII_COMPATIBLE = ("windows-", "iso-8859-", "koi8-", "ibm866", "macintosh", "x-mac-")
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _STATUS_ITEM_RE = re.compile(r"([1-5])xx|([1-5][0-9]{2})(?:-([1-5][0-9]{2}))?")
 # Printable ASCII is kept as it is when a Location that is not UTF-8 gets its other bytes percent-encoded.
@@ -328,7 +341,7 @@ class _Answer:
     status: int
     location: bytes | None
     content_type: str | None
-    body: bytes
+    body: bytearray
 
 
 class _WireBody(io.RawIOBase):
@@ -389,7 +402,7 @@ def _codings(value: bytes | None) -> list[str]:
 
 def _read_body(
     response: httpcore.Response, limit: int, known_length: int | None, facts: dict[str, Any], needs_text: bool
-) -> bytes:
+) -> bytearray:
     """At most `limit` decoded body bytes; sizes and truncation go into `facts`.
 
     `known_length` is the body's Content-Length when it frames this body, so truncation is known without
@@ -409,13 +422,14 @@ def _read_body(
         reader = decoded.read
     else:
         reader = wire.read
-    parts, size = [], 0
+    body = bytearray()  # grown in place: a list of parts joined at the end held the body twice
+    size = 0
     try:
         while size < limit:
             part = reader(min(_READ_CHUNK, limit - size))
             if not part:
                 break
-            parts.append(part)
+            body += part
             size += len(part)
         if size < limit:
             truncated = wire.capped
@@ -431,7 +445,7 @@ def _read_body(
         # urllib3 wraps the socket's errors; the check reports the original (a timeout, a reset…).
         raise exc.__cause__ or ProbeFailure("protocol_error", str(exc)) from None
     facts.update(body_bytes=size, body_wire_bytes=wire.consumed, body_truncated=truncated)
-    return b"".join(parts)
+    return body
 
 
 def _exchange(hop: _Hop, request: _Request, limit: int, http2: bool, needs_text: bool) -> _Answer:
@@ -510,17 +524,53 @@ def _location_url(base: str, raw: bytes) -> str:
     return urljoin(base, text.strip(" ").replace(" ", "%20"))
 
 
-def _body_text(body: bytes, content_type: str | None) -> str:
+def _searchable(body: bytearray, content_type: str | None) -> bytearray | None:
+    """`body` itself when its bytes are already the UTF-8 form of its text (`_body_text`), which is what
+    RE2 searches: no byte-order mark, and UTF-8 that is valid, or ASCII in an ASCII-compatible encoding.
+    None otherwise (the body must be decoded). Spares the body's text and its UTF-8 copy (2 to 8 times
+    the body's size) for most bodies; the check reads in `_UTF8_CHUNK` pieces to say so."""
+    if body.startswith(_BOMS):
+        return None
+    encoding = _declared_encoding(content_type)
+    name = encoding.name if encoding is not None else "utf-8"
+    if body.isascii():
+        return body if name == "utf-8" or name.startswith(_ASCII_COMPATIBLE) else None
+    if name != "utf-8":
+        return None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(body)
+    try:
+        for start in range(0, len(body), _UTF8_CHUNK):
+            decoder.decode(view[start : start + _UTF8_CHUNK])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    return body
+
+
+def _declared_encoding(content_type: str | None) -> webencodings.Encoding | None:
+    """The Encoding Standard encoding the charset of `content_type` names, or None."""
+    if not content_type:
+        return None
+    message = email.message.Message()
+    message["content-type"] = content_type
+    charset = message.get_param("charset")
+    if isinstance(charset, str) and charset.isascii():  # labels are ASCII
+        return webencodings.lookup(charset)
+    return None
+
+
+def _body_text(body: bytes | bytearray, content_type: str | None) -> str:
     """The body as text, by the Encoding Standard's decode: its byte-order mark, else the charset of its
     Content-Type when that is an Encoding Standard label, else UTF-8; malformed bytes become U+FFFD."""
-    encoding = None
-    if content_type:
-        message = email.message.Message()
-        message["content-type"] = content_type
-        charset = message.get_param("charset")
-        if isinstance(charset, str) and charset.isascii():  # labels are ASCII
-            encoding = webencodings.lookup(charset)
+    encoding = _declared_encoding(content_type)
     return webencodings.decode(body, encoding or webencodings.UTF8, errors="replace")[0]
+
+
+def read_reservation(max_body_bytes: int) -> int:
+    """Bytes of the worker's body budget a check reading `max_body_bytes` may hold while it reads and judges:
+    the body (in a bytearray, which over-allocates up to 1/8 as it grows) and the wire bytes past it."""
+    return max_body_bytes + max_body_bytes // 8 + WIRE_SLACK + _READ_CHUNK
 
 
 # --- the check ------------------------------------------------------------------------------------
@@ -562,13 +612,28 @@ def _judge(
     spec: str,
     match: str | None,
     not_match: str | None,
+    reservation: Reservation,
 ) -> tuple[str, str] | None:
-    """The first failed assertion as (reason, detail), or None when all hold."""
+    """The first failed assertion as (reason, detail), or None when all hold. Keeps of `reservation` only
+    what judging this body needs."""
+    held = read_reservation(len(answer.body))
     if not any(low <= answer.status <= high for low, high in codes):
+        reservation.shrink(held)
         return "status_codes", f"status {answer.status} is not in {spec}"
     if match is None and not_match is None:
         return None
-    text = _body_text(answer.body, answer.content_type)
+    text = _searchable(answer.body, answer.content_type)
+    if text is not None:
+        reservation.shrink(held)
+        return _match_body(probe, text, match, not_match)
+    # Decoded to a str (and encoded to UTF-8 again for RE2): up to TEXT_BYTES_PER_BODY_BYTE more.
+    reservation.shrink(held + TEXT_BYTES_PER_BODY_BYTE * len(answer.body))
+    return _match_body(probe, _body_text(answer.body, answer.content_type), match, not_match)
+
+
+def _match_body(
+    probe: Probe, text: str | bytearray, match: str | None, not_match: str | None
+) -> tuple[str, str] | None:
     if match is not None and not search(probe, match, text, "body_match"):
         return "body_match", f"body does not match {match!r}"
     if not_match is not None and search(probe, not_match, text, "body_not_match"):
@@ -629,7 +694,9 @@ def _judge(
             default=MAX_BODY_BYTES,
             min=0,
             max=10 * 1024 * 1024,
-            doc="decoded body bytes read at most; the rest is not read (body_truncated: true)",
+            doc="decoded body bytes read at most; the rest is not read (body_truncated: true). Beyond the "
+            "default, held within the worker's body budget (CHECKGATE_BODY_BUDGET_BYTES): a check that cannot "
+            "get its share by its deadline answers reason body_budget",
         ),
         Param("http2", bool, default=False, doc="offer HTTP/2 to https targets (ALPN); http:// stays HTTP/1.1"),
     ),
@@ -663,6 +730,9 @@ def http_check(
     phases_ms (dns, connect, tls, first_byte = request sent until response head, transfer, total; summed
     over redirect hops) and, for https, tls_version and cert_expiry (epoch seconds: the earliest expiry
     over the certificate chain, see `_common.tls_details`).
+
+    Besides the shared reasons: ``body_budget`` when the worker's body budget (`_budget`) cannot hold
+    what `max_body_bytes` (with a body pattern, its text too) may take, by the deadline.
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"url": url, "final_url": url, "redirects": 0}
@@ -677,26 +747,29 @@ def http_check(
     except ValueError as exc:
         return _answer(probe, facts, "invalid_target", str(exc))
     try:
-        while True:
-            facts = {"url": url, "final_url": target.url, "redirects": facts["redirects"]}
-            tls = tls_context(verify_tls, ca_bundle, alpn, ca_pem=ca_pem) if target.scheme == "https" else None
-            hop = _Hop(target, probe, ip_version, tls, facts)
-            answer = _exchange(hop, request, max_body_bytes, http2, needs_text)
-            if not (follow_redirects and answer.status in REDIRECT_STATUSES and answer.location):
-                break
-            if facts["redirects"] >= max_redirects:
-                return _answer(probe, facts, "too_many_redirects", f"more than {max_redirects} redirects")
-            try:
-                next_target = parse_url(_location_url(target.url, answer.location))
-            except ValueError as exc:
-                return _answer(probe, facts, "bad_redirect", f"Location {answer.location[:80]!r}: {exc}")
-            request = request.redirected(answer.status, same_origin=next_target.origin == target.origin)
-            target = next_target
-            facts["redirects"] += 1
-    except _HOP_ERRORS as exc:
+        # The most the body and its text may hold, from the worker's body budget (`_budget`), until the
+        # body is judged; `_judge` gives back what this body turns out not to need.
+        most = read_reservation(max_body_bytes) + (TEXT_BYTES_PER_BODY_BYTE * max_body_bytes if needs_text else 0)
+        what = f"max_body_bytes={max_body_bytes}" + (" with a body pattern" if needs_text else "")
+        with process_budget().reserve(most, probe.deadline, what) as reservation:
+            while True:
+                facts = {"url": url, "final_url": target.url, "redirects": facts["redirects"]}
+                tls = tls_context(verify_tls, ca_bundle, alpn, ca_pem=ca_pem) if target.scheme == "https" else None
+                hop = _Hop(target, probe, ip_version, tls, facts)
+                answer = _exchange(hop, request, max_body_bytes, http2, needs_text)
+                if not (follow_redirects and answer.status in REDIRECT_STATUSES and answer.location):
+                    break
+                if facts["redirects"] >= max_redirects:
+                    return _answer(probe, facts, "too_many_redirects", f"more than {max_redirects} redirects")
+                try:
+                    next_target = parse_url(_location_url(target.url, answer.location))
+                except ValueError as exc:
+                    return _answer(probe, facts, "bad_redirect", f"Location {answer.location[:80]!r}: {exc}")
+                request = request.redirected(answer.status, same_origin=next_target.origin == target.origin)
+                target = next_target
+                facts["redirects"] += 1
+                del answer  # a redirect's body is not judged: the next hop's must not be held beside it
+            failed = _judge(probe, answer, codes, status_codes, body_match, body_not_match, reservation)
+    except _HOP_ERRORS as exc:  # the budget's ProbeFailure too, and _judge's (no time left to match)
         return _answer(probe, facts, *_failure(exc))
-    try:
-        failed = _judge(probe, answer, codes, status_codes, body_match, body_not_match)
-    except ProbeFailure as exc:  # no time left to match the body (`affordable`)
-        return _answer(probe, facts, exc.reason, exc.detail)
     return _answer(probe, facts, *failed) if failed else _answer(probe, facts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -135,7 +136,7 @@ def test_a_server_on_a_protected_endpoint_is_refused(protocol: str, protected_li
 
 
 def test_the_system_nameserver_on_another_port_is_the_callers_target(
-    protected_listener: Listener, monkeypatch: pytest.MonkeyPatch
+    protected_listener: Listener, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The resolver is the operator's choice on port 53; with the caller's port it is the caller's target."""
     monkeypatch.setattr(dns_module, "system_nameserver", lambda filename=None: "127.0.0.1")
@@ -143,9 +144,10 @@ def test_the_system_nameserver_on_another_port_is_the_callers_target(
     assert (result["ok"], result["reason"]) == (False, "target_refused")
     assert protected_listener.accepted == 0
     monkeypatch.delenv("CHECKGATE_ALLOW_NETWORKS")
+    caplog.set_level(logging.INFO, logger="tasks.checks._guard")
     result = dns_check("example.test", port=8053, protocol="tcp")
-    assert (result["ok"], result["reason"]) == (False, "target_refused")
-    assert "loopback" in result["detail"]
+    assert (result["ok"], result["reason"], result["detail"]) == (False, "target_refused", "target refused by policy")
+    assert "loopback" in caplog.text  # why: for the operator's log only
 
 
 def test_system_nameserver(tmp_path: Path) -> None:

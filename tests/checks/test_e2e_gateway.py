@@ -47,7 +47,7 @@ def test_http_gzip_body_end_to_end(gateway: str, http_base: str) -> None:
 def test_http_redirect_to_metadata_is_refused_after_resolution(gateway: str, http_base: str) -> None:
     status, body = check(gateway, "http", url=f"{http_base}/redirect-to?url=http://169.254.169.254/latest/meta-data/")
     assert status == 403, body
-    assert "address policy" in body["error"]
+    assert body["error"] == "target refused by policy"
     assert (body["result"]["ok"], body["result"]["reason"]) == (False, "target_refused")
     status, body = check(gateway, "http", url="http://169.254.169.254/latest/meta-data/")
     assert (status, body["field"]) == (400, "url")

@@ -20,13 +20,17 @@ import pytest
 from celeryconfig import result_serializer
 from tasks.checks import dns as dns_module
 from tasks.checks._common import ProbeFailure
-from tasks.checks.dns import dns_check
+from tasks.checks.dns import MAX_ANSWERS_CHARS, dns_check
 from tasks.checks.http import http_check
 from tasks.checks.tcp import tcp_check
 from tasks.checks.tls import tls_check
 from tasks.results import encode_result
 from tests.support import pki
 from tests.support.dns_server import scripted_tcp_server
+
+
+def _encoded(result: dict[str, Any]) -> bytes:
+    return encode_result(result, result_serializer)[1]
 
 
 def _stored(result: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +169,35 @@ def test_dns_answers_of_another_class_are_not_answers() -> None:
             )
         )
     assert (result["ok"], result["answers"]) == (True, ["internet"]), result
+
+
+def test_dns_answers_that_expand_past_the_result_bound_are_cut() -> None:
+    """Issue #11 F5: 4,000 MX records whose names are 2-byte compression pointers to one 250-character name
+    fit a 64 KiB TCP answer but are ~1 MB as text; the result shows the first 64 Ki characters of them,
+    says so, and is still judged on all of them."""
+    long_name = ".".join(["a" * 62] * 4)[:249].rstrip(".") + "."
+    response = dns.message.make_response(dns.message.make_query("example.test", "MX"))
+    values = [f"{preference} {long_name}" for preference in range(4000)]
+    response.answer.append(dns.rrset.from_text("example.test.", 60, "IN", "MX", *values))
+    answer = response.to_wire()
+    assert len(answer) < 65536
+
+    def reply(query: bytes) -> bytes:  # the answer made once, with the query's id
+        return len(answer).to_bytes(2, "big") + query[:2] + answer[2:]
+
+    with scripted_tcp_server(reply) as port:
+        result = dns_check(
+            "example.test",
+            record_type="MX",
+            server="127.0.0.1",
+            port=port,
+            protocol="tcp",
+            answer_includes=f"3999 {long_name}",
+            deadline=time.time() + 5,
+        )
+    assert (result["ok"], result["answers_truncated"]) == (True, True), {**result, "answers": "…"}
+    assert 0 < sum(map(len, result["answers"])) <= MAX_ANSWERS_CHARS
+    assert len(_encoded(result)) < 100 * 1024
 
 
 # --- the kind, searched for: mutated answers -------------------------------------------------------

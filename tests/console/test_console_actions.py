@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
 from tests.console.cluster import PASSWORDS, Browser, Cluster, wait_for
 
@@ -70,7 +71,7 @@ def test_rolling_restart_stops_at_the_first_failing_node(cluster: Cluster, opera
     body = operator.act(action="rolling", scope="selection", target=targets, confirm="yes").json()
     assert body["result"] == "failed"
     a, b = body["nodes"]
-    assert a["node"] == "node-a" and a["processes"][0]["message"].startswith("BAD_NAME")
+    assert a["node"] == "node-a" and a["processes"][0]["message"] == "BAD_NAME: no-such-program"
     assert b["node"] == "node-b" and b["skipped"] and "node-a failed" in b["error"]
     assert cluster.b.info("app:sleeper")["pid"] == before
 
@@ -105,6 +106,19 @@ def test_post_without_csrf_token_fails(cluster: Cluster, operator: Browser) -> N
         f"{cluster.base}/action", data={"_xsrf": operator.xsrf, **form}, headers={"Origin": "http://evil.example"}
     )
     assert response.status_code == 403
+    # Nor is a POST that names no source: browsers send Origin (and Referer) with every POST.
+    bare = requests.post(
+        f"{cluster.base}/action", data={"_xsrf": operator.xsrf, **form}, cookies=operator.http.cookies, timeout=10
+    )
+    assert bare.status_code == 403 and "Origin" in bare.json()["error"]
+    referred = requests.post(
+        f"{cluster.base}/action",
+        data={"_xsrf": operator.xsrf, **form, "confirm": "no"},
+        cookies=operator.http.cookies,
+        headers={"Referer": f"{cluster.base}/"},
+        timeout=10,
+    )
+    assert referred.status_code == 400  # past the source check: only the missing confirmation stops it
     assert cluster.a.info("app:sleeper")["pid"] == before
     # GET never changes anything: the action endpoint has no GET.
     assert operator.get("/action").status_code == 405

@@ -146,7 +146,7 @@ def test_a_first_run_node_serves_its_console_to_the_generated_admin(
 
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".nodecard.status-ok"))
     keys = "return [...document.querySelectorAll('tr.proc.state-running')].map(e => e.dataset.key)"
-    expected = {f"{name}/{program}" for program in node.programs}
+    expected = {f"{name}/{program}" for program in node.programs | node.gateway_programs()}
     wait.until(lambda d: expected <= set(d.execute_script(keys)))
     # The node's application health, from its gateway's /health: ok once every queue has its worker.
     WebDriverWait(browser, 90).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".health.health-ok"))

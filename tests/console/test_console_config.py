@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import tornado.httputil
 import tornado.web
 
 from gateway.console import Console, console_routes
+from gateway.console.audit import AuditLog
 from gateway.console.auth import check_login, hash_password, verify_password
 from gateway.console.config import load_settings
 from gateway.nodes import ConfigError
@@ -148,3 +150,17 @@ def test_console_mounts_on_the_gateway_app(tmp_path: Path) -> None:
         assert app.find_handler(request).handler_class.__name__ == handler
     assert isinstance(console_routes(console)[0], tornado.web.URLSpec)
     console.audit.close()
+
+
+def test_the_audit_log_and_its_wal_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "console-audit.sqlite3"
+    audit = AuditLog(path)
+    audit.record("op", "operator", "127.0.0.1", "restart", "node-a/app", "ok")
+    files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files), [oct(f.stat().st_mode) for f in files]
+    # A node's older, world-readable log is narrowed at the next start.
+    older = tmp_path / "older.sqlite3"
+    older.touch(mode=0o644)
+    older.chmod(0o644)
+    AuditLog(older)
+    assert stat.S_IMODE(older.stat().st_mode) == 0o600

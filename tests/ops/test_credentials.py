@@ -267,3 +267,29 @@ def test_after_the_stacks_redis_restarts_empty_beat_sets_its_schedule_up_again(d
         if client is not None:
             client.close()
         sup.shutdown()
+
+
+def test_checkgate_urls_prints_the_urls_the_node_runs_with(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main as cli_main
+
+    env = {"CHECKGATE_HOME": str(tmp_path)}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("CHECKGATE_BROKER_URL", "CHECKGATE_RESULT_BACKEND", "CHECKGATE_REDIS_PORT"):
+            patch.delenv(name, raising=False)
+        patch.setenv("CHECKGATE_HOME", str(tmp_path))
+        # Before the node ever started here: nothing to print, nothing made.
+        assert cli_main(["urls"]) == 2
+        assert "start the node once" in capsys.readouterr().err and not (tmp_path / "var").exists()
+        port = str(free_port())
+        redis_url = redis_env(tmp_path, {**env, "CHECKGATE_REDIS_PORT": port})["CHECKGATE_RESULT_BACKEND"]
+        (tmp_path / "var" / "rabbitmq-credentials").write_text("checkgate:s3cret\n")
+        capsys.readouterr()  # redis_env's own line
+        patch.setenv("CHECKGATE_REDIS_PORT", port)
+        assert cli_main(["urls"]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            "CHECKGATE_BROKER_URL=amqp://checkgate:s3cret@127.0.0.1:5672/checkgate",
+            f"CHECKGATE_RESULT_BACKEND={redis_url}",
+        ]
+        patch.setenv("CHECKGATE_BROKER_URL", "amqp://u:p w@mq:5672/v")
+        assert cli_main(["urls", "--export"]) == 0
+        assert capsys.readouterr().out.splitlines()[0] == "export CHECKGATE_BROKER_URL='amqp://u:p w@mq:5672/v'"

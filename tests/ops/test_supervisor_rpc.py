@@ -68,6 +68,7 @@ def test_errors_are_told_apart(node: tuple[Supervisord, int], tmp_path) -> None:
     with pytest.raises(RpcFault) as fault:
         call(NodeConfig("u", sup.url), "supervisor.getProcessInfo", "nope")
     assert (fault.value.code, fault.value.name) == (Faults.BAD_NAME, "BAD_NAME")
+    assert str(fault.value) == "BAD_NAME: nope"  # supervisord's own "BAD_NAME: nope", the name said once
     with pytest.raises(RpcFault, match=r"UNKNOWN_METHOD.*rpcinterface"):
         call(NodeConfig("u", sup.url), "supervisor.noSuchMethod")
     with pytest.raises(RpcError) as denied:

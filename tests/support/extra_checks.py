@@ -163,3 +163,20 @@ def colliding(subject: str) -> dict:
         "serial": "00c0ffee",
         "tls_version": "TLSv1.3",
     }
+
+
+@check(
+    params=(
+        Param("kib", int, default=0, min=0, max=8192, doc="KiB of text in the result's `blob` field"),
+        Param("unencodable", bool, default=False, doc="also put a set (msgpack refuses it) in the result"),
+    ),
+    queue="count",
+    default_timeout=10.0,
+    max_timeout=30.0,
+)
+def bulky(kib: int, unencodable: bool) -> dict:
+    """A plugin whose result is as large as asked, or one the result serializer refuses (issue #11, F5)."""
+    result: dict = {"ok": True, "duration_ms": 1.25, "status_code": 200, "blob": "x" * (kib * 1024)}
+    if unencodable:
+        result["tags"] = {"a", "b"}
+    return result

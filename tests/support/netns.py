@@ -13,12 +13,17 @@ Needs root and iproute2 (`ip`); `missing()` says why it cannot work here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ctypes
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from tests.support.runs import TestRun
@@ -139,3 +144,89 @@ class Network:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# setns(2)'s flag for a network namespace.
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def entered(namespace: str) -> Iterator[None]:
+    """The calling thread inside the named network namespace for the block (setns(2) moves only the calling
+    thread; sockets it makes stay in the namespace they were made in)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/var/run/netns/{namespace}", os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {namespace}")
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+    finally:
+        os.close(home)
+        os.close(target)
+
+
+class Loopback:
+    """A network namespace with only its loopback, for a test that needs a kernel setting of its own
+    (`sysctls`) without touching the machine's: its 127.0.0.1:<port> for each of `forwarded` reaches the
+    same port on the root namespace's loopback (the shared RabbitMQ and Redis), through a forwarder thread
+    of the test process. A context manager: leaving it kills what runs inside and deletes the namespace."""
+
+    def __init__(self, run: TestRun, forwarded: Sequence[int], sysctls: Mapping[str, str]) -> None:
+        self.namespace = f"{run.name_prefix}-lo"
+        self.forwarded = tuple(forwarded)
+        self.sysctls = dict(sysctls)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def command(self, argv: list[str]) -> list[str]:
+        """`argv` run inside the namespace."""
+        return ["ip", "netns", "exec", self.namespace, *argv]
+
+    def __enter__(self) -> Loopback:
+        ip("netns", "add", self.namespace)
+        try:
+            ip("-n", self.namespace, "link", "set", "lo", "up")
+            for key, value in self.sysctls.items():
+                subprocess.run(self.command(["sysctl", "-qw", f"{key}={value}"]), check=True)
+            with entered(self.namespace):
+                listeners = [socket.create_server(("127.0.0.1", port)) for port in self.forwarded]
+            self._thread.start()
+            for sock, port in zip(listeners, self.forwarded, strict=True):
+                asyncio.run_coroutine_threadsafe(self._forward(sock, port), self._loop).result(10)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    async def _forward(self, sock: socket.socket, port: int) -> None:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                writer.close()
+                return
+
+            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError):
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+        await asyncio.start_server(serve, sock=sock)
+
+    def __exit__(self, *exc: object) -> None:
+        for pid in ip("netns", "pids", self.namespace, check=False).split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        ip("netns", "del", self.namespace, check=False)

@@ -25,9 +25,9 @@ from tests.support.stack import ROOT, Stack, free_port
 
 BIN = Path(sys.executable).parent
 
-# Every program of the shipped supervisord.conf (`redis` only when the node runs its own).
+# Every program of the shipped supervisord.conf (`redis` only when the node runs its own) but the gateway's
+# processes, gateway:gateway-0 … (CHECKGATE_PROCESSES of them: `gateway_programs`).
 PROGRAMS = {
-    "gateway",
     "workers:worker-add",
     "workers:worker-sleep-0",
     "workers:worker-sleep-1",
@@ -96,12 +96,17 @@ class ShippedNode:
         subprocess.run([str(BIN / "supervisord"), "-c", str(self.conf)], env=self.env, check=True)
         return self.env
 
+    def gateway_programs(self) -> set[str]:
+        """The gateway's processes as supervisorctl names them (`start` has chosen how many)."""
+        return {f"gateway:gateway-{n}" for n in range(int(self.env["CHECKGATE_PROCESSES"]))}
+
     def wait_running(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         states: dict[str, str] = {}
+        programs = self.programs | self.gateway_programs()
         while time.monotonic() < deadline:
             states = dict(line.split()[:2] for line in self.supervisorctl("status").splitlines() if line.strip())
-            if set(states) == self.programs and set(states.values()) == {"RUNNING"}:
+            if set(states) == programs and set(states.values()) == {"RUNNING"}:
                 return
             time.sleep(1)
         pytest.fail(f"not all RUNNING: {states}")
