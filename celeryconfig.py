@@ -13,7 +13,7 @@ from kombu import Exchange, Queue
 from kombu.utils.url import url_to_parts
 
 from gateway.config import env_number
-from tasks import locations
+from tasks import locations, transport
 from tasks.registry import load_checks
 
 # A clustered broker is a kombu failover list, every node of the cluster: "amqp://…@h1:5672//;amqp://…@h2:5672//;…"
@@ -41,6 +41,13 @@ if broker_url.startswith(("amqps://", "pyamqps://")):
     if os.environ.get("CHECKGATE_BROKER_CERT"):
         broker_use_ssl["certfile"] = os.environ["CHECKGATE_BROKER_CERT"]
         broker_use_ssl["keyfile"] = os.environ.get("CHECKGATE_BROKER_KEY") or None
+# The workers' AMQP client (tasks/transport.py): py-amqp, or librabbitmq where it is installed, the URL is
+# plain amqp:// and the broker is on this host (CHECKGATE_BROKER_TRANSPORT=auto); amqps:// always py-amqp.
+# Each URL of the list is rewritten to its transport's own scheme, so that neither kombu's silent switch of
+# a bare amqp:// to its stock librabbitmq transport (whose consumers fail on kombu 5.x) nor a failover
+# switch to another node can change it.
+WORKER_TRANSPORT = transport.choose(os.environ.get(transport.VARIABLE, "auto"), broker_url)
+broker_url = transport.with_transport(broker_url, WORKER_TRANSPORT)
 if result_backend.startswith("rediss://"):
     redis_backend_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     if os.environ.get("CHECKGATE_BACKEND_CA"):
@@ -130,6 +137,8 @@ broker_connection_retry_on_startup = True
 # many machines"). The worker checks every T/4 (checkrate 4) and sends a heartbeat when it sent nothing
 # since the last one, so only a consumer loop stalled for more than ~7 s would be taken for dead; an idle
 # connection carries one 8-byte heartbeat frame each way every 2.5 s (measured: 0.4 frames/s).
+# (py-amqp workers. librabbitmq workers send no heartbeats: T sets their socket's TCP keepalive instead, and
+# the broker needs keepalive of its own to drop their hosts; tasks/transport.py, README "Worker transports".)
 broker_heartbeat = env_number("CHECKGATE_BROKER_HEARTBEAT", 5, minimum=0, unit="seconds")
 broker_heartbeat_checkrate = 4
 # The worker's side of a vanished broker node: py-amqp aborts a connection whose written data stays

@@ -92,9 +92,17 @@ setup(
         # `make bench`: the peers checkgate is measured against (Flask+gunicorn, Flower, FastAPI+uvicorn as
         # its docs install it: uvicorn[standard], i.e. with uvloop and httptools) and the plots.
         "bench": ["flask>=3.0", "gunicorn>=22", "fastapi>=0.110", "uvicorn[standard]>=0.30", "matplotlib>=3.8"],
-        # librabbitmq's last release (2018) only builds on old Pythons; kombu and celery gate
-        # their own extras the same way.
-        "librabbitmq": ["librabbitmq>=2.0; python_version < '3.11'"],
+        # The C AMQP client for workers (tasks/transport.py, issue #17). librabbitmq's own last release (2018)
+        # does not build on Python 3.11; its maintained fork installs the same `librabbitmq` module and
+        # ships wheels only for CPython on glibc Linux x86_64 (2.0.2.dev3: cp310-cp314 manylinux2014;
+        # no aarch64, musllinux, macOS or Windows wheel), so the extra asks for it only there: elsewhere it
+        # would need a C toolchain and rabbitmq-c's sources (no sdist is published), and the workers stay
+        # on py-amqp. (Markers cannot tell musl from glibc: on Alpine x86_64 the install fails; bootstrap
+        # installs it with --only-binary and goes on without it.)
+        "librabbitmq": [
+            "librabbitmq-fork>=2.0.2.dev3; platform_system == 'Linux' and platform_machine == 'x86_64'"
+            " and platform_python_implementation == 'CPython'"
+        ],
     },
     entry_points={
         "console_scripts": ["checkgate=gateway.cli:main"],

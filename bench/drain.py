@@ -43,6 +43,7 @@ from kombu.serialization import dumps
 
 from bench.floor import MARKER, READY
 from bench.scenarios import UNIQUE
+from tasks.transport import with_transport
 
 # Seconds after the window for the results of the tasks that ended in it to be stored and read.
 STORE_GRACE_S = 0.5
@@ -53,10 +54,10 @@ MIN_RATE_SPAN_S = 1.0
 
 
 def pyamqp_url(url: str) -> str:
-    """`url` (the first node of a failover list) naming py-amqp, whatever else is installed: kombu takes a
-    bare `amqp://` for librabbitmq when that imports."""
-    first = url.split(";")[0].strip()
-    return "py" + first if first.startswith("amqp://") else first
+    """`url` (the first node of a failover list) naming py-amqp, whatever else is installed or configured:
+    kombu takes a bare `amqp://` for librabbitmq when that imports, and celeryconfig may have put the
+    workers' `librabbitmq-celery://` there (tasks/transport.py). The prefill writes py-amqp messages."""
+    return with_transport(url.split(";")[0].strip(), "pyamqp")
 
 
 def control(app: Any, command: str, queue: str, nodes: list[str]) -> None:

@@ -195,6 +195,13 @@ class BenchStack:
         consuming with `transport` (one of WORKER_TRANSPORTS; None: what the checkout picks)."""
         threads = max(1, -(-sleep_slots // sleep_processes))
         self.transport = transport
+        # Every process started from now on (gateway, floor, drain, the celery CLI) reads celeryconfig with the
+        # same choice as the workers: the floor, Celery's own client, consumes over librabbitmq too when the
+        # workers do, so that the comparison stays fair (issue #17); the gateway publishes with its own client.
+        if transport:
+            self.env[TRANSPORT_ENV] = transport
+        else:
+            self.env.pop(TRANSPORT_ENV, None)
         self.nodes = {}
         self._worker("w-add", "add", ["-P", "prefork", "-c", str(ADD_CONCURRENCY)])
         for n in range(sleep_processes):

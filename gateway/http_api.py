@@ -542,7 +542,8 @@ class HealthHandler(JsonHandler):
     `broker` and `backend` are the answering process's own connections; `inflight`, `waiting_results`
     and `processes` are the whole gateway's (every process's gauges, at most a second old:
     `GatewayMetrics.gateway_wide`); `process` says which process answered (`num`: its process number,
-    "" when alone; `pid`)."""
+    "" when alone; `pid`); `workers`: each Celery worker that answered and its AMQP client (node →
+    transport and client, from Celery's `inspect stats`, ≤ 5 s old; tasks/transport.py)."""
 
     async def get(self) -> None:
         client = self.gateway.client
@@ -573,6 +574,8 @@ class HealthHandler(JsonHandler):
             "locations": locations,
             **self.gateway.metrics.gateway_wide(),
             "process": {"num": self.gateway.settings.process_num, "pid": os.getpid()},
+            # Each Celery worker that answered and the AMQP client it consumes with (tasks/transport.py).
+            "workers": self.gateway.workers_seen(),
         }
         self.send(200 if status != "down" else 503, body)
 

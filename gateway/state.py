@@ -8,6 +8,8 @@ depth fresh for that (`watch_queues`), and holds the metric objects /metrics rep
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +23,26 @@ from gateway.metrics import GatewayMetrics
 from gateway.sharing import SharedResults
 from tasks.registry import CheckType
 from tasks.schedule import latest_key
+
+log = logging.getLogger("checkgate.gateway")
+
+# How long /health's list of workers is reused before Celery is asked again (seconds), and how long the
+# workers have to answer (`celery inspect stats`'s own default is 1 s).
+WORKERS_TTL = 5.0
+WORKERS_REPLY_TIMEOUT = 1.0
+# kombu's transport names (`broker.transport` of a worker's stats) → the AMQP client a person knows.
+_CLIENTS = {"amqp": "py-amqp", "pyamqp": "py-amqp", "amqps": "py-amqp", "librabbitmq": "librabbitmq"}
+_CLIENTS["librabbitmq-celery"] = "librabbitmq"  # tasks/transport.py's scheme
+
+
+def worker_transports(stats: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
+    """Celery node → {"transport": kombu's name, "client": "py-amqp" | "librabbitmq" | that name}, from the
+    replies of `app.control.inspect().stats()` (each worker's `broker.transport`; None when none answered)."""
+    out = {}
+    for node, reply in (stats or {}).items():
+        transport = str(((reply or {}).get("broker") or {}).get("transport") or "")
+        out[str(node)] = {"transport": transport, "client": _CLIENTS.get(transport, transport or "unknown")}
+    return out
 
 
 @dataclass
@@ -45,6 +67,11 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     # The deployment's locations (CHECKGATE_LOCATIONS) and their queues; none by default.
     locations: Locations = field(default_factory=lambda: Locations((), {}))
+    # The workers that answered the latest `inspect stats` and their AMQP clients (`worker_transports`),
+    # refreshed by `workers_seen` at most every WORKERS_TTL s; monotonic time of that question.
+    workers: dict[str, dict[str, str]] = field(default_factory=dict)
+    workers_asked: float = float("-inf")
+    _workers_refresh: asyncio.Future[Any] | None = None
 
     def count_refusal(self, status: int) -> None:
         """Count a request the HTTP edge refused before any handler (gateway/edge.py)."""
@@ -75,6 +102,32 @@ class Gateway:
         metrics.waiting_results.set(self.client.results.pending)
         metrics.broker_up.set(int(self.client.broker.available))
         metrics.backend_up.set(int(self.client.results.available))
+
+    def workers_seen(self) -> dict[str, dict[str, str]]:
+        """The workers as last asked (`workers`), starting a new question in the background when that is
+        older than WORKERS_TTL: Celery's own broadcast (`inspect().stats()`, its reply queue and timeout)
+        runs in a thread of the default executor, so /health never waits for it and the loop never blocks;
+        the first /health after start-up shows none yet."""
+        app = getattr(self.client, "app", None)  # a stand-in client without a Celery app (tests): no workers
+        stale = time.monotonic() - self.workers_asked >= WORKERS_TTL
+        if app is not None and stale and (self._workers_refresh is None or self._workers_refresh.done()):
+            self.workers_asked = time.monotonic()
+            future = asyncio.get_running_loop().run_in_executor(
+                None, lambda: app.control.inspect(timeout=WORKERS_REPLY_TIMEOUT).stats()
+            )
+            future.add_done_callback(self._workers_answered)
+            self._workers_refresh = future
+        return self.workers
+
+    def _workers_answered(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:  # broker away: the queues' consumers in /health say it too
+            log.debug("inspect stats failed: %s", exc)
+            self.workers = {}
+            return
+        self.workers = worker_transports(future.result())
 
     async def watch_queues(self, interval: float = 1.0) -> None:
         """Keep `queue_stats` fresh so deep queues shed load, and the state gauges of /metrics (in

@@ -35,6 +35,18 @@ if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
     touch "$stamp"
 fi
+# The C AMQP client for the workers (issue #17: the [librabbitmq] extra, tasks/transport.py), where a wheel
+# exists (glibc Linux x86_64, CPython: the extra's markers say so). Best effort: a platform without the
+# wheel, or an index without it, leaves the workers on py-amqp, never a failed bootstrap.
+if ! .venv/bin/python -c 'import librabbitmq' 2>/dev/null; then
+    if .venv/bin/python -c 'import platform, sys; sys.exit(not (platform.system() == "Linux" and platform.machine() == "x86_64" and platform.python_implementation() == "CPython"))'; then
+        if .venv/bin/pip install --quiet --disable-pip-version-check --only-binary librabbitmq-fork -e '.[librabbitmq]' 2>/dev/null; then
+            say "installed librabbitmq-fork (workers may use the librabbitmq transport: README, Worker transports)"
+        else
+            say "librabbitmq-fork could not be installed: workers use py-amqp"
+        fi
+    fi
+fi
 
 # --- RabbitMQ and Redis -------------------------------------------------------------------------
 is_local() { case "${1:-127.0.0.1}" in *127.0.0.1*|*localhost*|*'[::1]'*) return 0 ;; *) return 1 ;; esac; }

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
+import tasks.transport  # noqa: F401  (registers librabbitmq-celery:// with kombu, as celeryconfig does)
 from gateway.aiocelery.amqp import tls_context
 from gateway.aiocelery.publisher import broker_nodes, node_order
 from tests.support import pki
@@ -37,6 +38,8 @@ def describe(url: str, **conf: Any) -> list[tuple]:
         ("amqp://guest:guest@127.0.0.1:5672//", [("127.0.0.1", 5672, "guest", "guest", "/", False, 5.0, 4.0)]),
         ("pyamqp://u%40x:p%2Fw@h/vh", [("h", 5672, "u@x", "p/w", "vh", False, 5.0, 4.0)]),
         ("amqps://u:p@h//", [("h", 5671, "u", "p", "/", True, 5.0, 4.0)]),
+        # The workers' librabbitmq transport (tasks/transport.py), which celeryconfig may put in broker_url.
+        ("librabbitmq-celery://u:p@h//", [("h", 5672, "u", "p", "/", False, 5.0, 4.0)]),
         ("amqp://h?heartbeat=7&connect_timeout=1.5", [("h", 5672, "guest", "guest", "/", False, 7.0, 1.5)]),
         ("amqp://h:1?ssl=true", [("h", 1, "guest", "guest", "/", True, 5.0, 4.0)]),
         ("amqps://h?ssl=false", [("h", 5671, "guest", "guest", "/", True, 5.0, 4.0)]),

@@ -68,8 +68,17 @@ from gateway.ratelog import RateLimitedLog
 log = logging.getLogger("checkgate.gateway")
 ratelog = RateLimitedLog(log)
 
-# Schemes of kombu's py-amqp transport (librabbitmq speaks the same protocol; its name only picks a client).
-_AMQP_SCHEMES = {"amqp": False, "pyamqp": False, "librabbitmq": False, "amqps": True, "pyamqps": True}
+# Schemes of kombu's AMQP transports → TLS (librabbitmq speaks the same protocol; its name only picks a
+# client). "librabbitmq-celery" is checkgate's librabbitmq transport for Celery workers (tasks/transport.py):
+# celeryconfig rewrites a plain amqp:// to it or to pyamqp://, so every process reading that config sees it.
+_AMQP_SCHEMES = {
+    "amqp": False,
+    "pyamqp": False,
+    "librabbitmq": False,
+    "librabbitmq-celery": False,
+    "amqps": True,
+    "pyamqps": True,
+}
 # URL query options kombu's Connection takes (anything else is a TypeError there, too).
 _URL_OPTIONS = frozenset({"heartbeat", "ssl", "connect_timeout", "login_method", "insist"})
 _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})

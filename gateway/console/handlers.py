@@ -142,7 +142,13 @@ def node_json(state: NodeState) -> dict[str, Any]:
         "last_ok": state.last_ok,
         "health": None
         if health is None
-        else {"ok": health.ok, "status": health.status, "error": health.error, "queues": health.queues},
+        else {
+            "ok": health.ok,
+            "status": health.status,
+            "error": health.error,
+            "queues": health.queues,
+            "workers": health.workers,
+        },
         "processes": [
             {
                 "name": p.namespec,

@@ -27,6 +27,8 @@ class Health:
     error: str = ""
     # queue name -> {"messages": ready count, "consumers": workers attached}
     queues: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Celery node -> {"transport": kombu's name, "client": "py-amqp" or "librabbitmq"}
+    workers: dict[str, dict[str, str]] = field(default_factory=dict)
     broker_ok: bool | None = None
     backend_ok: bool | None = None
     inflight: int | None = None
@@ -65,6 +67,7 @@ class HealthProbe:
         if isinstance(body, dict):
             health.status = str(body.get("status", "ok" if health.ok else "down"))
             health.queues = {str(k): v for k, v in (body.get("queues") or {}).items() if isinstance(v, dict)}
+            health.workers = {str(k): v for k, v in (body.get("workers") or {}).items() if isinstance(v, dict)}
             health.broker_ok = (body.get("broker") or {}).get("ok")
             health.backend_ok = (body.get("backend") or {}).get("ok")
             health.inflight = body.get("inflight")

@@ -142,7 +142,8 @@ class NodeState:
     def digest(self) -> tuple[Any, ...]:
         """What a browser shows of this node, to tell whether anything changed since the last tick."""
         procs = tuple((p.key, p.state, p.pid, p.start, p.exitstatus, p.looping) for p in self.processes)
-        health = self.health and (self.health.ok, self.health.status, self.health.error, repr(self.health.queues))
+        h = self.health
+        health = h and (h.ok, h.status, h.error, repr(h.queues), repr(h.workers))
         return (self.status, self.error, self.version, procs, health)
 
 

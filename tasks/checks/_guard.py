@@ -509,13 +509,23 @@ _FAMILY_OF_TRANSPORT = {
     "amqps": "rabbitmq",
     "pyamqp": "rabbitmq",
     "librabbitmq": "rabbitmq",
+    # The workers' librabbitmq transport (tasks/transport.py): celeryconfig's broker_url carries its scheme
+    # or pyamqp:// whenever the URL was a plain amqp://.
+    "librabbitmq-celery": "rabbitmq",
     "redis": "redis",
     "rediss": "redis",
     "sentinel": "redis",
 }
 # A port derived from the one a URL names: RabbitMQ's distribution port is its AMQP port + 20000, a Redis
 # Cluster node's bus its client port + 10000 (a sentinel has none).
-_DERIVED_PORT_OFFSET = {"amqp": 20000, "pyamqp": 20000, "librabbitmq": 20000, "redis": 10000, "rediss": 10000}
+_DERIVED_PORT_OFFSET = {
+    "amqp": 20000,
+    "pyamqp": 20000,
+    "librabbitmq": 20000,
+    "librabbitmq-celery": 20000,
+    "redis": 10000,
+    "rediss": 10000,
+}
 # Schemes naming a Unix socket: no TCP or UDP target reaches those.
 _SOCKET_SCHEMES = frozenset({"unix", "socket", "redis+socket", "rediss+socket"})
 # Environment variables the endpoints come from (besides the Celery app's URLs).

@@ -633,6 +633,17 @@ def test_broker_url_lists_and_unknown_schemes() -> None:
     assert refused(t, "10.60.0.1", 1)
 
 
+def test_every_amqp_transport_scheme_protects_the_brokers_companion_ports() -> None:
+    # celeryconfig rewrites amqp:// to pyamqp:// or to the workers' librabbitmq scheme (tasks/transport.py):
+    # the broker's epmd, distribution and management ports stay refused under every one of them.
+    import tasks.transport  # noqa: F401  (registers librabbitmq-celery:// with kombu, as celeryconfig does)
+
+    for scheme in ("amqp", "pyamqp", "librabbitmq", "librabbitmq-celery"):
+        t = table((f"{scheme}://rabbit-a.internal//", "redis://10.40.0.1:6379/0"))
+        for port in (5672, 4369, 25672, 15672, 15671, 15692):
+            assert refused(t, "10.20.0.1", port), (scheme, port)
+
+
 def test_local_endpoints_protect_their_port_on_every_local_address() -> None:
     # Configured on 127.0.0.1, Redis also answers on ::1 here; bound to 0.0.0.0, on every address of the host.
     t = table(("redis://127.0.0.1:6379/0", "amqp://localhost//"))

@@ -18,4 +18,8 @@ os.environ["CHECKGATE_QUEUE_PREFIX"] = RUN_PREFIX
 os.environ["CHECKGATE_BROKER_URL"] = BROKER_URL
 os.environ["CHECKGATE_RESULT_BACKEND"] = BACKEND_URL
 os.environ["CHECKGATE_CHECK_MODULES"] = "tests.support.extra_checks"
+# The suite's workers consume with py-amqp, what every remote worker host uses (tasks/transport.py), unless
+# the runner says otherwise: CHECKGATE_BROKER_TRANSPORT=librabbitmq runs them all over librabbitmq. The
+# librabbitmq tests (tests/test_worker_transport.py, tests/checks/test_e2e_librabbitmq.py) set it per stack.
+os.environ.setdefault("CHECKGATE_BROKER_TRANSPORT", "pyamqp")
 os.environ["CHECKGATE_ALLOW_NETWORKS"] = TEST_ALLOW_NETWORKS = "127.0.0.0/8,::1/128"

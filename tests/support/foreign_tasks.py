@@ -22,7 +22,10 @@ PREFIX = os.environ.get("FOREIGN_PREFIX") or f"{RUN_PREFIX}f_"
 DEFAULT_QUEUE = f"{PREFIX}celery"
 PRIORITY_QUEUE = f"{PREFIX}prio"
 
-app = Celery("foreign", broker=BROKER_URL, backend=BACKEND_URL, set_as_current=False)
+# pyamqp:// as any Celery app must name it where librabbitmq is installed (the [librabbitmq] extra, which
+# bootstrap installs): kombu takes a bare amqp:// for its stock librabbitmq transport then, whose consumers
+# fail on kombu 5.x (README, "Worker transports"). checkgate's own processes get this from celeryconfig.
+app = Celery("foreign", broker=BROKER_URL.replace("amqp://", "pyamqp://", 1), backend=BACKEND_URL, set_as_current=False)
 app.conf.update(
     task_serializer="json",
     result_serializer="json",

@@ -40,3 +40,13 @@ def missing_programs(*names: str) -> str | None:
     if absent:
         return f"{', '.join(absent)} not installed: run scripts/bootstrap.sh (as root)"
     return None
+
+
+def missing_librabbitmq() -> str | None:
+    """Why workers cannot consume over librabbitmq here (None when they can): the [librabbitmq] extra,
+    which scripts/bootstrap.sh installs where its wheel exists (CPython on glibc Linux x86_64)."""
+    from tasks.transport import librabbitmq_available
+
+    if librabbitmq_available():
+        return None
+    return "librabbitmq is not importable: the [librabbitmq] extra (scripts/bootstrap.sh installs it on Linux x86_64)"
