@@ -107,6 +107,7 @@ PROTOCOL_HEADERS = frozenset(
     {
         "lang",
         "task",
+        "meth",
         "id",
         "shadow",
         "eta",
