@@ -25,17 +25,21 @@ checkgate's own checks (`checkgate.<type>`) take keyword arguments only, validat
 `Param`s as ``/check/<type>`` validates its query (`TaskApiHandler.check_kwargs`): a 400 naming the field
 rather than a TypeError on the worker.
 
-Every option becomes a field of the message workers act on, so each is bounded here (`task_options`), a
-400 naming it otherwise: for a check, `expires`/`timeout`/`time_limit`/`soft_time_limit` at most the
-type's `max_timeout` (`expires` defaults to its default timeout, as /check sends it), no `countdown` or
-`eta` (a delayed task waits in worker memory; checks are asked for now, schedules are beat's), `queue`
-only its own; for other tasks `expires`, `countdown` and `eta` within `CHECKGATE_TASK_API_MAX_TIMEOUT`
-from now and `queue` only one `CHECKGATE_TASK_API_QUEUES` allows (never a pidbox, event or `amq.` queue;
-one answer for every refused queue, so no caller learns which exist). `headers`: at most 16, names
-1-64 of `A-Za-z0-9_.-` that are not Celery's (protocol or request context) nor `checkgate*` (the beat's
-`checkgate_schedule` records a scheduled run), values JSON scalars (strings <= 256 characters, finite
-numbers, 64-bit integers). Task names outside `TASK_NAME_RE`, and `checkgate.<x>` that is no declared
-check, are 404 "Unknown task" whatever the globs match.
+Every option becomes a field of the message workers act on, so each is bounded here (`task_options`),
+a 400 naming it otherwise:
+- a check: `expires`/`timeout`/`time_limit`/`soft_time_limit` at most the type's `max_timeout`
+  (`expires` defaults to its default timeout, as /check sends it); `countdown` and `eta` at most
+  `CHECK_MAX_DELAY` (5 s) from now (a delayed task waits in worker memory, not the broker, until due;
+  checks are asked for now, schedules are beat's); `queue` only its own.
+- other tasks: `expires`, `countdown` and `eta` within `CHECKGATE_TASK_API_MAX_TIMEOUT` from now;
+  `queue` only one `CHECKGATE_TASK_API_QUEUES` allows, never a pidbox, event or `amq.` queue.
+- one answer for every refused queue, and a 503 for an allowed one with nothing bound: no caller learns
+  which queues exist.
+- `headers`: at most 16; names 1-64 of `A-Za-z0-9_.-`, neither Celery's (protocol or request context)
+  nor `checkgate*` (the beat's `checkgate_schedule` records a scheduled run); values JSON scalars
+  (strings <= 256 characters, finite numbers, 64-bit integers).
+- task names outside `TASK_NAME_RE`, and `checkgate.<x>` that is no declared check, are 404 "Unknown
+  task" whatever the globs match.
 
 Differences from Flower, on purpose: errors are the gateway's JSON (`{"error", "field"}`) with Flower's
 status codes (400, 401, 404, 503; 403 for a key's task, 429 over its rate); a FAILURE's `traceback` is
@@ -101,6 +105,8 @@ RESERVED_HEADERS = frozenset(
     | {"meth", "properties", "reply_to", "correlation_id", "delivery_info", "hostname", "args", "kwargs"}
 )
 OWN_HEADER_PREFIX = "checkgate"
+# The longest `countdown`/`eta` a checkgate check may be given (s): see `task_options`.
+CHECK_MAX_DELAY = 5.0
 MAX_HEADERS = 16
 MAX_HEADER_CHARS = 256
 # AMQP tables carry signed 64-bit integers; a larger one cannot be encoded.
@@ -267,8 +273,8 @@ def task_options(
 
     For a checkgate check (`check`, whose queue is `own_queue`): `expires`, `timeout`, `time_limit` and
     `soft_time_limit` at most its `max_timeout` (s), `expires` defaulting to its `default_timeout` (or the
-    `timeout` given) so the worker ends it at a deadline as for /check; `countdown` and `eta` refused (a
-    check is asked for now, and a delayed one is held in worker memory); `queue` only its own. For other
+    `timeout` given) so the worker ends it at a deadline as for /check; `countdown` and `eta` at most
+    `CHECK_MAX_DELAY` from now (a delayed task is held in worker memory until due); `queue` only its own. For other
     tasks: `expires`, `countdown` and `eta` within `settings.max_timeout` seconds from now, and `queue`
     only one `settings.queues` allows. `headers`: see `_headers`."""
     settings = settings if settings is not None else TaskApiSettings(())
@@ -289,11 +295,6 @@ def task_options(
     out["expires"] = _time(options, "expires") if isinstance(expires, str) else _number(options, "expires")
     timeout = _number(options, "timeout")
     if check is not None:
-        for name in ("countdown", "eta"):
-            if out[name] is not None:
-                raise _bad(
-                    name, f"checkgate's checks run when asked (no {name}); schedule them with CHECKGATE_SCHEDULE"
-                )
         for name in ("timeout", "time_limit", "soft_time_limit"):
             value = timeout if name == "timeout" else out[name]
             if value is not None and value > cap:
@@ -311,6 +312,11 @@ def task_options(
             raise _bad(name, "in the future (seconds > 0, or a later time)")
         if name == "countdown" and seconds < 0:
             raise _bad(name, "a number of seconds >= 0")
+        if check is not None and name != "expires" and seconds > min(CHECK_MAX_DELAY, cap):
+            # A delayed task leaves the broker for the worker's memory until it is due (prefetch does not
+            # hold it back): checks are asked for now, a short delay is all Flower's clients need.
+            message = f"at most {min(CHECK_MAX_DELAY, cap):g} s from now for checkgate's checks (CHECK_MAX_DELAY)"
+            raise _bad(name, message)
         if seconds > cap:
             raise _bad(name, f"at most {cap:g} s from now ({whose})")
     if check is not None and out["expires"] is None:

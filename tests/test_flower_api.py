@@ -19,7 +19,7 @@ from gateway.aiocelery import BrokerUnavailable, ResultTimeout, TaskResult, Unro
 from gateway.auth import ApiKey, KeyRing, digest
 from gateway.config import Settings
 from gateway.edge import EdgeLimits, EdgeServer
-from gateway.flower_api import MAX_BODY_BYTES, PATH_PREFIX, TaskApiSettings, answer, task_api_routes
+from gateway.flower_api import CHECK_MAX_DELAY, MAX_BODY_BYTES, PATH_PREFIX, TaskApiSettings, answer, task_api_routes
 from gateway.http_api import make_app
 from gateway.state import Gateway
 from tasks.registry import load_checks
@@ -335,7 +335,8 @@ class TestTaskApiBounds(TaskApiTest):
         assert (status, answered["field"]) == (400, "timeout")
         later = (datetime.now(UTC) + timedelta(seconds=max_timeout + 60)).isoformat()
         self.refused("checkgate.add", {**http, "expires": later}, "expires")
-        for name, value in (("countdown", 1), ("eta", datetime.now(UTC).isoformat()), ("eta", "9999-12-31 00:00:00")):
+        soon = (datetime.now(UTC) + timedelta(seconds=CHECK_MAX_DELAY + 2)).isoformat()
+        for name, value in (("countdown", CHECK_MAX_DELAY + 1), ("eta", soon), ("eta", "9999-12-31 00:00:00")):
             self.refused("checkgate.add", {**http, name: value}, name)
         assert self.client.sent == []
         # Without expires a check still gets the deadline /check gives it: its default timeout, or `timeout`.
@@ -344,6 +345,8 @@ class TestTaskApiBounds(TaskApiTest):
         assert self.call("async-apply/checkgate.add", {**http, "expires": 5})[0] == 200
         default = self.gateway.checks["add"].default_timeout
         assert [sent[3]["expires"] for sent in self.client.sent] == [default, 7.0, 5.0]
+        # A short delay, as Flower's clients send one, is taken.
+        assert self.call("async-apply/checkgate.add", {**http, "countdown": CHECK_MAX_DELAY})[0] == 200
 
     def test_other_tasks_deadlines_are_the_apis_max_timeout(self) -> None:
         far = (datetime.now(UTC) + timedelta(seconds=31)).isoformat()
