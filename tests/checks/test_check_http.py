@@ -344,6 +344,22 @@ def _raw_deflate(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
+def test_body_not_match_on_a_cut_body_is_not_a_pass(raw_http) -> None:
+    """FATAL past max_body_bytes was never read: not finding it there proves nothing (ok:false,
+    body_truncated); found within the bytes read, or a body read whole, is judged as before."""
+    body = b"x" * 2000 + b"FATAL"
+    url = raw_http.answer(
+        "/fatal-late", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    result = http_check(url, body_not_match="FATAL", max_body_bytes=1000)
+    assert (result["ok"], result["reason"], result["body_truncated"]) == (False, "body_truncated", True)
+    assert "body_not_match" in result["detail"] and "max_body_bytes" in result["detail"]
+    assert http_check(url, body_not_match="FATAL")["reason"] == "body_not_match"  # whole body read
+    assert http_check(url, body_not_match="x{10}", max_body_bytes=1000)["reason"] == "body_not_match"
+    assert http_check(url, body_match="x{10}", max_body_bytes=1000)["ok"] is True  # a positive match holds
+    assert http_check(url, max_body_bytes=1000)["ok"] is True  # no assertion on the body
+
+
 def test_gzip_body_is_matched_decoded(raw_http) -> None:
     """Issue #12, 1: a gzipped error page was matched undecoded, so body_not_match passed a broken site."""
     wire = gzip.compress(DATABASE_DOWN)
