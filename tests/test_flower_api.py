@@ -468,3 +468,14 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHECKGATE_TASK_API_MAX_TIMEOUT", "nope")
     with pytest.raises(ValueError, match="CHECKGATE_TASK_API_MAX_TIMEOUT"):
         TaskApiSettings.from_env()
+
+
+def test_queues_a_request_may_name_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHECKGATE_TASK_API", "proj.*")
+    monkeypatch.delenv("CHECKGATE_TASK_API_QUEUES", raising=False)
+    settings = TaskApiSettings.from_env()
+    assert settings is not None and settings.queues == () and not settings.allows_queue("proj")
+    monkeypatch.setenv("CHECKGATE_TASK_API_QUEUES", " proj , reports-* ,")
+    settings = TaskApiSettings.from_env()
+    assert settings is not None and settings.queues == ("proj", "reports-*")
+    assert settings.allows_queue("reports-eu") and not settings.allows_queue("http")
