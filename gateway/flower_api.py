@@ -201,7 +201,13 @@ def _number(options: dict[str, Any], name: str, *, positive: bool = False) -> fl
     value = options.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(name, "a number of seconds")
+    try:
+        value = float(value)  # an integer of 400 digits is JSON too: beyond a float, OverflowError
+    except OverflowError:
+        raise _bad(name, "a number of seconds") from None
+    if not math.isfinite(value):
         raise _bad(name, "a number of seconds")
     if positive and value <= 0:
         raise _bad(name, "a number of seconds > 0")

@@ -359,6 +359,10 @@ class TestTaskApiBounds(TaskApiTest):
         for raw in (b'{"expires": 1e400}', b'{"countdown": -1e400}', b'{"time_limit": 1e400}'):
             field = json.loads(raw.replace(b"e400", b"")).popitem()[0]
             self.refused("proj.add", raw, field)  # type: ignore[arg-type]
+        for field in ("expires", "countdown", "time_limit", "soft_time_limit", "timeout"):
+            # An integer of 400 digits is valid JSON and no float: a 400, not an OverflowError's 500.
+            status, answered, _ = self.call("apply/proj.add", b'{"%s": 1%s}' % (field.encode(), b"0" * 400))
+            assert (status, answered.get("field")) == (400, field)
         assert self.client.sent == []
         assert self.call("async-apply/proj.add", {"expires": 30, "countdown": 30})[0] == 200
 
