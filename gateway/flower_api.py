@@ -27,10 +27,10 @@ rather than a TypeError on the worker.
 
 Every option becomes a field of the message workers act on, so each is bounded here (`task_options`),
 a 400 naming it otherwise:
-- a check: `expires`/`timeout`/`time_limit`/`soft_time_limit` at most the type's `max_timeout`
-  (`expires` defaults to its default timeout, as /check sends it); `countdown` and `eta` at most
-  `CHECK_MAX_DELAY` (5 s) from now (a delayed task waits in worker memory, not the broker, until due;
-  checks are asked for now, schedules are beat's); `queue` only its own.
+- a check: `expires`/`timeout`/`time_limit`/`soft_time_limit` at most the type's `max_timeout`, and
+  `expires` at least its `min_timeout` (`expires` defaults to its default timeout, as /check sends
+  it); `countdown` and `eta` at most `CHECK_MAX_DELAY` (5 s) from now (a delayed task waits in worker
+  memory, not the broker, until due; checks are asked for now, schedules are beat's); `queue` only its own.
 - other tasks: `expires`, `countdown` and `eta` within `CHECKGATE_TASK_API_MAX_TIMEOUT` from now;
   `queue` only one `CHECKGATE_TASK_API_QUEUES` allows, never a pidbox, event or `amq.` queue.
 - one answer for every refused queue, and a 503 for an allowed one with nothing bound: no caller learns
@@ -314,6 +314,9 @@ def task_options(
     for name, seconds in ahead.items():
         if seconds is None:
             continue
+        if name == "expires" and check is not None and seconds < check.min_timeout:
+            # As /check's `timeout`: a deadline no check can meet is the caller's error, not a 504 or a 503.
+            raise _bad(name, f"at least {check.min_timeout:g} s from now for check {check.name!r}")
         if name == "expires" and seconds <= 0:
             raise _bad(name, "in the future (seconds > 0, or a later time)")
         if name == "countdown" and seconds < 0:
@@ -326,7 +329,7 @@ def task_options(
         if seconds > cap:
             raise _bad(name, f"at most {cap:g} s from now ({whose})")
     if check is not None and out["expires"] is None:
-        out["expires"] = min(timeout, cap) if timeout else check.default_timeout
+        out["expires"] = max(check.min_timeout, min(timeout, cap)) if timeout else check.default_timeout
     queue = options.get("queue")
     if queue is not None:
         if not (isinstance(queue, str) and 0 < len(queue) <= 255):

@@ -333,6 +333,7 @@ class TestTaskApiBounds(TaskApiTest):
             self.refused("checkgate.add", {**http, name: max_timeout + 1}, name)
         status, answered, _ = self.call("apply/checkgate.add", {**http, "timeout": max_timeout + 1})
         assert (status, answered["field"]) == (400, "timeout")
+        self.refused("checkgate.add", {**http, "expires": self.gateway.checks["add"].min_timeout / 2}, "expires")
         later = (datetime.now(UTC) + timedelta(seconds=max_timeout + 60)).isoformat()
         self.refused("checkgate.add", {**http, "expires": later}, "expires")
         soon = (datetime.now(UTC) + timedelta(seconds=CHECK_MAX_DELAY + 2)).isoformat()
