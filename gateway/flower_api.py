@@ -25,6 +25,22 @@ checkgate's own checks (`checkgate.<type>`) take keyword arguments only, validat
 `Param`s as ``/check/<type>`` validates its query (`TaskApiHandler.check_kwargs`): a 400 naming the field
 rather than a TypeError on the worker.
 
+Every option becomes a field of the message workers act on, so each is bounded here (`task_options`),
+a 400 naming it otherwise:
+- a check: `expires`/`timeout`/`time_limit`/`soft_time_limit` at most the type's `max_timeout`, and
+  `expires` at least its `min_timeout` (`expires` defaults to its default timeout, as /check sends
+  it); `countdown` and `eta` at most `CHECK_MAX_DELAY` (5 s) from now (a delayed task waits in worker
+  memory, not the broker, until due; checks are asked for now, schedules are beat's); `queue` only its own.
+- other tasks: `expires`, `countdown` and `eta` within `CHECKGATE_TASK_API_MAX_TIMEOUT` from now;
+  `queue` only one `CHECKGATE_TASK_API_QUEUES` allows, never a pidbox, event or `amq.` queue.
+- one answer for every refused queue, and a 503 for an allowed one with nothing bound: no caller learns
+  which queues exist.
+- `headers`: at most 16; names 1-64 of `A-Za-z0-9_.-`, neither Celery's (protocol or request context)
+  nor `checkgate*` (the beat's `checkgate_schedule` records a scheduled run); values JSON scalars
+  (strings <= 256 characters, finite numbers, 64-bit integers).
+- task names outside `TASK_NAME_RE`, and `checkgate.<x>` that is no declared check, are 404 "Unknown
+  task" whatever the globs match.
+
 Differences from Flower, on purpose: errors are the gateway's JSON (`{"error", "field"}`) with Flower's
 status codes (400, 401, 404, 503; 403 for a key's task, 429 over its rate); a FAILURE's `traceback` is
 only its last line (the exception) unless `CHECKGATE_DEBUG=1`; `apply` without `timeout` waits at most
@@ -40,12 +56,14 @@ import fnmatch
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import states
+from celery.app.task import Context
 from celery.exceptions import QueueNotFound
 from kombu.exceptions import EncodeError
 
@@ -60,10 +78,11 @@ from gateway.aiocelery import (
     TaskResult,
     Unroutable,
 )
+from gateway.aiocelery.messages import PROTOCOL_HEADERS
 from gateway.auth import ApiKey
 from gateway.http_api import TASK_ID_RE, ApiError, JsonHandler, backend_down, bad_param
 from gateway.state import Gateway
-from tasks.registry import ParamError
+from tasks.registry import CheckType, ParamError
 
 # Where these endpoints live, and the largest request body the edge lets through to them.
 PATH_PREFIX = "/api/task/"
@@ -73,6 +92,28 @@ DEFAULT_MAX_TIMEOUT = 300.0
 OPTIONS = ("countdown", "eta", "expires", "queue", "priority", "headers", "time_limit", "soft_time_limit")
 # checkgate's own check tasks are named `checkgate.<type>`; a key's `checks` list names types.
 CHECK_TASK_PREFIX = "checkgate."
+# The names a task may have here (Celery's dotted Python names, with `:` and `-` some apps use); any other
+# name is Flower's 404 "Unknown task" whatever the allow-list's globs match (`*` matches any character).
+TASK_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,199}")
+# Caller headers: each becomes an attribute of the worker's `task.request`, so a name of the task protocol,
+# of Celery's request context (`get`, `chord`, `reply_to`, ...) or of checkgate's own namespace
+# (`checkgate_schedule` records a run as a scheduled check's) is refused, and names and values are bounded.
+HEADER_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+RESERVED_HEADERS = frozenset(
+    {name.lower() for name in PROTOCOL_HEADERS}
+    | {name.lower() for name in dir(Context) if not name.startswith("__")}
+    | {"meth", "properties", "reply_to", "correlation_id", "delivery_info", "hostname", "args", "kwargs"}
+)
+OWN_HEADER_PREFIX = "checkgate"
+# The longest `countdown`/`eta` a checkgate check may be given (s): see `task_options`.
+CHECK_MAX_DELAY = 5.0
+MAX_HEADERS = 16
+MAX_HEADER_CHARS = 256
+# AMQP tables carry signed 64-bit integers; a larger one cannot be encoded.
+MAX_HEADER_INT = 2**63 - 1
+# Queues no task is sent to whatever an operator's globs say: workers' control (pidbox) and event queues,
+# RabbitMQ's own.
+INTERNAL_QUEUE_RE = re.compile(r".*\.pidbox|celeryev\..*|amq\..*|celery@.*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -81,11 +122,14 @@ class TaskApiSettings:
 
     patterns: tuple[str, ...]
     max_timeout: float = DEFAULT_MAX_TIMEOUT
+    # Glob patterns of the queues a request's `queue` option may name (tasks other than checkgate's checks).
+    queues: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskApiSettings | None:
-        """From `CHECKGATE_TASK_API` (comma-separated patterns; unset or empty: the API is off) and
-        `CHECKGATE_TASK_API_MAX_TIMEOUT` (seconds) in `environ` (default: os.environ). Raises ValueError
+        """From `CHECKGATE_TASK_API` (comma-separated patterns; unset or empty: the API is off),
+        `CHECKGATE_TASK_API_MAX_TIMEOUT` (seconds) and `CHECKGATE_TASK_API_QUEUES` (comma-separated queue
+        patterns a request may name; default none) in `environ` (default: os.environ). Raises ValueError
         naming a bad value."""
         environ = os.environ if environ is None else environ
         patterns = tuple(p.strip() for p in environ.get("CHECKGATE_TASK_API", "").split(",") if p.strip())
@@ -98,11 +142,20 @@ class TaskApiSettings:
             raise ValueError(f"CHECKGATE_TASK_API_MAX_TIMEOUT: a number of seconds, got {raw!r}") from None
         if not 0 < max_timeout < math.inf:
             raise ValueError("CHECKGATE_TASK_API_MAX_TIMEOUT: a number of seconds > 0")
-        return cls(patterns, max_timeout)
+        queues = tuple(p.strip() for p in environ.get("CHECKGATE_TASK_API_QUEUES", "").split(",") if p.strip())
+        return cls(patterns, max_timeout, queues)
 
     def allows(self, task_name: str) -> bool:
-        """Whether some pattern matches `task_name`."""
-        return any(fnmatch.fnmatchcase(task_name, pattern) for pattern in self.patterns)
+        """Whether `task_name` is a task name at all and some pattern matches it."""
+        return TASK_NAME_RE.fullmatch(task_name) is not None and any(
+            fnmatch.fnmatchcase(task_name, pattern) for pattern in self.patterns
+        )
+
+    def allows_queue(self, queue: str) -> bool:
+        """Whether a request may name `queue`: some `queues` pattern matches it and it is no internal queue."""
+        return INTERNAL_QUEUE_RE.fullmatch(queue) is None and any(
+            fnmatch.fnmatchcase(queue, pattern) for pattern in self.queues
+        )
 
 
 def key_name(task_name: str) -> str:
@@ -140,14 +193,24 @@ def answer(task_id: str, result: TaskResult | None, debug: bool, *, state_first:
     return body
 
 
+def _bad(name: str, message: str) -> ApiError:
+    return ApiError(400, {"error": f"invalid option {name!r}: {message}", "field": name})
+
+
 def _number(options: dict[str, Any], name: str, *, positive: bool = False) -> float | None:
     value = options.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ApiError(400, {"error": f"invalid option {name!r}: a number of seconds", "field": name})
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(name, "a number of seconds")
+    try:
+        value = float(value)  # an integer of 400 digits is JSON too: beyond a float, OverflowError
+    except OverflowError:
+        raise _bad(name, "a number of seconds") from None
+    if not math.isfinite(value):
+        raise _bad(name, "a number of seconds")
     if positive and value <= 0:
-        raise ApiError(400, {"error": f"invalid option {name!r}: a number of seconds > 0", "field": name})
+        raise _bad(name, "a number of seconds > 0")
     return float(value)
 
 
@@ -160,18 +223,74 @@ def _time(options: dict[str, Any], name: str) -> datetime | None:
             raise ValueError
         at = datetime.fromisoformat(value)
     except ValueError:
-        message = f"invalid option {name!r}: a time as 'YYYY-MM-DD HH:MM:SS.ffffff' or ISO 8601"
-        raise ApiError(400, {"error": message, "field": name}) from None
+        raise _bad(name, "a time as 'YYYY-MM-DD HH:MM:SS.ffffff' or ISO 8601") from None
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-def task_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Flower's `apply_async` options of a request body as `CeleryClient.send_task` keywords (400s name
-    the field at fault)."""
+def _headers(value: Any) -> dict[str, Any] | None:
+    """The caller's message headers, each checked (400 naming `headers` or `headers.<name>`)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _bad("headers", "an object of strings, numbers, booleans or nulls")
+    if len(value) > MAX_HEADERS:
+        raise _bad("headers", f"at most {MAX_HEADERS} headers")
+    for name, item in value.items():
+        field = f"headers.{name[:64]}"
+        if not HEADER_NAME_RE.fullmatch(name):
+            raise ApiError(
+                400,
+                {
+                    "error": f"invalid header name {name[:64]!r}: 1-64 of A-Z a-z 0-9 _ . -, a letter first",
+                    "field": field,
+                },
+            )
+        if name.lower() in RESERVED_HEADERS or name.lower().startswith(OWN_HEADER_PREFIX):
+            message = f"header {name!r} is reserved (Celery's task protocol or checkgate's own)"
+            raise ApiError(400, {"error": message, "field": field})
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, int) and -MAX_HEADER_INT - 1 <= item <= MAX_HEADER_INT:
+            continue
+        if isinstance(item, float) and math.isfinite(item):
+            continue
+        if isinstance(item, str) and len(item) <= MAX_HEADER_CHARS:
+            continue
+        message = (
+            f"header {name!r}: a string of at most {MAX_HEADER_CHARS} characters, a finite number "
+            "(integers within 64 bits), a boolean or null"
+        )
+        raise ApiError(400, {"error": message, "field": field})
+    return value
+
+
+def _seconds_from_now(at: datetime, now: datetime) -> float:
+    return (at - now).total_seconds()
+
+
+def task_options(
+    options: dict[str, Any],
+    settings: TaskApiSettings | None = None,
+    check: CheckType | None = None,
+    own_queue: str | None = None,
+) -> dict[str, Any]:
+    """Flower's `apply_async` options of a request body as `CeleryClient.send_task` keywords, each bounded
+    (400s name the field at fault).
+
+    For a checkgate check (`check`, whose queue is `own_queue`): `expires`, `timeout`, `time_limit` and
+    `soft_time_limit` at most its `max_timeout` (s), `expires` defaulting to its `default_timeout` (or the
+    `timeout` given) so the worker ends it at a deadline as for /check; `countdown` and `eta` at most
+    `CHECK_MAX_DELAY` from now (a delayed task is held in worker memory until due); `queue` only its own. For other
+    tasks: `expires`, `countdown` and `eta` within `settings.max_timeout` seconds from now, and `queue`
+    only one `settings.queues` allows. `headers`: see `_headers`."""
+    settings = settings if settings is not None else TaskApiSettings(())
     unknown = sorted(set(options) - set(OPTIONS) - {"timeout"})
     if unknown:
         allowed = ", ".join(("args", "kwargs", "timeout", *OPTIONS))
         raise ApiError(400, {"error": f"unknown option {unknown[0]!r} (allowed: {allowed})", "field": unknown[0]})
+    now = datetime.now(UTC)
+    cap = check.max_timeout if check is not None else settings.max_timeout
+    whose = f"the max_timeout of check {check.name!r}" if check is not None else "CHECKGATE_TASK_API_MAX_TIMEOUT"
     out: dict[str, Any] = {
         "countdown": _number(options, "countdown"),
         "eta": _time(options, "eta"),
@@ -180,23 +299,54 @@ def task_options(options: dict[str, Any]) -> dict[str, Any]:
     }
     expires = options.get("expires")
     out["expires"] = _time(options, "expires") if isinstance(expires, str) else _number(options, "expires")
+    timeout = _number(options, "timeout")
+    if check is not None:
+        for name in ("timeout", "time_limit", "soft_time_limit"):
+            value = timeout if name == "timeout" else out[name]
+            if value is not None and value > cap:
+                raise _bad(name, f"at most {cap:g} s ({whose})")
+    # How far ahead each may reach, in seconds from now.
+    ahead = {
+        "countdown": out["countdown"],
+        "eta": _seconds_from_now(out["eta"], now) if out["eta"] is not None else None,
+        "expires": _seconds_from_now(out["expires"], now) if isinstance(out["expires"], datetime) else out["expires"],
+    }
+    for name, seconds in ahead.items():
+        if seconds is None:
+            continue
+        if name == "expires" and check is not None and seconds < check.min_timeout:
+            # As /check's `timeout`: a deadline no check can meet is the caller's error, not a 504 or a 503.
+            raise _bad(name, f"at least {check.min_timeout:g} s from now for check {check.name!r}")
+        if name == "expires" and seconds <= 0:
+            raise _bad(name, "in the future (seconds > 0, or a later time)")
+        if name == "countdown" and seconds < 0:
+            raise _bad(name, "a number of seconds >= 0")
+        if check is not None and name != "expires" and seconds > min(CHECK_MAX_DELAY, cap):
+            # A delayed task leaves the broker for the worker's memory until it is due (prefetch does not
+            # hold it back): checks are asked for now, a short delay is all Flower's clients need.
+            message = f"at most {min(CHECK_MAX_DELAY, cap):g} s from now for checkgate's checks (CHECK_MAX_DELAY)"
+            raise _bad(name, message)
+        if seconds > cap:
+            raise _bad(name, f"at most {cap:g} s from now ({whose})")
+    if check is not None and out["expires"] is None:
+        out["expires"] = max(check.min_timeout, min(timeout, cap)) if timeout else check.default_timeout
     queue = options.get("queue")
-    if queue is not None and not (isinstance(queue, str) and 0 < len(queue) <= 255):
-        raise ApiError(400, {"error": "invalid option 'queue': a queue name (1-255 characters)", "field": "queue"})
+    if queue is not None:
+        if not (isinstance(queue, str) and 0 < len(queue) <= 255):
+            raise _bad("queue", "a queue name (1-255 characters)")
+        # One answer for every queue refused, so that it tells nothing about which queues exist.
+        if check is not None and queue != own_queue:
+            raise _bad("queue", f"check {check.name!r} runs on its own queue only")
+        if check is None and not settings.allows_queue(queue):
+            raise _bad("queue", "not a queue this API sends tasks to (CHECKGATE_TASK_API_QUEUES)")
     out["queue"] = queue
     priority = options.get("priority")
     if priority is not None and (
         isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 255
     ):
-        raise ApiError(400, {"error": "invalid option 'priority': an integer 0-255", "field": "priority"})
+        raise _bad("priority", "an integer 0-255")
     out["priority"] = priority
-    headers = options.get("headers")
-    if headers is not None and not (
-        isinstance(headers, dict) and all(v is None or isinstance(v, str | int | float) for v in headers.values())
-    ):
-        message = "invalid option 'headers': an object of strings, numbers, booleans or nulls"
-        raise ApiError(400, {"error": message, "field": "headers"})
-    out["headers"] = headers
+    out["headers"] = _headers(options.get("headers"))
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -222,8 +372,12 @@ class TaskApiHandler(JsonHandler):
         """The caller's key (None without keys) once it may run `task_name`: 401/429 from the key,
         404 for a name off the allow-list (Flower's "Unknown task"), 403 for a key's other tasks."""
         key = self.authorize(None)
-        if not self.settings_.allows(task_name):
-            raise ApiError(404, {"error": f"Unknown task '{task_name}'", "field": "taskname"})
+        unknown = not self.settings_.allows(task_name) or (
+            task_name.startswith(CHECK_TASK_PREFIX) and self.check_of(task_name) is None
+        )
+        if unknown:
+            shown = task_name if TASK_NAME_RE.fullmatch(task_name) else repr(task_name[:200])[1:-1]
+            raise ApiError(404, {"error": f"Unknown task '{shown}'", "field": "taskname"})
         if not key_may_run(key, task_name):
             raise ApiError(403, {"error": f"this API key may not run task {task_name!r}", "field": "taskname"})
         return key
@@ -249,13 +403,24 @@ class TaskApiHandler(JsonHandler):
             raise ApiError(400, {"error": "kwargs must be an object", "field": "kwargs"})
         return args, kwargs, options
 
+    def check_of(self, task_name: str) -> CheckType | None:
+        """The declared check `task_name` runs (`checkgate.<type>`), or None."""
+        check = self.gateway.checks.get(task_name.removeprefix(CHECK_TASK_PREFIX))
+        return check if check is not None and check.task_name == task_name else None
+
+    def options_of(self, task_name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """`task_options` with this API's bounds and, for a check, the check's own."""
+        check = self.check_of(task_name)
+        own_queue = self.gateway.queues.get(check.name, check.queue) if check is not None else None
+        return task_options(options, self.settings_, check, own_queue)
+
     def check_kwargs(self, task_name: str, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The keyword arguments to send: for a declared check (`checkgate.<type>`), validated by its `Param`s
         exactly as ``/check/<type>`` validates its query (400 naming the field, the target policy included;
         converted, defaults filled in), and positional `args` refused (checks take keywords only); any other
         task's as given."""
-        check = self.gateway.checks.get(task_name.removeprefix(CHECK_TASK_PREFIX))
-        if check is None or check.task_name != task_name:
+        check = self.check_of(task_name)
+        if check is None:
             return kwargs
         if args:
             message = f"task {task_name!r} is a check: it takes keyword arguments only (kwargs), not args"
@@ -293,13 +458,9 @@ class TaskApiHandler(JsonHandler):
             raise ApiError(400, {"error": f"invalid options: {exc}", "field": field}) from None
         except EncodeError as exc:
             raise ApiError(400, {"error": f"the arguments cannot be encoded: {exc}", "field": "args"}) from None
-        except QueueNotFound:
-            raise ApiError(400, {"error": f"unknown queue {sending.get('queue')!r}", "field": "queue"}) from None
-        except Unroutable:
-            if "queue" in sending:
-                raise ApiError(
-                    400, {"error": f"no queue {sending['queue']!r} on the broker", "field": "queue"}
-                ) from None
+        except (QueueNotFound, Unroutable):
+            # An allowed queue (or the task's route) with none bound: the operator's to fix, and the same
+            # answer whatever the queue, so that a caller learns nothing about which queues exist.
             raise self.unavailable(f"no queue bound for task {task_name!r}") from None
         except DeadlinePassed as exc:
             raise ApiError(504, {"error": f"the task's expiry passed before the broker confirmed it: {exc}"}) from None
@@ -319,7 +480,7 @@ class TaskApplyHandler(TaskApiHandler):
         self.allowed(task_name)
         args, kwargs, options = self.body_options()
         kwargs = self.check_kwargs(task_name, args, kwargs)
-        sending = task_options(options)
+        sending = self.options_of(task_name, options)
         timeout = _number(options, "timeout")
         wait = self.settings_.max_timeout if timeout is None else min(max(timeout, 0.0), self.settings_.max_timeout)
         self.admit()
@@ -352,7 +513,7 @@ class TaskAsyncApplyHandler(TaskApiHandler):
         self.allowed(task_name)
         args, kwargs, options = self.body_options()
         kwargs = self.check_kwargs(task_name, args, kwargs)
-        sending = task_options(options)
+        sending = self.options_of(task_name, options)
         self.admit()
         self.gateway.inflight += 1
         try:

@@ -20,11 +20,14 @@ Redis and a Redis lock lets one beat per node run while only the holder fires.
 Each run gets a fresh task id (Celery never overwrites a stored SUCCESS, so a fixed id per entry would
 freeze its first result) and carries the entry's name in a `checkgate_schedule` header; when a worker
 finishes it, `task_postrun` points `checkgate:schedule:<prefix><name>` at that id, so the latest result
-of an entry is `GET checkgate:schedule:<prefix><name>` then the usual `celery-task-meta-<id>`.
+of an entry is `GET checkgate:schedule:<prefix><name>` then the usual `celery-task-meta-<id>`. Only a run
+whose task is the one beat declared for that entry (RedBeat's record of it) is recorded: the header is
+only a claim.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -39,6 +42,7 @@ from typing import Any
 from celery.schedules import crontab, schedule
 from celery.signals import task_postrun
 from redbeat import RedBeatScheduler
+from redbeat.schedulers import get_redis
 
 from tasks.registry import CheckType, ParamError, load_checks
 
@@ -233,18 +237,55 @@ class ScheduleFileScheduler(RedBeatScheduler):
         super().setup_schedule()
 
 
+def declared_task(app: Any, name: str) -> str | None:
+    """The task name beat declared for schedule entry `name` (RedBeat's `<redbeat_key_prefix><name>`
+    hash, `definition` field, in beat's Redis), or None when beat declares no such entry.
+
+    One HGET, made only for runs that carry the `checkgate_schedule` header. Raises what redis-py raises."""
+    raw = get_redis(app).hget(app.conf.redbeat_key_prefix + name, "definition")
+    if not raw:
+        return None
+    try:
+        definition = json.loads(raw)
+    except ValueError:
+        return None
+    task = definition.get("task") if isinstance(definition, dict) else None
+    return task if isinstance(task, str) else None
+
+
 @task_postrun.connect
 def remember_latest_run(sender: Any = None, task_id: str | None = None, state: str | None = None, **_: Any) -> None:
-    """Point `checkgate:schedule:<prefix><name>` at this run once it finished (any final state)."""
+    """Point `checkgate:schedule:<prefix><name>` at this run once it finished (any final state), when beat
+    declared an entry `name` of this run's task.
+
+    The header alone is not trusted: anyone who can publish a message can set it (the gateway's task API
+    refuses it, gateway/flower_api.py, but the broker has other producers), so a run whose task is not
+    the one the entry declares — or whose entry does not exist — is not recorded (a forged /schedule
+    result and `checkgate_scheduled_check_success` otherwise)."""
     name = getattr(getattr(sender, "request", None), HEADER, None)
     if not name or not task_id:
         return
     client = getattr(sender.backend, "client", None)  # the Redis result backend's client, if that is it
     if client is None:
         return
+    name = str(name)
+    try:
+        declared = declared_task(sender.app, name) if _NAME_RE.fullmatch(name) else None
+    except Exception:
+        logger.exception("could not read the schedule entry %r of task %s", name[:100], task_id)
+        return
+    if declared != sender.name:
+        logger.warning(
+            "run %s of %s names schedule entry %r, which beat declares for %s: not recorded",
+            task_id,
+            sender.name,
+            name[:100],
+            declared or "no task",
+        )
+        return
     try:
         # Lives as long as the result it points to.
-        client.set(latest_key(str(name)), task_id, ex=int(sender.app.conf.result_expires or 0) or None)
+        client.set(latest_key(name), task_id, ex=int(sender.app.conf.result_expires or 0) or None)
     except Exception:
         logger.exception("could not record the latest run of scheduled check %s (%s)", name, state)
 

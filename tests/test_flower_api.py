@@ -5,6 +5,7 @@ stack side by side with a real Flower is tests/test_flower_compat.py."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from gateway.aiocelery import BrokerUnavailable, ResultTimeout, TaskResult, Unro
 from gateway.auth import ApiKey, KeyRing, digest
 from gateway.config import Settings
 from gateway.edge import EdgeLimits, EdgeServer
-from gateway.flower_api import MAX_BODY_BYTES, PATH_PREFIX, TaskApiSettings, answer, task_api_routes
+from gateway.flower_api import CHECK_MAX_DELAY, MAX_BODY_BYTES, PATH_PREFIX, TaskApiSettings, answer, task_api_routes
 from gateway.http_api import make_app
 from gateway.state import Gateway
 from tasks.registry import load_checks
@@ -42,12 +43,12 @@ BAD_BODIES: list[tuple[Any, str]] = [
     ({"priority": 1.5}, "priority"),
     ({"queue": ""}, "queue"),
     ({"headers": ["x"]}, "headers"),
-    ({"headers": {"x-deep": {"a": {"b": 1}}}}, "headers"),
+    ({"headers": {"x-deep": {"a": {"b": 1}}}}, "headers.x-deep"),
     (b"[" * 5000 + b"]" * 5000, "body"),
     ({"time_limit": 0}, "time_limit"),
     ({"timeout": "long"}, "timeout"),
 ]
-SETTINGS = TaskApiSettings(("proj.*", "checkgate.add", "checkgate.boom"), max_timeout=30.0)
+SETTINGS = TaskApiSettings(("proj.*", "checkgate.add", "checkgate.boom"), max_timeout=30.0, queues=("proj", "proj-*"))
 
 
 class TaskApiTest(AsyncHTTPTestCase):
@@ -125,10 +126,12 @@ class TestTaskApi(TaskApiTest):
         assert self.client.waited == []
 
     def test_options_reach_send_task_as_its_keywords(self) -> None:
+        at = (datetime.now(UTC) + timedelta(seconds=20)).replace(tzinfo=None)
+        eta = at.strftime("%Y-%m-%d %H:%M:%S.%f")
         options = {
             "countdown": 1,
-            "eta": "2030-01-02 03:04:05.000006",
-            "expires": 60,
+            "eta": eta,
+            "expires": 25,
             "queue": "proj",
             "priority": 7,
             "headers": {"x-tenant": "acme"},
@@ -138,18 +141,18 @@ class TestTaskApi(TaskApiTest):
         status, _, _ = self.call("async-apply/proj.add", options)
         sent = self.client.sent[0][3]
         assert status == 200
-        assert sent["eta"].isoformat() == "2030-01-02T03:04:05.000006+00:00"
+        assert sent["eta"] == at.replace(tzinfo=UTC)
         assert {k: v for k, v in sent.items() if k != "eta"} == {
             "countdown": 1.0,
-            "expires": 60.0,
+            "expires": 25.0,
             "queue": "proj",
             "priority": 7,
             "headers": {"x-tenant": "acme"},
             "time_limit": 30.0,
             "soft_time_limit": 20.0,
         }
-        self.call("async-apply/proj.add", {"expires": "2030-01-02 03:04:05.000006"})
-        assert self.client.sent[1][3]["expires"].isoformat() == "2030-01-02T03:04:05.000006+00:00"
+        self.call("async-apply/proj.add", {"expires": eta})
+        assert self.client.sent[1][3]["expires"] == at.replace(tzinfo=UTC)
 
     def test_an_empty_body_is_an_empty_call(self) -> None:
         status, _, _ = self.call("async-apply/proj.noop", b"")
@@ -173,7 +176,7 @@ class TestTaskApi(TaskApiTest):
     def test_publish_failures_are_their_statuses(self) -> None:
         cases = [
             (ValueError("headers: 'task' is a header of the task protocol itself"), {}, 400, "headers"),
-            (Unroutable("no queue bound"), {"queue": "nowhere"}, 400, "queue"),
+            (Unroutable("no queue bound"), {"queue": "proj-nowhere"}, 503, None),
             (Unroutable("no queue bound"), {}, 503, None),
             (BrokerUnavailable("down"), {}, 503, None),
         ]
@@ -293,6 +296,123 @@ class TestTaskApiChecks(TaskApiTest):
         ]
 
 
+class TestTaskApiBounds(TaskApiTest):
+    """Every option of a request becomes a field of the message workers act on: each is bounded here."""
+
+    settings = TaskApiSettings(("checkgate.*", "proj.*"), max_timeout=30.0, queues=("proj",))
+
+    def refused(self, task: str, body: dict[str, Any], field: str) -> None:
+        for endpoint in ("apply", "async-apply", "send-task"):
+            status, answered, _ = self.call(f"{endpoint}/{task}", body)
+            assert (status, answered.get("field")) == (400, field), (task, body, answered)
+
+    def test_headers_in_checkgates_namespace_or_celerys_are_refused(self) -> None:
+        add = {"kwargs": {"x": 1, "y": 1}}
+        for name in ("checkgate_schedule", "CheckGate_Schedule", "checkgate-anything", "task", "meth", "shadow"):
+            self.refused("checkgate.add", {**add, "headers": {name: "billing-db-secret"}}, f"headers.{name}")
+            self.refused("proj.add", {"headers": {name: "x"}}, f"headers.{name}")
+        # Names of Celery's request context become `task.request` attributes: `get` would shadow its method.
+        for name in ("get", "reply_to", "chord", "callbacks", "hostname", "delivery_info", "_protected", "a b"):
+            self.refused("proj.add", {"headers": {name: "x"}}, f"headers.{name}")
+        assert self.client.sent == []
+
+    def test_header_values_are_bounded_json_scalars(self) -> None:
+        for value in ("x" * 257, 2**64, [1], {"a": 1}):
+            self.refused("proj.add", {"headers": {"x-tenant": value}}, "headers.x-tenant")
+        self.refused("proj.add", b'{"headers": {"x-big": 1e400}}', "headers.x-big")  # type: ignore[arg-type]
+        self.refused("proj.add", {"headers": {f"x-{i}": i for i in range(17)}}, "headers")
+        assert self.client.sent == []
+        fine = {"x-tenant": "acme", "x-n": 2**63 - 1, "x-f": 1.5, "x-b": True, "x-none": None}
+        assert self.call("async-apply/proj.add", {"headers": fine})[0] == 200
+        assert self.client.sent[0][3]["headers"] == fine
+
+    def test_a_checks_deadlines_are_its_max_timeout(self) -> None:
+        http = {"kwargs": {"x": 1, "y": 1}}
+        max_timeout = self.gateway.checks["add"].max_timeout
+        for name in ("expires", "time_limit", "soft_time_limit"):
+            self.refused("checkgate.add", {**http, name: max_timeout + 1}, name)
+        status, answered, _ = self.call("apply/checkgate.add", {**http, "timeout": max_timeout + 1})
+        assert (status, answered["field"]) == (400, "timeout")
+        self.refused("checkgate.add", {**http, "expires": self.gateway.checks["add"].min_timeout / 2}, "expires")
+        later = (datetime.now(UTC) + timedelta(seconds=max_timeout + 60)).isoformat()
+        self.refused("checkgate.add", {**http, "expires": later}, "expires")
+        soon = (datetime.now(UTC) + timedelta(seconds=CHECK_MAX_DELAY + 2)).isoformat()
+        for name, value in (("countdown", CHECK_MAX_DELAY + 1), ("eta", soon), ("eta", "9999-12-31 00:00:00")):
+            self.refused("checkgate.add", {**http, name: value}, name)
+        assert self.client.sent == []
+        # Without expires a check still gets the deadline /check gives it: its default timeout, or `timeout`.
+        assert self.call("async-apply/checkgate.add", http)[0] == 200
+        assert self.call("apply/checkgate.add", {**http, "timeout": 7})[0] == 200
+        assert self.call("async-apply/checkgate.add", {**http, "expires": 5})[0] == 200
+        default = self.gateway.checks["add"].default_timeout
+        assert [sent[3]["expires"] for sent in self.client.sent] == [default, 7.0, 5.0]
+        # A short delay, as Flower's clients send one, is taken.
+        assert self.call("async-apply/checkgate.add", {**http, "countdown": CHECK_MAX_DELAY})[0] == 200
+
+    def test_other_tasks_deadlines_are_the_apis_max_timeout(self) -> None:
+        far = (datetime.now(UTC) + timedelta(seconds=31)).isoformat()
+        for name, value in (("expires", 31), ("expires", far), ("countdown", 31), ("eta", far), ("eta", "9999-12-31")):
+            self.refused("proj.add", {name: value}, name)
+        for value in (1e300, -1e300, 1e10, -1, 0):
+            self.refused("proj.add", {"expires": value}, "expires")
+        for value in (1e300, -1e300, 1e10, -1):
+            self.refused("proj.add", {"countdown": value}, "countdown")
+        for raw in (b'{"expires": 1e400}', b'{"countdown": -1e400}', b'{"time_limit": 1e400}'):
+            field = json.loads(raw.replace(b"e400", b"")).popitem()[0]
+            self.refused("proj.add", raw, field)  # type: ignore[arg-type]
+        for field in ("expires", "countdown", "time_limit", "soft_time_limit", "timeout"):
+            # An integer of 400 digits is valid JSON and no float: a 400, not an OverflowError's 500.
+            status, answered, _ = self.call("apply/proj.add", b'{"%s": 1%s}' % (field.encode(), b"0" * 400))
+            assert (status, answered.get("field")) == (400, field)
+        assert self.client.sent == []
+        assert self.call("async-apply/proj.add", {"expires": 30, "countdown": 30})[0] == 200
+
+    def test_a_check_runs_on_its_own_queue_only(self) -> None:
+        http = {"kwargs": {"x": 1, "y": 1}}
+        own = self.gateway.queues.get("add", self.gateway.checks["add"].queue)
+        answers = set()
+        for queue in ("http", "add@vm.celery.pidbox", "celery", "nowhere", "proj"):
+            for endpoint in ("apply", "async-apply"):
+                status, answered, _ = self.call(f"{endpoint}/checkgate.add", {**http, "queue": queue})
+                assert (status, answered["field"]) == (400, "queue")
+                answers.add(answered["error"])
+        assert len(answers) == 1  # one answer whatever the queue: no oracle of which queues exist
+        assert self.client.sent == []
+        assert self.call("async-apply/checkgate.add", {**http, "queue": own})[0] == 200
+
+    def test_other_tasks_queues_are_the_operators_allow_list(self) -> None:
+        answers = set()
+        for queue in ("add", "http", "w1@vm.celery.pidbox", "celeryev.1234", "amq.rabbitmq.reply-to", "nowhere"):
+            status, answered, _ = self.call("async-apply/proj.add", {"queue": queue})
+            assert (status, answered["field"]) == (400, "queue")
+            answers.add(answered["error"])
+        assert len(answers) == 1
+        assert TaskApiSettings(("proj.*",), queues=("*",)).allows_queue("w1.celery.pidbox") is False
+        assert self.client.sent == []
+        assert self.call("async-apply/proj.add", {"queue": "proj"})[0] == 200
+        # An allowed queue with nothing bound: the broker's state, one 503 whatever the queue.
+        self.client.send_error = Unroutable("no queue bound")
+        status, answered, response = self.call("async-apply/proj.add", {"queue": "proj"})
+        assert status == 503 and "field" not in answered and response.headers["Retry-After"]
+
+    def test_task_names_have_a_syntax_and_checks_must_be_declared(self) -> None:
+        for name in (
+            "checkgate.a%01dd",
+            "checkgate.%C3%A9",
+            "checkgate.*",
+            "proj.%2A",
+            "proj.a%20b",
+            "proj.add%0a",
+            "checkgate.nope",
+        ):
+            for endpoint in ("apply", "async-apply", "send-task"):
+                status, answered, _ = self.call(f"{endpoint}/{name}", {})
+                assert (status, answered["field"]) == (404, "taskname"), (name, answered)
+                assert answered["error"].startswith("Unknown task '")
+        assert self.client.sent == []
+        assert not TaskApiSettings(("*",)).allows("a" * 201) and TaskApiSettings(("*",)).allows("proj.tasks:add-1")
+
+
 class TestTaskApiOff(TaskApiTest):
     settings = None
 
@@ -353,3 +473,14 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHECKGATE_TASK_API_MAX_TIMEOUT", "nope")
     with pytest.raises(ValueError, match="CHECKGATE_TASK_API_MAX_TIMEOUT"):
         TaskApiSettings.from_env()
+
+
+def test_queues_a_request_may_name_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHECKGATE_TASK_API", "proj.*")
+    monkeypatch.delenv("CHECKGATE_TASK_API_QUEUES", raising=False)
+    settings = TaskApiSettings.from_env()
+    assert settings is not None and settings.queues == () and not settings.allows_queue("proj")
+    monkeypatch.setenv("CHECKGATE_TASK_API_QUEUES", " proj , reports-* ,")
+    settings = TaskApiSettings.from_env()
+    assert settings is not None and settings.queues == ("proj", "reports-*")
+    assert settings.allows_queue("reports-eu") and not settings.allows_queue("http")

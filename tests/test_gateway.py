@@ -10,6 +10,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -334,13 +336,44 @@ def test_identical_requests_in_flight_of_a_coalescing_check_share_one_task(gatew
     assert (status, other["shared"], other["result"]["runs"]) == (200, False, 1)
 
 
+@contextmanager
+def declared_entry(app: Any, name: str, task: str) -> Iterator[None]:
+    """A schedule entry as beat declares it (RedBeat's record in Redis, the stack's key prefix), removed after."""
+    from celery.schedules import schedule
+    from redbeat.schedulers import RedBeatSchedulerEntry
+
+    entry = RedBeatSchedulerEntry(name, task, schedule(3600), app=app).save()
+    try:
+        yield
+    finally:
+        entry.delete()
+
+
+def test_a_run_is_recorded_only_for_the_entry_beat_declared_for_its_task(gateway: str) -> None:
+    """The `checkgate_schedule` header is a claim: a run of another task than the entry's, or naming no
+    entry beat declared, is not recorded as that entry's latest run (no forged /schedule, no metric)."""
+    from tasks.celery import app
+    from tasks.schedule import HEADER
+
+    declared = f"{RUN_PREFIX}billing-db"
+    with declared_entry(app, declared, "checkgate.http"):
+        for name in (declared, f"{RUN_PREFIX}invented"):
+            app.send_task("checkgate.add", kwargs={"x": 1, "y": 1}, headers={HEADER: name}).get(timeout=30)
+        time.sleep(0.5)  # task_postrun runs just after the result is stored
+        for name in (declared, f"{RUN_PREFIX}invented"):
+            assert http_get(f"{gateway}/schedule/{name}")[0] == 404, name
+        _, text, _ = http_get(gateway + "/metrics")
+    assert f'name="{declared}"' not in text and f'name="{RUN_PREFIX}invented"' not in text
+
+
 def test_latest_scheduled_run_in_schedule_and_metrics(gateway: str) -> None:
     """A run sent the way beat sends it (with its schedule entry's header) is found by name."""
     from tasks.celery import app
     from tasks.schedule import HEADER
 
     name = f"{RUN_PREFIX}nightly"
-    app.send_task("checkgate.add", kwargs={"x": 40, "y": 2}, headers={HEADER: name}).get(timeout=30)
+    with declared_entry(app, name, "checkgate.add"):
+        app.send_task("checkgate.add", kwargs={"x": 40, "y": 2}, headers={HEADER: name}).get(timeout=30)
     status, body, _ = http_get(f"{gateway}/schedule/{name}")
     assert (status, body["type"], body["result"]) == (200, "add", 42)
     status, listing, _ = http_get(f"{gateway}/schedule")

@@ -225,6 +225,25 @@ def test_protocol_headers_and_bad_options_are_refused_before_publishing(workers:
     run(scenario)
 
 
+def test_far_deadlines_and_header_values_amqp_cannot_carry_never_reach_the_broker(workers: None) -> None:
+    """A TTL beyond RabbitMQ's 2^32-1 ms closed the shared channel (406), an infinite header value the whole
+    connection (541), and 1e300 s raised OverflowError: now a ValueError/TypeError naming the option, or a
+    TTL the broker takes, and the connection serves on."""
+
+    async def scenario(client: CeleryClient) -> tuple[Any, Any]:
+        for option in ({"expires": 1e300}, {"expires": -1e300}, {"countdown": 1e300}):
+            with pytest.raises(ValueError, match=next(iter(option))):
+                await client.send_task("foreign.add", (1, 2), **option)
+        for value in (float("inf"), float("nan"), 2**64):
+            with pytest.raises(TypeError, match="AMQP field table"):
+                await client.send_task("foreign.add", (1, 2), headers={"x-n": value})
+        far = await client.send_task("foreign.add", (1, 2), expires=1e10)
+        after = await client.send_task("foreign.add", (2, 2), expires=30)
+        return await far.get(timeout=20), await after.get(timeout=20)
+
+    assert run(scenario) == (3, 4)
+
+
 def test_priority_orders_a_busy_queue(workers: None) -> None:
     """The solo worker of the priority queue is held busy; meanwhile 4 low- then 4 high-priority tasks
     queue up: it runs every high one before any low one."""

@@ -109,3 +109,37 @@ def test_messages_from_the_template_equal_celerys_own(
     assert list(msg.headers) == list(headers)
     decoded = loads(msg.body, msg.content_type, msg.content_encoding, accept=["application/x-msgpack"])
     assert decoded == [list(body[0]), body[1], body[2]]
+
+
+def test_every_header_of_celerys_protocol_2_is_refused_as_an_extra_header(client: CeleryClient) -> None:
+    """`headers=` adds headers, never replaces the protocol's: the refused set covers every header Celery's
+    own `create_task_message` writes (with every option set) and the v2 spec's `meth`."""
+    from gateway.aiocelery.messages import PROTOCOL_HEADERS
+
+    written = app.amqp.create_task_message(
+        "id-1",
+        "checkgate.add",
+        (1,),
+        {"y": 2},
+        countdown=1,
+        expires=10,
+        group_id="g",
+        group_index=0,
+        retries=1,
+        chord=None,
+        time_limit=5,
+        soft_time_limit=4,
+        root_id="r",
+        parent_id="p",
+        shadow="s",
+        origin="o",
+        ignore_result=True,
+        stamped_headers=["x"],
+        stamps={"x": 1},
+        x=1,
+        replaced_task_nesting=1,
+    ).headers
+    assert set(written) - PROTOCOL_HEADERS == set()
+    for name in PROTOCOL_HEADERS | {"meth"}:
+        with pytest.raises(ValueError, match="header of the task protocol"):
+            client.messages.build_task(client.new_id(), "checkgate.add", (), {}, headers={name: "x"})

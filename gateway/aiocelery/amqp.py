@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import ssl
 import struct
@@ -197,10 +198,15 @@ def _field_value(value: Any) -> bytes:
     if isinstance(value, bool):
         return b"t\x01" if value else b"t\x00"
     if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise TypeError(f"cannot put an integer beyond 64 bits in an AMQP field table: {value:.3g}")
         return b"I" + _INT32.pack(value) if -(2**31) <= value < 2**31 else b"l" + _INT64.pack(value)
     if value is None:
         return b"V"
     if isinstance(value, float):
+        # RabbitMQ closes the whole connection (541) on an infinite or NaN double.
+        if not math.isfinite(value):
+            raise TypeError(f"cannot put {value!r} in an AMQP field table (RabbitMQ takes finite numbers only)")
         return b"d" + _DOUBLE.pack(value)
     if isinstance(value, bytes):
         return b"S" + _longstr(value)

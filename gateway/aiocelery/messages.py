@@ -107,6 +107,7 @@ PROTOCOL_HEADERS = frozenset(
     {
         "lang",
         "task",
+        "meth",
         "id",
         "shadow",
         "eta",
@@ -141,7 +142,7 @@ def expiry(expires: Expiry | None, now: datetime) -> tuple[datetime | None, floa
     """`expires` as (absolute time, seconds from `now` clamped at 0), or (None, None) for no expiry.
 
     Seconds are relative to `now`; a naive datetime or ISO string is taken as UTC (as workers read it).
-    Raises ValueError for a value that is none of these (or NaN).
+    Raises ValueError for a value that is none of these (or NaN), or one no datetime can hold (1e300 s).
     """
     if expires is None:
         return None, None
@@ -155,8 +156,11 @@ def expiry(expires: Expiry | None, now: datetime) -> tuple[datetime | None, floa
         return at, max(0.0, (at - now).total_seconds())
     if isinstance(expires, bool) or not isinstance(expires, numbers.Real) or expires != expires:
         raise ValueError(f"expires: seconds, a datetime or an ISO 8601 string, got {expires!r}")
-    seconds = float(expires)
-    return now + timedelta(seconds=seconds), max(0.0, seconds)
+    try:
+        seconds = float(expires)
+        return now + timedelta(seconds=seconds), max(0.0, seconds)
+    except OverflowError:
+        raise ValueError(f"expires: {expires!r} seconds is beyond any time a datetime holds") from None
 
 
 class MessageFactory:
@@ -295,19 +299,23 @@ class MessageFactory:
                 isinstance(countdown, bool) or not isinstance(countdown, numbers.Real) or countdown != countdown
             ):
                 raise ValueError(f"countdown: a number of seconds, got {countdown!r}")
-            message_headers, body = self.celery_message(
-                task_id,
-                task_name,
-                args,
-                kwargs,
-                expires_at,
-                ignore_result,
-                countdown=countdown,
-                eta=eta,
-                time_limit=time_limit,
-                soft_time_limit=soft_time_limit,
-                shadow=shadow,
-            )
+            try:
+                message_headers, body = self.celery_message(
+                    task_id,
+                    task_name,
+                    args,
+                    kwargs,
+                    expires_at,
+                    ignore_result,
+                    countdown=countdown,
+                    eta=eta,
+                    time_limit=time_limit,
+                    soft_time_limit=soft_time_limit,
+                    shadow=shadow,
+                )
+            except OverflowError:
+                # Celery adds a countdown to now: 1e300 s is no datetime.
+                raise ValueError(f"countdown: {countdown!r} seconds is beyond any time a datetime holds") from None
             if headers:
                 message_headers.update(headers)
             route = self._route(task_name, {"queue": queue} if queue is not None else None)

@@ -92,6 +92,8 @@ NACK_RETRY_WINDOW = 2.0
 # Seconds a publish that finds no connection waits for one: the next node's, when it takes over at once
 # (21 ms measured after a node was killed, fault rows); during a longer outage callers get their 503 after this.
 FAILOVER_GRACE_S = 1.0
+# RabbitMQ's largest per-message TTL (ms): a larger `expiration` closes the channel (406 PRECONDITION_FAILED).
+MAX_TTL_MS = 2**32 - 1
 # Reconnect back-off after a whole round of nodes failed (seconds).
 RECONNECT_INITIAL, RECONNECT_MAX = 0.2, 5.0
 
@@ -392,7 +394,9 @@ class BrokerPublisher:
             message_id=msg.task_id,
             # The broker's TTL is what is left of the deadline, also when the message is sent again (none
             # for a task without expiry: the library's send_task may publish such).
-            expiration_ms=None if msg.expiration is None else max(1, int(remaining * 1000)),
+            # RabbitMQ refuses a TTL above 2^32-1 ms by closing the channel (406): beyond it the broker keeps
+            # the message that long, and the worker still drops it at its `expires` header.
+            expiration_ms=None if msg.expiration is None else min(MAX_TTL_MS, max(1, int(remaining * 1000))),
             timeout=min(self._publish_timeout, remaining),
             priority=msg.priority,
         )

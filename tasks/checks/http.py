@@ -613,9 +613,14 @@ def _judge(
     match: str | None,
     not_match: str | None,
     reservation: Reservation,
+    truncated: bool = False,
 ) -> tuple[str, str] | None:
     """The first failed assertion as (reason, detail), or None when all hold. Keeps of `reservation` only
-    what judging this body needs."""
+    what judging this body needs.
+
+    `truncated`: only the first `max_body_bytes` of the body were read. A pattern found there decides
+    body_match (pass) and body_not_match (fail) as on the whole body, but body_not_match *not* found in
+    part of a body proves nothing: ``body_truncated``, not a pass."""
     held = read_reservation(len(answer.body))
     if not any(low <= answer.status <= high for low, high in codes):
         reservation.shrink(held)
@@ -625,10 +630,18 @@ def _judge(
     text = _searchable(answer.body, answer.content_type)
     if text is not None:
         reservation.shrink(held)
-        return _match_body(probe, text, match, not_match)
-    # Decoded to a str (and encoded to UTF-8 again for RE2): up to TEXT_BYTES_PER_BODY_BYTE more.
-    reservation.shrink(held + TEXT_BYTES_PER_BODY_BYTE * len(answer.body))
-    return _match_body(probe, _body_text(answer.body, answer.content_type), match, not_match)
+    else:
+        # Decoded to a str (and encoded to UTF-8 again for RE2): up to TEXT_BYTES_PER_BODY_BYTE more.
+        reservation.shrink(held + TEXT_BYTES_PER_BODY_BYTE * len(answer.body))
+        text = _body_text(answer.body, answer.content_type)
+    failed = _match_body(probe, text, match, not_match)
+    if failed is None and not_match is not None and truncated:
+        detail = (
+            f"body_not_match {not_match!r} cannot be judged: the body is longer than the {len(answer.body)} "
+            "bytes read (max_body_bytes)"
+        )
+        return "body_truncated", detail
+    return failed
 
 
 def _match_body(
@@ -680,7 +693,8 @@ def _match_body(
         regex_param(
             "body_not_match",
             "regex the body must not match anywhere, as blackbox_exporter's fail_if_body_matches_regexp: matched "
-            "once against the whole body text (read as for body_match), ^ and $ as in body_match",
+            "once against the whole body text (read as for body_match), ^ and $ as in body_match; a body longer "
+            "than max_body_bytes in which it is not found is not a pass (reason body_truncated)",
         ),
         Param("follow_redirects", bool, default=True, doc="follow 301/302/303/307/308 (each hop is re-checked)"),
         Param("max_redirects", int, default=10, min=0, max=20, doc="redirects to follow before failing"),
@@ -732,7 +746,9 @@ def http_check(
     over the certificate chain, see `_common.tls_details`).
 
     Besides the shared reasons: ``body_budget`` when the worker's body budget (`_budget`) cannot hold
-    what `max_body_bytes` (with a body pattern, its text too) may take, by the deadline.
+    what `max_body_bytes` (with a body pattern, its text too) may take, by the deadline;
+    ``body_truncated`` when `body_not_match` is not found in a body cut at `max_body_bytes` (what
+    follows was not read, so the assertion cannot pass).
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"url": url, "final_url": url, "redirects": 0}
@@ -769,7 +785,16 @@ def http_check(
                 target = next_target
                 facts["redirects"] += 1
                 del answer  # a redirect's body is not judged: the next hop's must not be held beside it
-            failed = _judge(probe, answer, codes, status_codes, body_match, body_not_match, reservation)
+            failed = _judge(
+                probe,
+                answer,
+                codes,
+                status_codes,
+                body_match,
+                body_not_match,
+                reservation,
+                truncated=bool(facts.get("body_truncated")),
+            )
     except _HOP_ERRORS as exc:  # the budget's ProbeFailure too, and _judge's (no time left to match)
         return _answer(probe, facts, *_failure(exc))
     return _answer(probe, facts, *failed) if failed else _answer(probe, facts)

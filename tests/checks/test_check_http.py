@@ -344,6 +344,22 @@ def _raw_deflate(data: bytes) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
+def test_body_not_match_on_a_cut_body_is_not_a_pass(raw_http) -> None:
+    """FATAL past max_body_bytes was never read: not finding it there proves nothing (ok:false,
+    body_truncated); found within the bytes read, or a body read whole, is judged as before."""
+    body = b"x" * 2000 + b"FATAL"
+    url = raw_http.answer(
+        "/fatal-late", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    result = http_check(url, body_not_match="FATAL", max_body_bytes=1000)
+    assert (result["ok"], result["reason"], result["body_truncated"]) == (False, "body_truncated", True)
+    assert "body_not_match" in result["detail"] and "max_body_bytes" in result["detail"]
+    assert http_check(url, body_not_match="FATAL")["reason"] == "body_not_match"  # whole body read
+    assert http_check(url, body_not_match="x{10}", max_body_bytes=1000)["reason"] == "body_not_match"
+    assert http_check(url, body_match="x{10}", max_body_bytes=1000)["ok"] is True  # a positive match holds
+    assert http_check(url, max_body_bytes=1000)["ok"] is True  # no assertion on the body
+
+
 def test_gzip_body_is_matched_decoded(raw_http) -> None:
     """Issue #12, 1: a gzipped error page was matched undecoded, so body_not_match passed a broken site."""
     wire = gzip.compress(DATABASE_DOWN)
@@ -447,7 +463,8 @@ def test_decompression_bomb_is_decoded_only_to_the_cap(raw_http, coding: str, si
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert (result["ok"], result["body_bytes"], result["body_truncated"]) == (True, 100_000, True), result
+    # The pattern makes the check decode the body to text; on the cut body it cannot pass (body_truncated).
+    assert (result["reason"], result["body_bytes"], result["body_truncated"]) == ("body_truncated", 100_000, True)
     assert result["body_wire_bytes"] <= 100_000 + 64 * 1024
     assert peak < 16 << 20, f"decoding took {peak >> 20} MiB"
 
