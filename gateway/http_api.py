@@ -543,7 +543,7 @@ class HealthHandler(JsonHandler):
     and `processes` are the whole gateway's (every process's gauges, at most a second old:
     `GatewayMetrics.gateway_wide`); `process` says which process answered (`num`: its process number,
     "" when alone; `pid`); `workers`: each Celery worker that answered and its AMQP client (node →
-    transport and client, from Celery's `inspect stats`, ≤ 5 s old; tasks/transport.py)."""
+    transport and client, as the workers announce it in Redis, read ≤ 5 s ago; tasks/presence.py)."""
 
     async def get(self) -> None:
         client = self.gateway.client

@@ -21,28 +21,14 @@ from gateway.config import Settings
 from gateway.locations import Locations
 from gateway.metrics import GatewayMetrics
 from gateway.sharing import SharedResults
+from tasks.presence import presence_key, read_entries
 from tasks.registry import CheckType
 from tasks.schedule import latest_key
 
 log = logging.getLogger("checkgate.gateway")
 
-# How long /health's list of workers is reused before Celery is asked again (seconds), and how long the
-# workers have to answer (`celery inspect stats`'s own default is 1 s).
+# How long /health's list of workers is reused before Redis is read again (seconds).
 WORKERS_TTL = 5.0
-WORKERS_REPLY_TIMEOUT = 1.0
-# kombu's transport names (`broker.transport` of a worker's stats) → the AMQP client a person knows.
-_CLIENTS = {"amqp": "py-amqp", "pyamqp": "py-amqp", "amqps": "py-amqp", "librabbitmq": "librabbitmq"}
-_CLIENTS["librabbitmq-celery"] = "librabbitmq"  # tasks/transport.py's scheme
-
-
-def worker_transports(stats: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
-    """Celery node → {"transport": kombu's name, "client": "py-amqp" | "librabbitmq" | that name}, from the
-    replies of `app.control.inspect().stats()` (each worker's `broker.transport`; None when none answered)."""
-    out = {}
-    for node, reply in (stats or {}).items():
-        transport = str(((reply or {}).get("broker") or {}).get("transport") or "")
-        out[str(node)] = {"transport": transport, "client": _CLIENTS.get(transport, transport or "unknown")}
-    return out
 
 
 @dataclass
@@ -67,11 +53,11 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     # The deployment's locations (CHECKGATE_LOCATIONS) and their queues; none by default.
     locations: Locations = field(default_factory=lambda: Locations((), {}))
-    # The workers that answered the latest `inspect stats` and their AMQP clients (`worker_transports`),
-    # refreshed by `workers_seen` at most every WORKERS_TTL s; monotonic time of that question.
+    # The workers that announced themselves (tasks/presence.py) and their AMQP clients, refreshed by
+    # `workers_seen` at most every WORKERS_TTL s; monotonic time of that read.
     workers: dict[str, dict[str, str]] = field(default_factory=dict)
     workers_asked: float = float("-inf")
-    _workers_refresh: asyncio.Future[Any] | None = None
+    _workers_refresh: asyncio.Task[None] | None = None
 
     def count_refusal(self, status: int) -> None:
         """Count a request the HTTP edge refused before any handler (gateway/edge.py)."""
@@ -104,30 +90,25 @@ class Gateway:
         metrics.backend_up.set(int(self.client.results.available))
 
     def workers_seen(self) -> dict[str, dict[str, str]]:
-        """The workers as last asked (`workers`), starting a new question in the background when that is
-        older than WORKERS_TTL: Celery's own broadcast (`inspect().stats()`, its reply queue and timeout)
-        runs in a thread of the default executor, so /health never waits for it and the loop never blocks;
-        the first /health after start-up shows none yet."""
-        app = getattr(self.client, "app", None)  # a stand-in client without a Celery app (tests): no workers
+        """The workers as last read (`workers`: node → {"transport", "client"}), starting a new read in the
+        background when that is older than WORKERS_TTL: the workers announce themselves in the result
+        backend's Redis (tasks/presence.py), read here with the asyncio client, so /health never waits for
+        it; the first /health after start-up shows none yet. Celery's `inspect().stats()` would tell the
+        same by a blocking broadcast, which the loop may not run (nor hand to a thread pool)."""
+        results = getattr(self.client, "results", None)
         stale = time.monotonic() - self.workers_asked >= WORKERS_TTL
-        if app is not None and stale and (self._workers_refresh is None or self._workers_refresh.done()):
+        if results is not None and stale and (self._workers_refresh is None or self._workers_refresh.done()):
             self.workers_asked = time.monotonic()
-            future = asyncio.get_running_loop().run_in_executor(
-                None, lambda: app.control.inspect(timeout=WORKERS_REPLY_TIMEOUT).stats()
-            )
-            future.add_done_callback(self._workers_answered)
-            self._workers_refresh = future
+            self._workers_refresh = asyncio.get_running_loop().create_task(self._read_workers(results))
         return self.workers
 
-    def _workers_answered(self, future: asyncio.Future[Any]) -> None:
-        if future.cancelled():
+    async def _read_workers(self, results: Any) -> None:
+        try:
+            raw = await results.read_hash(presence_key(self.queue_prefix))
+        except Exception as exc:  # backend away: /health's backend field says it
+            log.debug("worker presence not read: %s", exc)
             return
-        exc = future.exception()
-        if exc is not None:  # broker away: the queues' consumers in /health say it too
-            log.debug("inspect stats failed: %s", exc)
-            self.workers = {}
-            return
-        self.workers = worker_transports(future.result())
+        self.workers = read_entries(raw, time.time())
 
     async def watch_queues(self, interval: float = 1.0) -> None:
         """Keep `queue_stats` fresh so deep queues shed load, and the state gauges of /metrics (in

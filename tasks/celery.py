@@ -10,13 +10,14 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_after_setup
+from celery.signals import celeryd_after_setup, worker_ready
 
 import tasks.schedule  # noqa: F401  (its task_postrun handler records the latest run of each scheduled check)
 from tasks.checks._guard import PolicyConfigError, celery_urls, check_environment
 from tasks.checks._trust import CA_DIRS_ENV, check_ca_dirs
 from tasks.deadline import DeadlineExceeded, task_body
 from tasks.locations import EX_CONFIG, consume_location_queues
+from tasks.presence import start_announcing
 from tasks.registry import load_checks
 from tasks.run_once import ClaimUnavailable
 
@@ -44,6 +45,8 @@ app.config_from_object("celeryconfig")
 celeryd_after_setup.connect(check_settings, weak=False)
 # After -Q is applied: the worker's location queues (CHECKGATE_LOCATION), never another location's.
 celeryd_after_setup.connect(consume_location_queues, weak=False)
+# Which AMQP client this worker consumes with, for /health (read there without Celery's blocking broadcast).
+worker_ready.connect(start_announcing, weak=False)
 
 for _check in load_checks().values():
     # At-least-once (ack after running) only where a second run is harmless; otherwise at-most-once.

@@ -30,7 +30,8 @@ keyword, so the stock transport fails with a TypeError at the first consumer. Th
 transport there and its fork is a ``.dev`` release; a kombu release with the fix would still need every
 deployment to upgrade kombu in step. So the narrowest change is ours, under a name of its own: kombu's
 ``amqp``/``librabbitmq`` meanings are untouched, and a worker reports ``librabbitmq-celery`` in `celery
-inspect stats` (``broker.transport``), which is how /health and the console show it.
+inspect stats` (``broker.transport``) and in its announcement for /health and the console
+(tasks/presence.py).
 
 Liveness of the broker, from the worker's side: with no heartbeats, an idle worker whose broker node
 vanished would wait on a silent socket for ever. `Transport.establish_connection` turns on TCP

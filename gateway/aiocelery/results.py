@@ -270,6 +270,14 @@ class ResultListener:
             raise backend_error(exc) from exc
         return None if value is None else self._decode_or_failure(task_id, value)
 
+    async def read_hash(self, key: str) -> dict[bytes, bytes]:
+        """Every field of the Redis hash `key` in the result backend (empty when there is none); raises
+        `BackendUnavailable` when Redis cannot be asked."""
+        try:
+            return await self._redis.hgetall(key)
+        except (RedisError, OSError) as exc:
+            raise backend_error(exc) from exc
+
     async def latest_runs(self, pointer_prefix: str, limit: int = 1000) -> dict[str, dict[str, Any]]:
         """Name → stored meta of the latest finished run of each scheduled check (see tasks/schedule.py:
         the worker keeps `<pointer_prefix><name>` → task id)."""
