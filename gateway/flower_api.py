@@ -27,16 +27,19 @@ rather than a TypeError on the worker.
 
 Every option becomes a field of the message workers act on, so each is bounded here (`task_options`),
 a 400 naming it otherwise:
-- a check: `expires`/`timeout`/`time_limit`/`soft_time_limit` at most the type's `max_timeout`, and
-  `expires` at least its `min_timeout` (`expires` defaults to its default timeout, as /check sends
+- a check: `expires`/`timeout` at most the type's `max_timeout`, and `expires` at least its
+  `min_timeout`; no `time_limit`/`soft_time_limit` (a check ends at its deadline; a caller's hard limit
+  would only kill a prefork child) (`expires` defaults to its default timeout, as /check sends
   it); `countdown` and `eta` at most `CHECK_MAX_DELAY` (5 s) from now (a delayed task waits in worker
   memory, not the broker, until due; checks are asked for now, schedules are beat's); `queue` only its own.
-- other tasks: `expires`, `countdown` and `eta` within `CHECKGATE_TASK_API_MAX_TIMEOUT` from now;
+- other tasks: `expires`, `countdown` and `eta` within `CHECKGATE_TASK_API_MAX_TIMEOUT` from now (an
+  `eta` no further in the past either);
   `queue` only one `CHECKGATE_TASK_API_QUEUES` allows, never a pidbox, event or `amq.` queue.
 - one answer for every refused queue, and a 503 for an allowed one with nothing bound: no caller learns
   which queues exist.
 - `headers`: at most 16; names 1-64 of `A-Za-z0-9_.-`, neither Celery's (protocol or request context)
-  nor `checkgate*` (the beat's `checkgate_schedule` records a scheduled run); values JSON scalars
+  nor the broker's (`CC`/`BCC` route copies; `x-death`, `x-delay`... `BROKER_HEADERS`), nor
+  `checkgate*` (the beat's `checkgate_schedule` records a scheduled run); values JSON scalars
   (strings <= 256 characters, finite numbers, 64-bit integers).
 - task names outside `TASK_NAME_RE`, and `checkgate.<x>` that is no declared check, are 404 "Unknown
   task" whatever the globs match.
@@ -105,6 +108,29 @@ RESERVED_HEADERS = frozenset(
     | {"meth", "properties", "reply_to", "correlation_id", "delivery_info", "hostname", "args", "kwargs"}
 )
 OWN_HEADER_PREFIX = "checkgate"
+# Headers the broker itself reads or writes (any case): RabbitMQ's sender-selected distribution (`CC`,
+# `BCC`: extra routing keys, so a caller could copy a task to other queues, and a value of another type
+# closes the gateway's channel), dead-lettering's and quorum queues' bookkeeping, the delayed-message and
+# headers-exchange arguments, streams' filter, federation's trail.
+BROKER_HEADERS = frozenset(
+    {
+        "cc",
+        "bcc",
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+        "x-delivery-count",
+        "x-delay",
+        "x-match",
+        "x-received-from",
+        "x-deduplication-header",
+        "x-stream-filter-value",
+    }
+)
 # The longest `countdown`/`eta` a checkgate check may be given (s): see `task_options`.
 CHECK_MAX_DELAY = 5.0
 MAX_HEADERS = 16
@@ -245,8 +271,9 @@ def _headers(value: Any) -> dict[str, Any] | None:
                     "field": field,
                 },
             )
-        if name.lower() in RESERVED_HEADERS or name.lower().startswith(OWN_HEADER_PREFIX):
-            message = f"header {name!r} is reserved (Celery's task protocol or checkgate's own)"
+        lower = name.lower()
+        if lower in RESERVED_HEADERS or lower in BROKER_HEADERS or lower.startswith(OWN_HEADER_PREFIX):
+            message = f"header {name!r} is reserved (Celery's task protocol, the broker's, or checkgate's own)"
             raise ApiError(400, {"error": message, "field": field})
         if isinstance(item, bool) or item is None:
             continue
@@ -301,7 +328,12 @@ def task_options(
     out["expires"] = _time(options, "expires") if isinstance(expires, str) else _number(options, "expires")
     timeout = _number(options, "timeout")
     if check is not None:
-        for name in ("timeout", "time_limit", "soft_time_limit"):
+        for name in ("time_limit", "soft_time_limit"):
+            if out[name] is not None:
+                # A check ends at its deadline (tasks/deadline.py: the worker's own soft and hard limits
+                # follow `expires`); a caller's shorter hard limit would only kill a prefork child.
+                raise _bad(name, f"checks end at their deadline: give expires or timeout (check {check.name!r})")
+        for name in ("timeout",):
             value = timeout if name == "timeout" else out[name]
             if value is not None and value > cap:
                 raise _bad(name, f"at most {cap:g} s ({whose})")
@@ -321,6 +353,10 @@ def task_options(
             raise _bad(name, "in the future (seconds > 0, or a later time)")
         if name == "countdown" and seconds < 0:
             raise _bad(name, "a number of seconds >= 0")
+        if name == "eta" and seconds < -cap:
+            # A time long past is no delay; one at the edge of the calendar overflows the worker's
+            # conversion to UTC (the task then fails with OverflowError).
+            raise _bad(name, f"at most {cap:g} s in the past ({whose})")
         if check is not None and name != "expires" and seconds > min(CHECK_MAX_DELAY, cap):
             # A delayed task leaves the broker for the worker's memory until it is due (prefetch does not
             # hold it back): checks are asked for now, a short delay is all Flower's clients need.

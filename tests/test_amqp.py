@@ -66,6 +66,16 @@ def test_field_table_refuses_what_amqp_cannot_carry() -> None:
         field_table({"x": {1, 2}})
 
 
+@pytest.mark.parametrize("value", ["x", 1, ["a", 2]])
+@pytest.mark.parametrize("name", ["CC", "BCC"])
+def test_routing_headers_rabbitmq_would_refuse_never_reach_it(name: str, value: object) -> None:
+    """RabbitMQ reads CC/BCC as arrays of routing keys and closes the channel (406) on anything else."""
+    publish = dict(content_type="application/json", content_encoding="utf-8", message_id="gw-1", expiration_ms=None)
+    with pytest.raises(TypeError, match=name):
+        publish_frames(1, "ex", "q", b"{}", headers={name: value}, **publish)  # type: ignore[arg-type]
+    assert publish_frames(1, "ex", "q", b"{}", headers={name: ["q2"]}, **publish)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("size", [0, 10, 131072 - 8, 131072 - 7, 300_000])
 def test_publish_frames_decode_with_pamqp(size: int) -> None:
     body = bytes(range(256)) * (size // 256) + bytes(size % 256)

@@ -326,6 +326,27 @@ class TestTaskApiBounds(TaskApiTest):
         assert self.call("async-apply/proj.add", {"headers": fine})[0] == 200
         assert self.client.sent[0][3]["headers"] == fine
 
+    def test_headers_the_broker_reads_are_refused(self) -> None:
+        """RabbitMQ reads CC/BCC as extra routing keys (a string closed the gateway's channel: 406) and
+        keeps its own bookkeeping in x-death, x-delivery-count...: none is a caller's to set."""
+        add = {"kwargs": {"x": 1, "y": 1}}
+        for name in ("CC", "BCC", "cc", "x-death", "X-Delivery-Count", "x-delay", "x-match"):
+            self.refused("checkgate.add", {**add, "headers": {name: "x"}}, f"headers.{name}")
+            self.refused("proj.add", {"headers": {name: "x"}}, f"headers.{name}")
+        assert self.client.sent == []
+
+    def test_a_check_takes_no_time_limits_and_an_eta_is_not_long_past(self) -> None:
+        add = {"kwargs": {"x": 1, "y": 1}}
+        for name in ("time_limit", "soft_time_limit"):  # a tiny hard limit killed a prefork child
+            self.refused("checkgate.add", {**add, name: 0.000001}, name)
+            self.refused("checkgate.add", {**add, name: 5}, name)
+        for eta in ("0001-01-01T00:00:00+14:00", (datetime.now(UTC) - timedelta(days=1)).isoformat()):
+            self.refused("checkgate.add", {**add, "eta": eta}, "eta")
+            self.refused("proj.add", {"eta": eta}, "eta")
+        assert self.client.sent == []
+        just_past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        assert self.call("async-apply/checkgate.add", {**add, "eta": just_past})[0] == 200
+
     def test_a_checks_deadlines_are_its_max_timeout(self) -> None:
         http = {"kwargs": {"x": 1, "y": 1}}
         max_timeout = self.gateway.checks["add"].max_timeout

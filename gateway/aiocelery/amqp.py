@@ -180,6 +180,11 @@ def tls_context(options: Mapping[str, Any] | bool) -> tuple[ssl.SSLContext, str 
     return context, options.get("server_hostname")
 
 
+# Headers RabbitMQ itself reads on publish: sender-selected distribution, extra routing keys
+# (https://www.rabbitmq.com/docs/sender-selected).
+ROUTING_HEADERS = ("CC", "BCC")
+
+
 def _shortstr(text: str) -> bytes:
     data = text.encode()
     if len(data) > 255:
@@ -242,6 +247,11 @@ def publish_frames(
     correlation id and message id (both the task id, as Celery sets the former), expiration (when
     given: None publishes without a TTL).
     """
+    for name in ROUTING_HEADERS:
+        value = headers.get(name)
+        if value is not None and not (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)):
+            # RabbitMQ reads these as extra routing keys and closes the channel (406) on any other type.
+            raise TypeError(f"header {name!r}: RabbitMQ takes an array of routing keys here")
     method = _PUBLISH_HEAD.pack(60, 40, 0) + _shortstr(exchange) + _shortstr(routing_key) + b"\x01"
     flags = 0x8000 | 0x4000 | 0x2000 | 0x1000 | 0x0400 | 0x0080
     if priority is not None:

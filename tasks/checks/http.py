@@ -188,6 +188,11 @@ def _check_args(kwargs: dict[str, Any]) -> None:
     """Rules across parameters (the gateway answers 400 naming the field)."""
     if kwargs.get("body") is not None and kwargs.get("method") != "POST":
         raise ParamError("body", "only allowed with method=POST")
+    if kwargs.get("method") == "HEAD":
+        # A HEAD answer has no body: body_not_match would always pass and body_match always fail.
+        for name in ("body_match", "body_not_match"):
+            if kwargs.get(name) is not None:
+                raise ParamError(name, "has no body to judge with method=HEAD")
 
 
 # --- httpcore's way to the network: guarded, pinned, timed, bounded by the deadline ---------------

@@ -124,6 +124,8 @@ def test_http_defaults() -> None:
         ({"method": "DELETE"}, "method", "one of"),
         ({"body": "x"}, "body", "method=POST"),
         ({"body": "x", "method": "HEAD"}, "body", "method=POST"),
+        ({"body_not_match": "ERROR", "method": "HEAD"}, "body_not_match", "method=HEAD"),  # would always pass
+        ({"body_match": "OK", "method": "HEAD"}, "body_match", "method=HEAD"),
         ({"headers": "NoColon"}, "headers", "Name:Value"),
         ({"headers": "Bad Name: x"}, "headers", "Name:Value"),
         ({"headers": "X-A: 1|"}, "headers", "Name:Value"),
