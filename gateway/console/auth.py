@@ -97,6 +97,10 @@ def allowed(role: str, needed: str) -> bool:
 class LoginThrottle:
     """Password checks allowed per user name and per client address: a burst, then a steady rate.
 
+    Per gateway process: with N processes (CHECKGATE_PROCESSES) every figure below is N times larger for
+    the gateway as a whole, as are session logouts, which only the answering process records (README,
+    Operations console). Holding them gateway-wide would need the result backend's Redis on every login.
+
     Each key is a token bucket (`gateway.auth.TokenBucket`): `per_name` checks of one user name (from
     any address) and `per_client` checks from one address (so guessing across many names is slowed too)
     per `window` seconds, as a burst of that size refilled one check every `window / per_name` (resp.
