@@ -193,14 +193,21 @@ def affordable(probe: Probe, compiled: Any, length: int, what: str) -> None:
         raise ProbeFailure("timeout", detail)
 
 
-def search(probe: Probe, pattern: str, text: str | bytes | bytearray, what: str) -> bool:
-    """Whether the caller's `pattern` (RE2) matches anywhere in `text`, given the time the probe has left
+def search(probe: Probe, pattern: str, text: str | bytes | bytearray, what: str, *, before_end: bool = False) -> bool:
+    r"""Whether the caller's `pattern` (RE2) matches anywhere in `text`, given the time the probe has left
     (raises `ProbeFailure("timeout")` when the search might outlast it; `what` names the parameter).
 
     `text` is a str, or the UTF-8 bytes of one: RE2 searches those bytes either way, so the answer is the
-    same, and bytes spare the str and RE2's UTF-8 copy of it (the http check's bodies)."""
+    same, and bytes spare the str and RE2's UTF-8 copy of it (the http check's bodies).
+
+    `before_end`: only a match that ends before the end of `text` counts, its assertions still seeing the
+    whole `text` (RE2's `endpos` keeps the text as context: ``$`` and ``\z`` cannot match before its end,
+    ``\b`` looks at the next character). For a text cut at a read limit such a match is also a match of
+    the whole text, whatever followed; one that reaches the cut (``^[a]*$``, ``a+`` at the very end) is not."""
     compiled = compile_pattern(pattern)
     affordable(probe, compiled, len(text), what)
+    if before_end:
+        return len(text) > 0 and compiled.search(text, 0, len(text) - 1) is not None
     return compiled.search(text) is not None
 
 

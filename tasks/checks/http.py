@@ -620,12 +620,14 @@ def _judge(
     reservation: Reservation,
     truncated: bool = False,
 ) -> tuple[str, str] | None:
-    """The first failed assertion as (reason, detail), or None when all hold. Keeps of `reservation` only
+    r"""The first failed assertion as (reason, detail), or None when all hold. Keeps of `reservation` only
     what judging this body needs.
 
-    `truncated`: only the first `max_body_bytes` of the body were read. A pattern found there decides
-    body_match (pass) and body_not_match (fail) as on the whole body, but body_not_match *not* found in
-    part of a body proves nothing: ``body_truncated``, not a pass."""
+    `truncated`: only the first `max_body_bytes` of the body were read. body_not_match found there fails
+    as on the whole body, but *not* found in part of a body it proves nothing: ``body_truncated``, not a
+    pass. body_match passes on a cut body only with a match that ends before the cut (its assertions,
+    ``$`` and ``\b``, then see read text, so it is a match of the whole body too); a match that reaches the
+    cut (``^[a]*$`` on a run of ``a`` cut mid-way) might not be one: ``body_truncated``."""
     held = read_reservation(len(answer.body))
     if not any(low <= answer.status <= high for low, high in codes):
         reservation.shrink(held)
@@ -640,6 +642,13 @@ def _judge(
         reservation.shrink(held + TEXT_BYTES_PER_BODY_BYTE * len(answer.body))
         text = _body_text(answer.body, answer.content_type)
     failed = _match_body(probe, text, match, not_match)
+    cut_match = failed is None and match is not None and truncated
+    if cut_match and not search(probe, match, text, "body_match", before_end=True):
+        detail = (
+            f"body_match {match!r} matches only up to the end of the {len(answer.body)} bytes read "
+            "(max_body_bytes): the rest of the body could undo it"
+        )
+        return "body_truncated", detail
     if failed is None and not_match is not None and truncated:
         detail = (
             f"body_not_match {not_match!r} cannot be judged: the body is longer than the {len(answer.body)} "
@@ -693,7 +702,8 @@ def _match_body(
             "regex the body must match somewhere, as blackbox_exporter's fail_if_body_not_matches_regexp: matched "
             "once against the whole body text (its first max_body_bytes, decoded from gzip/deflate/br/zstd, read "
             "in the charset of its Content-Type, else UTF-8), so ^ and $ anchor at the body's start and end; (?m) "
-            "makes them anchor at each line",
+            "makes them anchor at each line; on a body longer than max_body_bytes only a match ending before "
+            "the cut passes (one reaching it, e.g. ending in $, answers reason body_truncated)",
         ),
         regex_param(
             "body_not_match",

@@ -360,6 +360,24 @@ def test_body_not_match_on_a_cut_body_is_not_a_pass(raw_http) -> None:
     assert http_check(url, max_body_bytes=1000)["ok"] is True  # no assertion on the body
 
 
+def test_body_match_reaching_the_cut_is_not_a_pass(raw_http) -> None:
+    """A match that ends where max_body_bytes cut the body (``$`` at the cut, a run reaching it) is no
+    pass: the whole body (``ERROR`` past the cut) fails it. A match ending before the cut still holds."""
+    body = b"OK" + b"a" * 5000 + b"ERROR"
+    url = raw_http.answer(
+        "/cut-match", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    result = http_check(url, body_match="^[OKa]*$", max_body_bytes=100)
+    assert (result["ok"], result["reason"], result["body_truncated"]) == (False, "body_truncated", True)
+    assert "body_match" in result["detail"] and "max_body_bytes" in result["detail"]
+    assert http_check(url, body_match="^[OKa]*$")["reason"] == "body_match"  # the whole body fails it
+    assert http_check(url, body_match=r"a+\z", max_body_bytes=100)["reason"] == "body_truncated"
+    assert http_check(url, body_match="a{98}", max_body_bytes=100)["reason"] == "body_truncated"  # ends at the cut
+    assert http_check(url, body_match="^OKa", max_body_bytes=100)["ok"] is True  # ends before the cut
+    assert http_check(url, body_match=r"a+", max_body_bytes=100)["ok"] is True  # some match ends before it
+    assert http_check(url, body_match="ERROR", max_body_bytes=100)["reason"] == "body_match"  # not in the part read
+
+
 def test_gzip_body_is_matched_decoded(raw_http) -> None:
     """Issue #12, 1: a gzipped error page was matched undecoded, so body_not_match passed a broken site."""
     wire = gzip.compress(DATABASE_DOWN)
