@@ -7,7 +7,10 @@ TLS), send an optional string, and read the reply line by line until a line matc
 each line of the reply is matched on its own, without its ending (``\n``, or ``\r\n``: a ``\r`` before
 the ``\n`` is dropped), so ``^`` and ``$`` anchor at the line's start and end. The first matching line
 ends the wait at once, whether or not the peer closes. A line also ends where the peer closes, where
-`MAX_REPLY_BYTES` have been read (the reply's cap, not just the line's), or at the deadline. A line that
+`MAX_REPLY_BYTES` have been read (the reply's cap, not just the line's), or at the deadline (a prompt
+waits for its answer). A line cut at `MAX_REPLY_BYTES` is no whole line, though: only a match ending
+before the cut counts, and one reaching it (``^a+$`` on 70,000 ``a`` then ``ERROR``) answers
+``reason: reply_truncated``, not a pass. A line that
 has not ended yet (a ``login: `` prompt, a binary greeting) is tried as it arrives, and a match counts
 at once when it ends before the text received so far, so the rest of the line cannot undo it
 (`_read_lines`); blackbox_exporter waits for the line's end there, and fails at its deadline.
@@ -72,35 +75,46 @@ def _line_text(raw: bytes) -> str:
     return raw.removesuffix(b"\n").removesuffix(b"\r").decode("utf-8", "replace")
 
 
-def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, str | None]:
-    """Read the reply until one of its lines matches; returns (the reply read, the matching line or None).
+def _matches_before_end(pattern: Any, line: str) -> bool:
+    """Whether `pattern` matches `line` with a match ending before its last character: RE2's `endpos`
+    keeps the whole line as context, so ``$`` cannot match there and ``\\b`` sees the next character.
+    Such a match is also a match of the line however it goes on; one reaching the end may not be."""
+    return len(line) > 0 and pattern.search(line, 0, len(line) - 1) is not None
 
-    Stops at the first matching line, when the peer closes, after `MAX_REPLY_BYTES`, or at the deadline;
-    the last, unterminated line is matched then. A line still arriving is also tried as it grows (a prompt
-    or a binary greeting may never end its line) and its match counts only if it ends before the text
-    received so far does: RE2's assertions look one character ahead at most, so such a match is also a
-    match of the finished line, while one that reaches the end (``ready$`` on ``220 ready`` of
-    ``220 ready for more``) waits for the rest. Complete lines are matched once and an unfinished line
-    only when it has doubled, so matching stays linear in the reply however it is cut into segments.
+
+def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, str | None, str | None]:
+    """Read the reply until one of its lines matches; returns (the reply read, the matching line or None,
+    why the last line was cut or None).
+
+    Stops at the first matching line, when the peer closes, after `MAX_REPLY_BYTES`, or at the deadline.
+    The last, unterminated line is matched whole when the peer closed after it or at the deadline (a
+    prompt waits for its answer); when `MAX_REPLY_BYTES` cut it instead, only a match ending before the
+    cut counts, as for a line still arriving, and one reaching the cut sets the third value
+    (``"MAX_REPLY_BYTES"``: the caller's ``reply_truncated``). A line still arriving is also tried as it
+    grows (a prompt or a binary greeting may never end its line) and its match counts only if it ends
+    before the text received so far does (`_matches_before_end`), while one that reaches the end
+    (``ready$`` on ``220 ready`` of ``220 ready for more``) waits for the rest. Complete lines are matched
+    once and an unfinished line only when it has doubled, so matching stays linear in the reply however
+    it is cut into segments.
     """
     received = bytearray()
     start = 0  # where the line being read begins
     tried = 0  # how long the unfinished line was when it was last tried
+    cut = "MAX_REPLY_BYTES"  # why the last line ended, when not by itself: only the cap cuts a line
     while True:
         while (end := received.find(b"\n", start)) >= 0:
             line = _line_text(received[start : end + 1])
             start, tried = end + 1, 0
             affordable(probe, pattern, len(line), "expect")
             if pattern.search(line):
-                return received.decode("utf-8", "replace"), line
+                return received.decode("utf-8", "replace"), line, None
         unfinished = len(received) - start
         if unfinished and unfinished >= 2 * tried:
             tried = unfinished
             line = received[start:].decode("utf-8", "replace")
             affordable(probe, pattern, len(line), "expect")
-            match = pattern.search(line)
-            if match is not None and match.end() < len(line):
-                return received.decode("utf-8", "replace"), line.removesuffix("\r")
+            if _matches_before_end(pattern, line):
+                return received.decode("utf-8", "replace"), line.removesuffix("\r"), None
         if len(received) >= MAX_REPLY_BYTES:
             break
         try:
@@ -108,16 +122,25 @@ def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, s
             chunk = sock.recv(MAX_REPLY_BYTES - len(received))
         except (TimeoutError, ProbeFailure):
             if received:  # something came, just not what was expected
+                # A prompt (``login: ``) waits for the client: the line it ends at the deadline is whole.
+                cut = ""
                 break
             raise
         if not chunk:
+            cut = ""  # the peer closed: the last line is whole
             break
         received += chunk
+    reply = received.decode("utf-8", "replace")
+    if start >= len(received):
+        return reply, None, None
     line = _line_text(received[start:])
-    if start < len(received):
-        affordable(probe, pattern, len(line), "expect")
-    matched = line if start < len(received) and pattern.search(line) else None
-    return received.decode("utf-8", "replace"), matched
+    affordable(probe, pattern, len(line), "expect")
+    if not cut:
+        return reply, (line if pattern.search(line) else None), None
+    raw = received[start:].decode("utf-8", "replace")
+    if pattern.search(raw) is None:
+        return reply, None, None
+    return (reply, line, None) if _matches_before_end(pattern, raw) else (reply, None, cut)
 
 
 @check(
@@ -131,7 +154,9 @@ def _read_lines(sock: socket.socket, pattern: Any, probe: Probe) -> tuple[str, s
             "regex one line of the reply must match, as blackbox_exporter's query_response: each line is matched "
             "on its own, without its \\n or \\r\\n, so ^ and $ anchor at the line; the first matching line ends "
             "the wait, else the check reads until the peer closes, 64 KiB or the deadline; a line still "
-            "arriving (a prompt) matches at once when its match ends before the text received so far",
+            "arriving (a prompt) matches at once when its match ends before the text received so far; a line "
+            "cut at 64 KiB passes only with a match ending before the cut (one reaching it, e.g. ending in $: "
+            "reason reply_truncated)",
         ),
         Param(
             "tls",
@@ -181,8 +206,14 @@ def tcp_check(
                 sock.settimeout(probe.deadline.remaining())
                 sock.sendall(decode_escapes(send))
             if expect is not None:
-                reply, matched = _read_lines(sock, compile_pattern(expect), probe)
+                reply, matched, cut = _read_lines(sock, compile_pattern(expect), probe)
                 facts["reply"] = reply[:EXCERPT_CHARS]
+                if matched is None and cut:
+                    detail = (
+                        f"expect {expect!r} matches the last line only up to where it was cut ({cut}, "
+                        f"{len(reply.encode())} bytes read): the rest of the line could undo it"
+                    )
+                    return _answer(probe, facts, "reply_truncated", detail)
                 if matched is None:
                     return _answer(probe, facts, "expect", _no_match_detail(expect))
                 facts["matched_line"] = matched[:EXCERPT_CHARS]

@@ -252,15 +252,15 @@ class _Counting:
         self.programsize = self.pattern.programsize
         self.chars = 0
 
-    def search(self, text: str):
+    def search(self, text: str, *span: int):
         self.chars += len(text)
-        return self.pattern.search(text)
+        return self.pattern.search(text, *span)
 
 
 def test_matching_stays_linear_when_the_reply_drips_byte_by_byte() -> None:
     size = 20_000
     pattern = _Counting("never")
-    reply, matched = _read_lines(_Drip(b"x" * size + b"\n" + b"y" * size), pattern, Probe(time.time() + 30))
+    reply, matched, _ = _read_lines(_Drip(b"x" * size + b"\n" + b"y" * size), pattern, Probe(time.time() + 30))
     assert matched is None and len(reply) == 2 * size + 1
     # Per line: its unfinished tries add up to under twice its length, plus one search of the whole line
     # (a search per byte would be size**2 / 2 characters per line).
@@ -268,14 +268,29 @@ def test_matching_stays_linear_when_the_reply_drips_byte_by_byte() -> None:
 
 
 def test_a_line_longer_than_the_cap_is_judged_at_the_cap(scripted, soon: Callable[[float], float]) -> None:
+    """The line cut at MAX_REPLY_BYTES is no whole line: a match ending before the cut counts, one
+    reaching it (``$``) is reply_truncated, not a pass."""
     port = scripted(b"x" * (MAX_REPLY_BYTES + 1000) + b"\r\n")
     started = time.monotonic()
-    result = tcp_check("127.0.0.1", port, expect="^x+$", deadline=soon(20))
+    result = tcp_check("127.0.0.1", port, expect="^x+", deadline=soon(20))
     assert result["ok"] is True, result
     assert len(result["matched_line"]) == 256 and len(result["reply"]) == 256
+    result = tcp_check("127.0.0.1", port, expect="^x+$", deadline=soon(20))
+    assert (result["ok"], result["reason"]) == (False, "reply_truncated"), result
     result = tcp_check("127.0.0.1", port, expect="y", deadline=soon(20))
     assert (result["ok"], result["reason"]) == (False, "expect")
     assert time.monotonic() - started < 10  # the cap ended the reading, not the deadline
+
+
+def test_a_line_cut_at_the_cap_is_not_matched_whole(scripted, soon: Callable[[float], float]) -> None:
+    """70,000 ``a`` then ``ERROR``: ``^a+$`` held on the 64 KiB prefix, taken for the line."""
+    port = scripted(b"a" * 70_000 + b"ERROR\n", hold=False)
+    result = tcp_check("127.0.0.1", port, expect="^a+$", deadline=soon(20))
+    assert (result["ok"], result["reason"]) == (False, "reply_truncated"), result
+    assert "^a+$" in result["detail"] and "MAX_REPLY_BYTES" in result["detail"]
+    # The same line whole (the peer closes after it) is judged whole: it fails, as expect.
+    port = scripted(b"a" * 1000 + b"ERROR", hold=False)
+    assert tcp_check("127.0.0.1", port, expect="^a+$", deadline=soon(20))["reason"] == "expect"
 
 
 def test_many_lines_before_the_match(scripted) -> None:
