@@ -3,7 +3,10 @@
 Every parameter that takes a pattern (`body_match`, `body_not_match`, `expect`, `answer_match`, and a
 plugin's `regex_param`) is compiled here. What text a pattern meets is each check's business, following
 blackbox_exporter's conventions and stated in the parameter's doc (`/checks`): `body_match` and
-`body_not_match` the whole body text, `expect` each line of the reply, `answer_match` each answer.
+`body_not_match` the whole body text, `expect` each line of the reply, `answer_match` each answer. A
+text cut at a read limit (a body at `max_body_bytes`, a reply line at the tcp check's 64 KiB) is not the
+whole text: there only a match ending before the cut counts (RE2's `endpos`, `_common.search`), and one
+that reaches the cut is answered ``body_truncated`` / ``reply_truncated``, never a pass.
 
 Never with Python's `re`: a backtracking engine lets one request such as ``(a+)+$`` against
 ``'a' * 30 + '!'`` hold a worker thread (and the GIL) for minutes, because `re` runs in C without

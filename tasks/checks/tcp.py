@@ -191,6 +191,8 @@ def tcp_check(
     Result: ip, port, connect_ms; with expect, reply (the first 256 characters read) and matched_line
     (the line that matched, 256 characters at most); with tls, tls_ms and what `_common.tls_details`
     says (tls_version, cipher, the leaf's fields, chain, verified_chain, earliest_expiry, days_left…).
+    Reasons besides the shared ones: ``expect`` (no line matches), ``reply_truncated`` (only the last
+    line, cut at `MAX_REPLY_BYTES`, matches, and only up to the cut).
     """
     probe = Probe(deadline)
     facts: dict[str, Any] = {"host": host, "port": port}
