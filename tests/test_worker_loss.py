@@ -5,34 +5,19 @@ import signal
 import subprocess
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 
 from tasks.run_once import KEY_PREFIX
 from tests.support.extra_checks import RUNS_KEY
-from tests.support.stack import Stack, http_get
-
-
-def wait_for_log(stack: Stack, name: str, needle: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while needle not in stack.logs[name].read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"{needle!r} not in {name}'s log"
-        time.sleep(0.05)
-
-
-def request_in_background(url: str) -> Future:
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(http_get, url, 90)
-    pool.shutdown(wait=False)
-    return future
+from tests.support.stack import Stack, http_get_in_background
 
 
 def test_sigkilled_worker_process_task_is_redelivered_to_another(new_stack: Stack) -> None:
     gateway = new_stack.start_gateway("gw")
     new_stack.start_worker("doomed", ["sleep"], pool="threads", concurrency=2)
-    answer = request_in_background(gateway + "/check/sleep?ms=3000&timeout=60")
-    wait_for_log(new_stack, "doomed", "Task checkgate.sleep[")
+    answer = http_get_in_background(gateway + "/check/sleep?ms=3000&timeout=60", 90)
+    new_stack.wait_for_log("doomed", "Task checkgate.sleep[")
     new_stack.kill("doomed", signal.SIGKILL)
     assert not answer.done()
     new_stack.start_worker("heir", ["sleep"], pool="threads", concurrency=2)
@@ -45,8 +30,8 @@ def test_sigkilled_worker_process_task_is_redelivered_to_another(new_stack: Stac
 def test_sigkilled_prefork_child_task_is_requeued(new_stack: Stack) -> None:
     gateway = new_stack.start_gateway("gw")
     parent = new_stack.start_worker("prefork", ["sleep"], pool="prefork", concurrency=1)
-    answer = request_in_background(gateway + "/check/sleep?ms=3000&timeout=60")
-    wait_for_log(new_stack, "prefork", "Task checkgate.sleep[")
+    answer = http_get_in_background(gateway + "/check/sleep?ms=3000&timeout=60", 90)
+    new_stack.wait_for_log("prefork", "Task checkgate.sleep[")
     time.sleep(0.5)  # let the child pick it up
     children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
     assert children, "prefork worker has no child process"

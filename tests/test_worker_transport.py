@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from kombu import Connection
 
 from tasks.transport import SCHEME, with_transport
 from tests.support.env import BROKER_URL
-from tests.support.stack import Stack, http_get
+from tests.support.stack import Stack, http_get, http_get_in_background
 
 
 @pytest.fixture(scope="module")
@@ -35,20 +34,6 @@ def queue_counts(stack: Stack, queue: str) -> tuple[int, int]:
     with Connection(with_transport(BROKER_URL, "pyamqp"), connect_timeout=10) as conn:
         _, ready, consumers = conn.default_channel.queue_declare(queue=stack.prefix + queue, passive=True)
     return ready, consumers
-
-
-def wait_for_log(stack: Stack, name: str, needle: str, count: int = 1, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while stack.logs[name].read_text(errors="replace").count(needle) < count:
-        assert time.monotonic() < deadline, f"{needle!r} ×{count} not in {name}'s log"
-        time.sleep(0.05)
-
-
-def in_background(url: str) -> Future:
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(http_get, url, 60)
-    pool.shutdown(wait=False)
-    return future
 
 
 def stats(stack: Stack, node: str) -> dict:
@@ -85,8 +70,8 @@ def test_workers_consume_over_librabbitmq_and_say_so(lr_stack: Stack, lr_gateway
 
 def test_acks_late_task_of_a_sigkilled_worker_is_redelivered(lr_stack: Stack, lr_gateway: str) -> None:
     lr_stack.start_worker("doomed", ["sleep"], pool="threads", concurrency=2)
-    answer = in_background(f"{lr_gateway}/check/sleep?ms=1000&timeout=60")
-    wait_for_log(lr_stack, "doomed", "Task checkgate.sleep[")
+    answer = http_get_in_background(f"{lr_gateway}/check/sleep?ms=1000&timeout=60", 60)
+    lr_stack.wait_for_log("doomed", "Task checkgate.sleep[")
     lr_stack.kill("doomed", signal.SIGKILL)
     assert not answer.done()
     lr_stack.start_worker("heir", ["sleep"], pool="threads", concurrency=2)
@@ -99,8 +84,8 @@ def test_acks_late_task_of_a_sigkilled_worker_is_redelivered(lr_stack: Stack, lr
 
 def test_a_worker_holds_one_message_per_slot(lr_stack: Stack, lr_gateway: str) -> None:
     lr_stack.start_worker("single", ["sleep"], pool="threads", concurrency=1)
-    answers = [in_background(f"{lr_gateway}/check/sleep?ms=600&timeout=60") for _ in range(3)]
-    wait_for_log(lr_stack, "single", "Task checkgate.sleep[")
+    answers = [http_get_in_background(f"{lr_gateway}/check/sleep?ms=600&timeout=60", 60) for _ in range(3)]
+    lr_stack.wait_for_log("single", "Task checkgate.sleep[")
     time.sleep(0.3)
     # Prefetch 1 (worker_prefetch_multiplier 1 × 1 slot): two of the three wait in the queue, not in the worker.
     assert queue_counts(lr_stack, "sleep") == (2, 1)
@@ -133,8 +118,8 @@ def test_a_worker_takes_nothing_from_a_queue_it_is_not_bound_to(lr_stack: Stack,
 
 def test_warm_shutdown_finishes_and_acks_the_running_task(lr_stack: Stack, lr_gateway: str) -> None:
     lr_stack.start_worker("leaving", ["sleep"], pool="threads", concurrency=2)
-    answer = in_background(f"{lr_gateway}/check/sleep?ms=1500&timeout=60")
-    wait_for_log(lr_stack, "leaving", "Task checkgate.sleep[")
+    answer = http_get_in_background(f"{lr_gateway}/check/sleep?ms=1500&timeout=60", 60)
+    lr_stack.wait_for_log("leaving", "Task checkgate.sleep[")
     lr_stack.kill("leaving", signal.SIGTERM)  # returns once the worker exited
     status, body, _ = answer.result(timeout=10)
     assert status == 200, body

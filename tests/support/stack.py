@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FunctionType, ModuleType
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,14 @@ def http_get(url: str, timeout: float = 30.0) -> tuple[int, Any, dict[str, str]]
         return status, json.loads(raw), headers
     except ValueError:
         return status, raw.decode(errors="replace"), headers
+
+
+def http_get_in_background(url: str, timeout: float = 60.0) -> Future[tuple[int, Any, dict[str, str]]]:
+    """`http_get(url, timeout)` in a thread of its own: the future of its answer."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(http_get, url, timeout)
+    pool.shutdown(wait=False)
+    return future
 
 
 class Stack:
@@ -185,6 +194,14 @@ class Stack:
         named = f"{env.get('CHECKGATE_LOCATIONS', '')},{env.get('CHECKGATE_LOCATION', '')}"
         self.locations.update(n.strip() for n in named.split(",") if n.strip())
         return env
+
+    def wait_for_log(self, name: str, needle: str, count: int = 1, timeout: float = 20) -> None:
+        """Wait until process `name`'s log holds `needle` at least `count` times (AssertionError after
+        `timeout` s)."""
+        deadline = time.monotonic() + timeout
+        while self.logs[name].read_text(errors="replace").count(needle) < count:
+            assert time.monotonic() < deadline, f"{needle!r} ×{count} not in {name}'s log"
+            time.sleep(0.05)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to a process of the stack and reap it."""
