@@ -71,12 +71,16 @@ def overhead_buckets(text: str) -> dict[str, list[tuple[float, int]]]:
     return {type_name: sorted(buckets) for type_name, buckets in out.items()}
 
 
-def http(url: str, method: str = "GET", body: str = "", timeout: float = 30.0) -> tuple[int, Any]:
-    """One request: (status, parsed JSON body or text)."""
-    data = body.encode() if body else None
+def http(
+    url: str, method: str = "GET", body: str | bytes = "", timeout: float = 30.0, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """One request, a JSON `body` if any, with `headers` added: (status, parsed JSON body or text)."""
+    data = (body.encode() if isinstance(body, str) else body) or None
     request = urllib.request.Request(url, data=data, method=method)
     if data:
         request.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()

@@ -606,28 +606,38 @@ class _Acceptor:
             if self.stopped:
                 return
             try:
-                connection, address = self.sock.accept()
-            except BlockingIOError:
-                return
+                accepted = self._accept_one()
             except OSError as exc:
-                if exc.errno in _CONNECTION_ERRNOS:
-                    continue
                 self._pause(exc)
                 return
-            self.on_connection(connection, address)
+            if accepted is False:
+                return
+            if accepted is not True:
+                self.on_connection(*accepted)
 
     def accept_queued(self) -> None:
         """Accept every connection waiting in the socket's queue now (before it closes)."""
         while True:
             try:
-                connection, address = self.sock.accept()
-            except BlockingIOError:
+                accepted = self._accept_one()
+            except OSError:  # out of descriptors, or the socket gone: nothing more to take
                 return
-            except OSError as exc:
-                if exc.errno in _CONNECTION_ERRNOS:
-                    continue
+            if accepted is False:
                 return
-            self.on_connection(connection, address)
+            if accepted is not True:
+                self.on_connection(*accepted)
+
+    def _accept_one(self) -> tuple[socket.socket, Any] | bool:
+        """One queued connection and its address; True for one that failed before it was accepted (skip
+        it), False when none is queued. Any other OSError (out of descriptors) is raised."""
+        try:
+            return self.sock.accept()
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in _CONNECTION_ERRNOS:
+                return True
+            raise
 
     def _pause(self, exc: OSError) -> None:
         self.pauses += 1

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bench.contenders import http
 from tests.support.stack import ROOT, Stack, free_port
 
 USER, PASSWORD = "flower", "compat-pw"
@@ -27,20 +28,8 @@ LOAD_ARGS = ("--basic", f"{USER}:{PASSWORD}", "--unique-kwarg", "x", "--json")
 
 
 def request(base: str, path: str, body: Any = None, method: str | None = None) -> tuple[int, Any]:
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(base + path, data=data, method=method or ("POST" if data is not None else "GET"))
-    req.add_header("Content-Type", "application/json")
-    for name, value in AUTH.items():
-        req.add_header(name, value)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
+    data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    return http(base + path, method or ("POST" if body is not None else "GET"), data, timeout=60, headers=AUTH)
 
 
 def script(base: str) -> dict[str, tuple[int, Any]]:
