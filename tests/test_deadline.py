@@ -30,7 +30,7 @@ from tasks.deadline import GRACE, HARD_GRACE, DeadlineExceeded, DeadlineRequest,
 from tests.support.env import BACKEND_URL, BROKER_URL
 from tests.support.extra_checks import RUNS_KEY
 from tests.support.raw_http import raw_server
-from tests.support.stack import Stack, http_get
+from tests.support.stack import Stack, http_get, poll_result
 
 # --- the module -----------------------------------------------------------------------------------
 
@@ -236,16 +236,6 @@ def concurrently(gateway: str, paths: list[str]) -> list[tuple[int, dict]]:
     with ThreadPoolExecutor(len(paths)) as pool:
         answers = list(pool.map(lambda p: http_get(gateway + p, timeout=120), paths))
     return [(status, body) for status, body, _ in answers]
-
-
-def poll_result(gateway: str, task_id: str, timeout: float = 30) -> tuple[int, dict]:
-    """GET /result/<id> until it is no longer pending (or the time is up)."""
-    give_up = time.monotonic() + timeout
-    while True:
-        status, body, _ = http_get(f"{gateway}/result/{task_id}")
-        if status != 202 or time.monotonic() > give_up:
-            return status, body
-        time.sleep(0.2)
 
 
 def runs(tag: str) -> int:

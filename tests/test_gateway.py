@@ -19,17 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.aiocelery.results import EXPIRY_GRACE_S
 from tests.support.delay_proxy import DelayProxy
 from tests.support.env import BACKEND_URL, BROKER_URL, RUN_PREFIX
-from tests.support.stack import Stack, free_port, http_get
-
-
-def poll_result(gateway: str, task_id: str, until: int, timeout: float = 15) -> tuple[int, dict]:
-    """GET /result/<id> until its status is `until` (or the time is up); return the last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body, _ = http_get(f"{gateway}/result/{task_id}")
-        if status == until or time.monotonic() > deadline:
-            return status, body
-        time.sleep(0.1)
+from tests.support.stack import Stack, free_port, http_get, poll_result
 
 
 @pytest.fixture
@@ -85,7 +75,7 @@ def test_async_mode_answers_at_once_then_result_is_pollable(gateway: str) -> Non
     assert headers["Location"] == body["result_url"] == f"/result/{body['id']}"
     status, pending, _ = http_get(gateway + body["result_url"])
     assert (status, pending["state"], pending["type"]) == (202, "PENDING", "sleep")
-    status, done = poll_result(gateway, body["id"], until=200)
+    status, done = poll_result(gateway, body["id"], 15, 0.1, until=200)
     assert status == 200, done
     assert done["result"] == {"ok": True, "slept_ms": 1000}
     assert done["worker"].startswith(f"{RUN_PREFIX}sleep@")
@@ -130,7 +120,7 @@ def test_task_that_raises_is_502_without_traceback(gateway: str) -> None:
     assert body["error"] == {"type": "ValueError", "message": "boom 7"}
     assert "traceback" not in body["error"]
     # The same answer later from /result.
-    status, again = poll_result(gateway, body["id"], until=502)
+    status, again = poll_result(gateway, body["id"], 15, 0.1, until=502)
     assert (status, again["error"]) == (502, body["error"])
 
 
@@ -140,7 +130,7 @@ def test_deadline_is_504_with_the_id_and_the_check_ends_there(gateway: str) -> N
     assert body["state"] == "PENDING"
     assert body["result_url"] == f"/result/{body['id']}"
     # The worker stopped it at its deadline too (tasks/deadline.py): /result says so, with the same 504.
-    status, late = poll_result(gateway, body["id"], until=504)
+    status, late = poll_result(gateway, body["id"], 15, 0.1, until=504)
     assert (status, late["state"], late["error"]["type"]) == (504, "FAILURE", "DeadlineExceeded"), late
 
 
@@ -150,7 +140,7 @@ def test_a_task_that_expires_in_the_queue_is_never_run(new_stack: Stack) -> None
     assert status == 504
     time.sleep(1)
     new_stack.start_worker("late", ["add"], concurrency=1)
-    status, later = poll_result(gateway, body["id"], until=410, timeout=EXPIRY_GRACE_S + 15)
+    status, later = poll_result(gateway, body["id"], EXPIRY_GRACE_S + 15, 0.1, until=410)
     assert (status, later["state"]) == (410, "EXPIRED")  # not run late, and not PENDING for ever
     status, fresh, _ = http_get(gateway + "/check/add?x=2&y=2")
     assert (status, fresh["result"]) == (200, 4)

@@ -55,7 +55,7 @@ from tests.support.dns_server import dns_server
 from tests.support.forge import escaped, forge_command, resp
 from tests.support.hostile_paths import make_hostile
 from tests.support.raw_http import RawServer, answer, exchange, is_json_refusal, raw_server, trickle
-from tests.support.stack import Stack, http_get
+from tests.support.stack import Stack, http_get, poll_result
 
 REFUSED = "target refused by policy"  # what every refused target reads (tasks/checks/_guard.py)
 LEGIT_TIMEOUT = 10  # s: a legitimate check held up by a stuck worker answers 504 within it
@@ -514,16 +514,6 @@ def hostile_answers(hits: list[Hit], notes: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
-def settled(gateway: str, task_id: str, within: float = 10.0) -> tuple[int, Any]:
-    """GET /result/<id> until the task is no longer pending (202), or `within` s have passed."""
-    give_up = time.monotonic() + within
-    while True:
-        status, body, _ = http_get(f"{gateway}/result/{task_id}")
-        if status != 202 or time.monotonic() > give_up:
-            return status, body
-        time.sleep(0.1)
-
-
 # --- the test -------------------------------------------------------------------------------------
 
 
@@ -604,7 +594,7 @@ def test_hostile_callers_under_load(deployment: Deployment) -> None:
     # Each overrun task was ended at its deadline by its worker, or never started: none is left sleeping.
     overruns: Counter[bool] = Counter()
     for task_id in (h.body["id"] for h in hits if h.attack.what.startswith("sleep")):
-        status, body = settled(gw, task_id)
+        status, body = poll_result(gw, task_id, 10.0, 0.1)
         error = body.get("error")
         end = (status, body.get("state"), error.get("type") if isinstance(error, dict) else None)
         assert end in {(504, *e) for e in OVERRUN_ENDS} | {(410, "EXPIRED", None)}, body

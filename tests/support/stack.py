@@ -57,6 +57,20 @@ def http_get_in_background(url: str, timeout: float = 60.0) -> Future[tuple[int,
     return future
 
 
+def poll_result(
+    gateway: str, task_id: str, within: float = 30.0, interval: float = 0.2, until: int | None = None
+) -> tuple[int, Any]:
+    """GET `gateway`/result/<id> every `interval` s until its status is `until` (by default: until it is no
+    longer pending, 202) or `within` s have passed: (status, body) of the last answer."""
+    give_up = time.monotonic() + within
+    while True:
+        status, body, _ = http_get(f"{gateway}/result/{task_id}")
+        done = status == until if until is not None else status != 202
+        if done or time.monotonic() > give_up:
+            return status, body
+        time.sleep(interval)
+
+
 class Stack:
     """Workers and gateways of one isolated checkgate deployment."""
 
