@@ -467,11 +467,7 @@ class Floor(Direct):
             }
             popens.append(self._spawn("bench.floor", plan, self.stack.logdir / f"floor-{self.cell}-{n}.log"))
         run = DirectRun(popens, self.stack.logdir / f"floor-{self.cell}-0.log", lambda outs: merge(outs, window))
-        try:
-            run.wait_ready(ready_timeout)
-        except BaseException:
-            run.kill()
-            raise
+        run.wait_ready(ready_timeout)
         return run
 
 
@@ -537,11 +533,7 @@ class Drain(Direct):
             return {**out["streams"], "_drain": out["drain"]}
 
         run = DirectRun([popen], log, combine)
-        try:
-            run.wait_ready(ready_timeout)
-        except BaseException:
-            run.kill()
-            raise
+        run.wait_ready(ready_timeout)
         return run
 
     def stop(self) -> None:
@@ -568,15 +560,21 @@ class DirectRun:
         return [p.pid for p in self.popens]
 
     def wait_ready(self, timeout: float) -> None:
+        """Wait for every process's READY line; kill them all when one is not ready in time (or on any
+        interruption), so no half-started run is left behind."""
         deadline = time.monotonic() + timeout
-        for popen in self.popens:
-            assert popen.stdout is not None
-            ready, _, _ = select.select([popen.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            line = popen.stdout.readline().strip() if ready else ""
-            if line != READY:
-                raise RuntimeError(
-                    f"{self.log.stem} not ready ({line!r}): {self.log.read_text(errors='replace')[-2000:]}"
-                )
+        try:
+            for popen in self.popens:
+                assert popen.stdout is not None
+                ready, _, _ = select.select([popen.stdout], [], [], max(0.0, deadline - time.monotonic()))
+                line = popen.stdout.readline().strip() if ready else ""
+                if line != READY:
+                    raise RuntimeError(
+                        f"{self.log.stem} not ready ({line!r}): {self.log.read_text(errors='replace')[-2000:]}"
+                    )
+        except BaseException:
+            self.kill()
+            raise
 
     def go(self, t0: float) -> None:
         """Tell every process the start time."""
