@@ -364,8 +364,13 @@ def test_latest_scheduled_run_in_schedule_and_metrics(gateway: str) -> None:
     name = f"{RUN_PREFIX}nightly"
     with declared_entry(app, name, "checkgate.add"):
         app.send_task("checkgate.add", kwargs={"x": 40, "y": 2}, headers={HEADER: name}).get(timeout=30)
-    status, body, _ = http_get(f"{gateway}/schedule/{name}")
-    assert (status, body["type"], body["result"]) == (200, "add", 42)
+        # The worker reads the entry and points it at the run in task_postrun, just after it stored the
+        # result .get() returned: the entry must outlive that, and the pointer may land a moment later.
+        give_up = time.monotonic() + 10
+        while (answer := http_get(f"{gateway}/schedule/{name}"))[0] == 404 and time.monotonic() < give_up:
+            time.sleep(0.05)
+    status, body, _ = answer
+    assert (status, body["type"], body["result"]) == (200, "add", 42), body
     status, listing, _ = http_get(f"{gateway}/schedule")
     assert listing["schedule"][name]["result"] == 42
     _, text, _ = http_get(gateway + "/metrics")
